@@ -1,0 +1,220 @@
+"""The agent's HTTP API (aiohttp): JSON under ``/api/v1``, Prometheus text under ``/metrics``.
+
+Every route but ``/healthz`` needs ``Authorization: Bearer <token>``; reads need the ``read``
+scope, anything that acts needs ``operate``. Database reads run in worker threads on their own
+read-only connections, so a slow query never blocks the loop or the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from agent.metrics import AgentMetrics
+from agent.tokens import Tokens
+from probes.base import now_ms
+from storage import queries
+from storage.db import DB_FILENAME, connect
+from storage.records import AgentStatus, make_labels
+from storage.units import parse_duration
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_POINTS = 2000
+"""A range query without a step returns at most about this many points (auto-downsampled)."""
+
+
+class AgentView(Protocol):
+    """What the API needs from the agent (kept narrow so tests can serve a stand-in)."""
+
+    data_dir: Path
+
+    def status(self) -> AgentStatus: ...
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _auth_middleware(tokens: Tokens) -> Any:
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/healthz":
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return _error(
+                401,
+                "missing bearer token: send 'Authorization: Bearer <token>' "
+                "(the token is in the agent's data dir, file api-token)",
+            )
+        scope = tokens.scope_of(presented.strip())
+        if scope is None:
+            return _error(401, "token rejected")
+        needed = "read" if request.method in ("GET", "HEAD") else "operate"
+        if needed == "operate" and scope != "operate":
+            return _error(403, "this token is read-only; the action needs the operate scope")
+        request["scope"] = scope
+        return await handler(request)
+
+    return auth
+
+
+def parse_time(value: str | None, default_ms: int, now: int, field: str) -> int:
+    """Epoch milliseconds, ``now``, or a duration relative to now (``-5m`` or ``5m`` ago)."""
+    if value is None or value == "":
+        return default_ms
+    if value == "now":
+        return now
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        return now - int(abs(parse_duration(value)) * 1000)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=json.dumps(
+                {
+                    "error": f"{field}: expected epoch milliseconds, 'now' or a "
+                    f"relative duration such as -5m, got {value!r}"
+                }
+            ),
+            content_type="application/json",
+        ) from None
+
+
+class Api:
+    """Route handlers bound to one agent."""
+
+    def __init__(self, agent: AgentView) -> None:
+        self.agent = agent
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        path = self.agent.data_dir / DB_FILENAME
+
+        def run() -> T:
+            conn = connect(path, readonly=True)
+            try:
+                return fn(conn)
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.agent.status().to_json())
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": [m.to_json() for m in self.agent.status().models]})
+
+    async def series(self, request: web.Request) -> web.Response:
+        q = request.query
+        name = q.get("name")
+        if not name:
+            return _error(400, "name: required, e.g. name=host.cpu.percent")
+        try:
+            raw_labels = json.loads(q.get("labels") or "{}")
+            if not isinstance(raw_labels, dict):
+                raise ValueError
+        except ValueError:
+            return _error(400, 'labels: expected a JSON object such as {"core":"0"}')
+        labels = make_labels(raw_labels)
+        now = now_ms()
+        until = parse_time(q.get("until"), now, now, "until")
+        since = parse_time(q.get("since"), until - 3_600_000, now, "since")
+        if since > until:
+            return _error(400, "since: must not be after until")
+        step_raw = q.get("step")
+        step: int | None = None
+        if step_raw:
+            try:
+                step = int(step_raw) if step_raw.isdigit() else int(parse_duration(step_raw) * 1000)
+            except ValueError:
+                return _error(
+                    400, f"step: expected milliseconds or a duration such as 10s, got {step_raw!r}"
+                )
+            if step <= 0:
+                return _error(400, "step: must be positive")
+
+        def query(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            chosen = step
+            if chosen is None:
+                count = queries.count_samples(conn, name, labels)
+                if count > MAX_POINTS:
+                    chosen = max(1, math.ceil((until - since) / MAX_POINTS))
+            points = queries.series_range(
+                conn, name, labels, since_ms=since, until_ms=until, step_ms=chosen
+            )
+            return [
+                {"ts_ms": p.ts_ms, "avg": p.avg, "min": p.min, "max": p.max, "count": p.count}
+                for p in points
+            ]
+
+        points = await self._read(query)
+        return web.json_response(
+            {
+                "name": name,
+                "labels": dict(labels),
+                "since_ms": since,
+                "until_ms": until,
+                "step_ms": step,
+                "points": points,
+            }
+        )
+
+    async def events(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            limit = min(1000, max(1, int(q.get("limit", "100"))))
+        except ValueError:
+            return _error(400, "limit: expected a whole number")
+        now = now_ms()
+        since = parse_time(q.get("since"), 0, now, "since") if q.get("since") else None
+        events = await self._read(
+            lambda c: queries.recent_events(
+                c, limit=limit, kind=q.get("kind"), subject=q.get("subject"), since_ms=since
+            )
+        )
+        return web.json_response({"events": [e.to_json() for e in events]})
+
+    async def probe_runs(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            limit = min(1000, max(1, int(q.get("limit", "50"))))
+        except ValueError:
+            return _error(400, "limit: expected a whole number")
+        runs = await self._read(lambda c: queries.recent_probe_runs(c, q.get("model"), limit=limit))
+        return web.json_response({"probe_runs": [r.to_json() for r in runs]})
+
+
+def build_app(agent: AgentView, tokens: Tokens) -> web.Application:
+    """The aiohttp application for one agent."""
+    api = Api(agent)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(AgentMetrics(agent))
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application(middlewares=[_auth_middleware(tokens)])
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/api/v1/status", api.status)
+    app.router.add_get("/api/v1/models", api.models)
+    app.router.add_get("/api/v1/series", api.series)
+    app.router.add_get("/api/v1/events", api.events)
+    app.router.add_get("/api/v1/probe_runs", api.probe_runs)
+    app.router.add_get("/metrics", metrics)
+    return app

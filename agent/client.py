@@ -1,0 +1,113 @@
+"""A small synchronous client for the CLI (``vigil status``), and finding the local agent.
+
+The CLI makes one or two requests and exits, so plain urllib is enough and keeps ``vigil
+status`` fast to start; the TUI has its own asynchronous client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from agent.config import DEFAULT_CONFIG_PATH, default_data_dir, load_config
+from agent.daemon_files import API_FILE
+from agent.tokens import OPERATE_FILE
+from storage.records import AgentStatus
+
+
+class AgentUnreachable(Exception):
+    """The agent could not be reached or answered with an error; the message says which."""
+
+
+def data_dir_for(config_path: Path | None) -> Path:
+    """The data dir named by a config file (the default one if present), else the default.
+
+    Raises:
+        ConfigError: the named config file is invalid.
+    """
+    if config_path is None and DEFAULT_CONFIG_PATH.exists():
+        config_path = DEFAULT_CONFIG_PATH
+    if config_path is None:
+        return default_data_dir()
+    return load_config(config_path).agent.data_dir
+
+
+def resolve_target(
+    url: str | None, token_file: Path | None, config_path: Path | None
+) -> tuple[str, str]:
+    """Work out which agent to talk to and with which token.
+
+    Order: ``--url`` else the local agent's ``api.json``; ``--token-file`` else
+    ``$VIGIL_TOKEN`` else the data dir's ``api-token``.
+    """
+    data_dir: Path | None = None
+    if url is None:
+        data_dir = data_dir_for(config_path)
+        info = data_dir / API_FILE
+        try:
+            url = str(json.loads(info.read_text(encoding="utf-8"))["url"])
+        except FileNotFoundError:
+            raise AgentUnreachable(
+                f"no local agent: {info} does not exist (is `vigil agent "
+                f"run` running with this data dir? or pass --url)"
+            ) from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise AgentUnreachable(f"cannot read {info}: {exc}") from None
+    if token_file is not None:
+        return url, _read_token(token_file)
+    env = os.environ.get("VIGIL_TOKEN")
+    if env:
+        return url, env.strip()
+    if data_dir is None:
+        data_dir = data_dir_for(config_path)
+    return url, _read_token(data_dir / OPERATE_FILE)
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise AgentUnreachable(
+            f"cannot read the token file {path}: {exc.strerror} (pass "
+            f"--token-file or set VIGIL_TOKEN)"
+        ) from None
+    if not token:
+        raise AgentUnreachable(f"the token file {path} is empty")
+    return token
+
+
+class ApiClient:
+    """Blocking JSON-over-HTTP calls to one agent."""
+
+    def __init__(self, url: str, token: str, timeout_s: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def get(self, path: str) -> Any:
+        """GET a JSON document; errors become :class:`AgentUnreachable` with the reason."""
+        if not self.url.startswith(("http://", "https://")):
+            raise AgentUnreachable(f"not an http(s) URL: {self.url!r}")
+        # The scheme is checked above, so urlopen cannot be steered to file: or others.
+        req = urllib.request.Request(  # noqa: S310
+            self.url + path, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")[:300]
+            raise AgentUnreachable(f"{self.url}{path}: HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise AgentUnreachable(f"cannot reach the agent at {self.url}: {reason}") from None
+        except ValueError as exc:
+            raise AgentUnreachable(f"{self.url}{path}: not JSON: {exc}") from None
+
+    def status(self) -> AgentStatus:
+        """``GET /api/v1/status`` as a record."""
+        return AgentStatus.from_json(self.get("/api/v1/status"))

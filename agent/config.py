@@ -1,0 +1,495 @@
+"""The agent's TOML configuration, validated into typed, frozen objects.
+
+A bad file is refused as a whole with a :class:`ConfigError` that names the file, the line (when
+it can be found) and the field, and says what was expected. Nothing here has side effects, so
+the daemon can validate a changed file and keep its running config if the new one is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from probes.base import OptionError
+from probes.registry import PROBES
+from storage.units import EXPECTED as DURATION_EXPECTED
+from storage.units import parse_duration
+
+DEFAULT_CONFIG_PATH = Path("/etc/vigil/vigil.toml")
+DEFAULT_PORT = 8470
+RESTART_POLICIES = ("always", "on-failure", "never")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_EXPECTED = "1-64 characters of letters, digits, '.', '_' or '-', starting alphanumeric"
+
+
+def default_data_dir() -> Path:
+    """Where the agent keeps its database and token when the config does not say.
+
+    Root gets the FHS state directory; anyone else their XDG state directory, so a developer
+    can run the agent without privileges.
+    """
+    if os.geteuid() == 0:
+        return Path("/var/lib/vigil")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "vigil"
+
+
+class ConfigError(Exception):
+    """A configuration file was refused.
+
+    Attributes:
+        path: the file.
+        field: dotted path of the offending field (``model[1].interval``), or None.
+        line: 1-based line in the file, when it could be located.
+        reason: what was wrong and what was expected.
+    """
+
+    def __init__(
+        self, path: Path | str, reason: str, *, field: str | None = None, line: int | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.field = field
+        self.line = line
+        self.reason = reason
+        where = str(self.path) + (f":{line}" if line else "")
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}: {what}{reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """The ``[agent]`` table."""
+
+    host: str
+    data_dir: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = DEFAULT_PORT
+    sample_interval_s: float = 1.0
+    retention_s: float = 2 * 86400.0
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """One ``[[model]]``: a served model and how to probe it."""
+
+    name: str
+    protocol: str
+    url: str
+    interval_s: float = 10.0
+    timeout_s: float = 5.0
+    process: str | None = None
+    canary: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessConfig:
+    """One ``[[process]]``: a model server the agent starts and keeps running."""
+
+    name: str
+    command: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    restart: str = "on-failure"
+    stop_signal: str = "SIGTERM"
+    stop_timeout_s: float = 10.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole validated configuration file."""
+
+    path: Path | None
+    agent: AgentConfig
+    models: tuple[ModelConfig, ...] = ()
+    processes: tuple[ProcessConfig, ...] = ()
+
+
+class _Locator:
+    """Finds the line of a field in the TOML text, for error messages.
+
+    tomllib reports lines only for syntax errors, so for semantic errors we scan the text for
+    the table header and then the key. Best effort: when not found, the error has no line.
+    """
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def find(self, table: str, index: int | None, key: str | None) -> int | None:
+        start = self._table_start(table, index)
+        if start is None:
+            return None
+        if key is None:
+            return start + 1
+        key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        sub_re = re.compile(rf"^\s*\[\s*{re.escape(table)}\.{re.escape(key)}\s*\]")
+        for i in range(start + 1, len(self.lines)):
+            line = self.lines[i]
+            m = self._HEADER.match(line)
+            if m and not m.group(2).startswith(table + "."):
+                break
+            if key_re.match(line) or sub_re.match(line):
+                return i + 1
+        return start + 1
+
+    def find_nested(self, table: str, index: int | None, sub: str, key: str) -> int | None:
+        """Line of ``key`` inside ``[table.sub]`` (or an inline ``sub = {...}``) of one table."""
+        start = self._table_start(table, index)
+        if start is None:
+            return None
+        key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        inside = False
+        for i in range(start + 1, len(self.lines)):
+            line = self.lines[i]
+            m = self._HEADER.match(line)
+            if m:
+                if m.group(2) == f"{table}.{sub}":
+                    inside = True
+                    continue
+                if not m.group(2).startswith(table + "."):
+                    break
+                inside = False
+            if inside and key_re.match(line):
+                return i + 1
+        return self.find(table, index, sub)
+
+    def _table_start(self, table: str, index: int | None) -> int | None:
+        seen = -1
+        for i, line in enumerate(self.lines):
+            m = self._HEADER.match(line)
+            if not m or m.group(2) != table:
+                continue
+            if index is None:
+                return i
+            seen += 1
+            if seen == index:
+                return i
+        return None
+
+
+class _Required:
+    pass
+
+
+_REQUIRED: Any = _Required()
+
+
+class _Table:
+    """Typed reads from one TOML table, with errors that name the field and the line."""
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        path: Path,
+        locator: _Locator,
+        table: str,
+        index: int | None = None,
+    ) -> None:
+        self.data = data
+        self.path = path
+        self.locator = locator
+        self.table = table
+        self.index = index
+        self.used: set[str] = set()
+
+    def where(self, key: str | None = None) -> str:
+        base = self.table if self.index is None else f"{self.table}[{self.index}]"
+        return f"{base}.{key}" if key else base
+
+    def error(self, key: str | None, reason: str) -> ConfigError:
+        return ConfigError(
+            self.path,
+            reason,
+            field=self.where(key),
+            line=self.locator.find(self.table, self.index, key),
+        )
+
+    def _get(self, key: str, expected: type | tuple[type, ...], what: str, default: Any) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise self.error(key, f"missing required field; expected {what}")
+            return default
+        value = self.data[key]
+        # bool is an int in Python; a TOML `true` where a number is expected is a mistake.
+        if isinstance(value, bool) and bool not in _as_tuple(expected):
+            raise self.error(key, f"expected {what}, got a boolean")
+        if not isinstance(value, expected):
+            raise self.error(key, f"expected {what}, got {_toml_type(value)} {value!r}")
+        return value
+
+    def string(self, key: str, default: Any = None, *, choices: tuple[str, ...] = ()) -> Any:
+        what = "one of " + ", ".join(repr(c) for c in choices) if choices else "a string"
+        value = self._get(key, str, what, default)
+        if choices and value is not None and value not in choices:
+            raise self.error(key, f"expected {what}, got {value!r}")
+        return value
+
+    def name(self, key: str) -> str:
+        value: str = self._get(key, str, "a name", _REQUIRED)
+        if not _NAME_RE.match(value):
+            raise self.error(key, f"expected a name of {_NAME_EXPECTED}, got {value!r}")
+        return value
+
+    def duration(self, key: str, default: Any, *, positive: bool = True) -> Any:
+        value = self._get(key, str, DURATION_EXPECTED, default)
+        if value is None or isinstance(value, float):
+            return value
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        if positive and seconds <= 0:
+            raise self.error(key, f"expected a positive duration, got {value!r}")
+        return seconds
+
+    def strings(self, key: str, default: Any = _REQUIRED, *, non_empty: bool = True) -> Any:
+        value = self._get(key, list, "a list of strings", default)
+        if value is None or value is default:
+            return value
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error(
+                    key, f"expected a list of strings; item {i} is {_toml_type(item)} {item!r}"
+                )
+        if non_empty and not value:
+            raise self.error(key, "expected a non-empty list of strings")
+        return tuple(value)
+
+    def str_table(self, key: str) -> dict[str, str]:
+        value = self._get(key, dict, "a table of strings", {})
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise self.error(
+                    key, f"expected a table of strings; {k!r} is {_toml_type(v)} {v!r}"
+                )
+        return dict(value)
+
+    def subtable(self, key: str) -> dict[str, Any]:
+        return dict(self._get(key, dict, "a table", {}))
+
+    def finish(self) -> None:
+        """Refuse keys nobody read: a typo must not be silently ignored."""
+        for key in self.data:
+            if key not in self.used:
+                known = ", ".join(sorted(self.used))
+                raise self.error(key, f"unknown key; expected one of: {known}")
+
+
+def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
+    return t if isinstance(t, tuple) else (t,)
+
+
+def _toml_type(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a config file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not TOML, or not a valid config.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"not UTF-8 text ({exc.reason})") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path | str = "<config>") -> Config:
+    """Validate config text; ``path`` is used in error messages only."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
+        raise ConfigError(path, f"not valid TOML: {exc}", line=line) from None
+    locator = _Locator(text)
+
+    for key in raw:
+        if key not in ("agent", "model", "process"):
+            raise ConfigError(
+                path,
+                "unknown top-level key; expected [agent], [[model]] or [[process]]",
+                field=key,
+                line=locator.find(key, None, None) or _first_line_with(text, key),
+            )
+    agent_raw = raw.get("agent", {})
+    if not isinstance(agent_raw, dict):
+        raise ConfigError(path, "expected a table [agent]", field="agent")
+    agent = _agent(_Table(agent_raw, path, locator, "agent"))
+    processes = tuple(_process(t) for t in _array_of_tables(raw, "process", path, locator))
+    models = tuple(_model(t) for t in _array_of_tables(raw, "model", path, locator))
+
+    _unique([p.name for p in processes], "process", path, locator)
+    _unique([m.name for m in models], "model", path, locator)
+    names = {p.name for p in processes}
+    for i, m in enumerate(models):
+        if m.process is not None and m.process not in names:
+            raise ConfigError(
+                path,
+                f"names process {m.process!r}, but no [[process]] has that "
+                f"name; expected one of: {', '.join(sorted(names)) or 'none'}",
+                field=f"model[{i}].process",
+                line=locator.find("model", i, "process"),
+            )
+    return Config(path=path, agent=agent, models=models, processes=processes)
+
+
+def _array_of_tables(
+    raw: Mapping[str, Any], key: str, path: Path, locator: _Locator
+) -> list[_Table]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(
+            path,
+            f"expected an array of tables [[{key}]]",
+            field=key,
+            line=locator.find(key, None, None),
+        )
+    return [_Table(v, path, locator, key, i) for i, v in enumerate(value)]
+
+
+def _unique(names: list[str], table: str, path: Path, locator: _Locator) -> None:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ConfigError(
+                path,
+                f"duplicate name {name!r} (also {table}[{seen[name]}]); "
+                f"expected every {table} to have its own name",
+                field=f"{table}[{i}].name",
+                line=locator.find(table, i, "name"),
+            )
+        seen[name] = i
+
+
+def _agent(t: _Table) -> AgentConfig:
+    host = t.string("host", None) or socket.gethostname()
+    data_dir = t.string("data_dir", None)
+    listen = t.string("listen", f"127.0.0.1:{DEFAULT_PORT}")
+    listen_host, listen_port = _parse_listen(t, listen)
+    cfg = AgentConfig(
+        host=host,
+        data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(),
+        listen_host=listen_host,
+        listen_port=listen_port,
+        sample_interval_s=t.duration("sample_interval", 1.0),
+        retention_s=t.duration("retention", 2 * 86400.0),
+        log_level=t.string("log_level", "info", choices=("debug", "info", "warning", "error")),
+    )
+    if cfg.sample_interval_s < 0.1:
+        raise t.error("sample_interval", "expected at least 100ms")
+    t.finish()
+    return cfg
+
+
+def _parse_listen(t: _Table, listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise t.error(
+            "listen", f"expected 'HOST:PORT' (port 0-65535, 0 picks a free one), got {listen!r}"
+        )
+    return host, int(port)
+
+
+def _model(t: _Table) -> ModelConfig:
+    name = t.name("name")
+    protocol = t.string("protocol", _REQUIRED, choices=tuple(sorted(PROBES)))
+    url = t.string("url", _REQUIRED)
+    if protocol == "tcp":
+        if not url.startswith("tcp://"):
+            raise t.error("url", f"expected 'tcp://HOST:PORT' for protocol tcp, got {url!r}")
+    elif not url.startswith(("http://", "https://")):
+        raise t.error("url", f"expected an http:// or https:// URL, got {url!r}")
+    canary = t.subtable("canary")
+    try:
+        PROBES[protocol].check_options(canary)
+    except OptionError as exc:
+        raise ConfigError(
+            t.path,
+            str(exc),
+            field=f"{t.where('canary')}.{exc.field}",
+            line=t.locator.find_nested("model", t.index, "canary", exc.field),
+        ) from None
+    cfg = ModelConfig(
+        name=name,
+        protocol=protocol,
+        url=url,
+        interval_s=t.duration("interval", 10.0),
+        timeout_s=t.duration("timeout", 5.0),
+        process=t.string("process", None),
+        canary=canary,
+    )
+    t.finish()
+    return cfg
+
+
+def _process(t: _Table) -> ProcessConfig:
+    name = t.name("name")
+    if "command" in t.data and isinstance(t.data["command"], str):
+        t.used.add("command")
+        raise t.error(
+            "command",
+            'expected an argv list such as ["python", "-m", '
+            '"server"]; a shell string is not accepted',
+        )
+    command = t.strings("command")
+    cwd = t.string("cwd", None)
+    stop_signal = t.string("stop_signal", "SIGTERM")
+    # Only real signals: SIG_DFL, SIG_IGN and SIG_BLOCK are attributes of the module too.
+    if not isinstance(getattr(signal, stop_signal, None), signal.Signals):
+        raise t.error(
+            "stop_signal",
+            f"expected a signal name such as 'SIGTERM' or 'SIGINT', got {stop_signal!r}",
+        )
+    cfg = ProcessConfig(
+        name=name,
+        command=command,
+        env=t.str_table("env"),
+        cwd=Path(cwd).expanduser() if cwd else None,
+        restart=t.string("restart", "on-failure", choices=RESTART_POLICIES),
+        stop_signal=stop_signal,
+        stop_timeout_s=t.duration("stop_timeout", 10.0),
+        backoff_initial_s=t.duration("backoff_initial", 1.0),
+        backoff_max_s=t.duration("backoff_max", 300.0),
+    )
+    t.finish()
+    return cfg
+
+
+def _line_from_message(message: str) -> int | None:
+    m = re.search(r"line (\d+)", message)
+    return int(m.group(1)) if m else None
+
+
+def _first_line_with(text: str, key: str) -> int | None:
+    # The key's assignment, not the first line that merely mentions it (a comment, a value).
+    key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*[=.]")
+    for i, line in enumerate(text.splitlines()):
+        if key_re.match(line):
+            return i + 1
+    return None

@@ -1,0 +1,358 @@
+"""The agent: composition root wiring collectors, probes, supervisor, writer and API together.
+
+One asyncio loop. Collectors run in a worker thread (psutil and NVML block); probes run on the
+loop; the writer is its own thread. SIGTERM/SIGINT stop gracefully (the writer is flushed);
+SIGHUP, or a change to the config file, reloads the config: a bad new file is refused, the
+running config kept, and the refusal recorded as an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import random
+import signal
+import time
+
+import aiohttp
+from aiohttp import web
+
+from agent import __version__
+from agent.api import build_app
+from agent.config import Config, ConfigError, load_config
+from agent.daemon_files import API_FILE
+from agent.models import ModelMonitor, samples_for
+from agent.schedule import Scheduler
+from agent.supervisor import Supervisor
+from agent.tokens import Tokens, load_or_create
+from agent.watch import ConfigWatcher
+from probes.base import Collector, now_ms
+from probes.gpu import GpuCollector
+from probes.host import HostCollector
+from probes.process import ProcessCollector
+from storage.db import DB_FILENAME
+from storage.records import AgentStatus, Event, Labels, ResourceValue, Sample
+from storage.retention import purge_probe_runs, purge_samples
+from storage.writer import Writer
+
+log = logging.getLogger("vigil.agent")
+
+
+RETENTION_EVERY_S = 300.0
+
+
+class Agent:
+    """A running agent. ``await Agent(config).run()`` until stopped."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = config.agent.data_dir
+        self.started_ms = now_ms()
+        self.writer = Writer(self.data_dir / DB_FILENAME, on_state_change=self._storage_changed)
+        self.supervisor = Supervisor(self.data_dir / "logs", self.emit)
+        self.monitors: dict[str, ModelMonitor] = {}
+        self.latest: dict[tuple[str, Labels], ResourceValue] = {}
+        self.gpu = GpuCollector()
+        self.collectors: list[Collector] = [
+            HostCollector(),
+            ProcessCollector(self.supervisor.pids),
+            self.gpu,
+        ]
+        self.tokens: Tokens | None = None
+        self.url: str | None = None
+        self.first_collection = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._scheduler: Scheduler | None = None
+        self._runner: web.AppRunner | None = None
+        self._watcher: ConfigWatcher | None = None
+
+    # --- events and state --------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Record an audit event (through the writer; never blocks)."""
+        self.writer.submit_one(event)
+
+    def _storage_changed(self, healthy: bool, error: str) -> None:
+        # Called on the writer thread. The event is queued behind the failing batch, so it
+        # lands when storage works again, which is when an operator can read it anyway.
+        kind = "storage.recovered" if healthy else "storage.failing"
+        self.writer.submit_one(
+            Event(
+                ts_ms=now_ms(),
+                kind=kind,
+                subject="agent",
+                message=error or "writes resumed",
+                data={"error": error},
+            )
+        )
+
+    def status(self) -> AgentStatus:
+        """Live snapshot for the API and ``vigil status``."""
+        return AgentStatus(
+            host=self.config.agent.host,
+            version=__version__,
+            started_ms=self.started_ms,
+            now_ms=now_ms(),
+            models=tuple(m.status() for m in self.monitors.values()),
+            processes=tuple(self.supervisor.statuses()),
+            resources=tuple(sorted(self.latest.values(), key=lambda r: (r.name, r.labels))),
+            gpu_available=self.gpu.available,
+            storage_ok=self.writer.healthy,
+        )
+
+    # --- jobs --------------------------------------------------------------------------
+
+    def _collect_sync(self) -> list[Sample]:
+        ts = now_ms()
+        out: list[Sample] = []
+        for c in self.collectors:
+            try:
+                out.extend(c.collect(ts))
+            except Exception:  # one broken collector must not starve the others
+                log.exception("collector failed collector=%s", c.name)
+        return out
+
+    async def collect(self) -> None:
+        """Collect resources (in a thread), store them, keep the latest values."""
+        samples = await asyncio.to_thread(self._collect_sync)
+        self.writer.submit(samples)
+        latest = {}
+        for s in samples:
+            latest[(s.name, s.labels)] = ResourceValue(s.name, s.labels, s.ts_ms, s.value)
+        # Replace wholesale: a disk unmounted or a process gone disappears from status too.
+        self.latest = latest
+        self.first_collection.set()
+
+    async def probe(self, name: str) -> None:
+        """Probe one model now and record the result."""
+        mon = self.monitors.get(name)
+        if mon is None or self._session is None:
+            return
+        run = await mon.run_once(self._session)
+        mon.record(run, self.emit)
+        self.writer.submit_one(run)
+        self.writer.submit(samples_for(run))
+
+    async def retention(self) -> None:
+        """Queue a retention pass on the writer thread."""
+        cutoff = now_ms() - int(self.config.agent.retention_s * 1000)
+
+        def purge(conn: object) -> None:
+            n = purge_samples(conn, cutoff)  # type: ignore[arg-type]
+            m = purge_probe_runs(conn, cutoff)  # type: ignore[arg-type]
+            if n or m:
+                log.info("retention purged samples=%d probe_runs=%d", n, m)
+
+        self.writer.run_task(purge)
+
+    # --- config ------------------------------------------------------------------------
+
+    def _schedule(self, config: Config) -> None:
+        assert self._scheduler is not None
+        sched = self._scheduler
+        sched.every("collect", config.agent.sample_interval_s, self.collect)
+        sched.every("retention", RETENTION_EVERY_S, self.retention, first_in_s=30.0)
+        wanted = {f"probe:{m.name}" for m in config.models}
+        for job in sched.job_ids():
+            if job.startswith("probe:") and job not in wanted:
+                sched.remove(job)
+        for m in config.models:
+            # Jitter spreads probes sharing an interval; the first run comes soon after start
+            # so status is known within seconds, not a whole interval.
+            jitter = min(1.0, m.interval_s * 0.1)
+            first = random.uniform(0, jitter)  # noqa: S311 - spreading load, not secrecy
+            sched.every(
+                f"probe:{m.name}",
+                m.interval_s,
+                functools.partial(self.probe, m.name),
+                jitter_s=jitter,
+                first_in_s=first,
+            )
+
+    async def apply(self, config: Config) -> None:
+        """Make ``config`` the running one: models, processes and schedules."""
+        old = {m.name: m for m in self.config.models}
+        self.config = config
+        monitors: dict[str, ModelMonitor] = {}
+        for m in config.models:
+            current = self.monitors.get(m.name)
+            # Keep a model's state and history when its config did not change.
+            monitors[m.name] = current if current and old.get(m.name) == m else ModelMonitor(m)
+        self.monitors = monitors
+        await self.supervisor.apply(config.processes)
+        self._schedule(config)
+
+    async def reload(self, reason: str) -> bool:
+        """Re-read the config file; refuse a bad one and keep the running config."""
+        path = self.config.path
+        if path is None:
+            return False
+        try:
+            new = load_config(path)
+        except ConfigError as exc:
+            log.error("config reload refused reason=%s error=%r", reason, str(exc))
+            self.emit(
+                Event(
+                    ts_ms=now_ms(),
+                    kind="config.reload_refused",
+                    subject="agent",
+                    message=str(exc),
+                    data={
+                        "path": str(path),
+                        "field": exc.field,
+                        "line": exc.line,
+                        "reason": exc.reason,
+                        "trigger": reason,
+                    },
+                )
+            )
+            return False
+        if new == self.config:
+            return True
+        ignored = [
+            k
+            for k in ("data_dir", "listen_host", "listen_port")
+            if getattr(new.agent, k) != getattr(self.config.agent, k)
+        ]
+        if ignored:
+            log.warning("config change needs a restart to take effect fields=%s", ",".join(ignored))
+        await self.apply(new)
+        log.info(
+            "config reloaded reason=%s models=%d processes=%d",
+            reason,
+            len(new.models),
+            len(new.processes),
+        )
+        self.emit(
+            Event(
+                ts_ms=now_ms(),
+                kind="config.reloaded",
+                subject="agent",
+                message=f"config reloaded ({reason})",
+                data={"path": str(path), "trigger": reason, "restart_needed_for": ignored},
+            )
+        )
+        return True
+
+    def request_reload(self) -> None:
+        """Ask the main loop to reload (signal handlers and the file watcher call this)."""
+        self._reload_requested.set()
+
+    def request_stop(self) -> None:
+        """Ask the agent to stop gracefully."""
+        self._stop.set()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def _start_api(self) -> None:
+        assert self.tokens is not None
+        app = build_app(self, self.tokens)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            self.config.agent.listen_host,
+            self.config.agent.listen_port,
+            reuse_address=True,
+        )
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only through the server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        host, port = server.sockets[0].getsockname()[:2]  # type: ignore[attr-defined]
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}"
+        info = {"url": self.url, "pid": os.getpid(), "started_ms": self.started_ms}
+        tmp = self.data_dir / (API_FILE + ".tmp")
+        tmp.write_text(json.dumps(info) + "\n", encoding="utf-8")
+        tmp.replace(self.data_dir / API_FILE)
+
+    async def run(self) -> int:
+        """Run until stopped; return the process exit code."""
+        loop = asyncio.get_running_loop()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.tokens = load_or_create(self.data_dir)
+        await asyncio.to_thread(self.writer.start)
+        self._session = aiohttp.ClientSession()
+        self._scheduler = Scheduler(loop)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            await self._start_api()
+            self.emit(
+                Event(
+                    ts_ms=now_ms(),
+                    kind="agent.started",
+                    subject="agent",
+                    message=f"agent {__version__} started on {self.url}",
+                    data={"pid": os.getpid(), "url": self.url, "config": str(self.config.path)},
+                )
+            )
+            log.info(
+                "agent started host=%s url=%s pid=%d models=%d processes=%d",
+                self.config.agent.host,
+                self.url,
+                os.getpid(),
+                len(self.config.models),
+                len(self.config.processes),
+            )
+            await self.apply(self.config)
+            self._scheduler.start()
+            if self.config.path is not None:
+                self._watcher = ConfigWatcher(self.config.path, loop, self.request_reload)
+                self._watcher.start()
+            await self._main_loop()
+        finally:
+            await self._shutdown()
+        return 0
+
+    async def _main_loop(self) -> None:
+        while not self._stop.is_set():
+            stop = asyncio.create_task(self._stop.wait())
+            reload = asyncio.create_task(self._reload_requested.wait())
+            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+            for t in (stop, reload):
+                t.cancel()
+            if self._reload_requested.is_set() and not self._stop.is_set():
+                self._reload_requested.clear()
+                await self.reload("signal or file change")
+
+    async def _shutdown(self) -> None:
+        log.info("agent stopping")
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._scheduler is not None:
+            self._scheduler.shutdown()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.supervisor.stop_all()
+        if self._session is not None:
+            await self._session.close()
+        for c in self.collectors:
+            with contextlib.suppress(Exception):
+                c.close()
+        self.emit(
+            Event(
+                ts_ms=now_ms(),
+                kind="agent.stopped",
+                subject="agent",
+                message="agent stopped",
+                data={"pid": os.getpid()},
+            )
+        )
+        t0 = time.monotonic()
+        await asyncio.to_thread(self.writer.close)
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / API_FILE).unlink()
+        log.info(
+            "agent stopped flush_s=%.3f samples=%d events=%d",
+            time.monotonic() - t0,
+            self.writer.stats.committed_samples,
+            self.writer.stats.committed_events,
+        )

@@ -1,0 +1,11 @@
+"""The embedded demo: a tiny ONNX classifier and a KServe V2 server that serves it.
+
+``vigil demo`` and the integration tests use these so Vigil can be tried, and tested, without
+a GPU or a real model server. ``make_model`` is a dev-time tool (it needs the ``onnx`` package,
+which is not a runtime dependency); the generated ``model.onnx`` is committed.
+"""
+
+from pathlib import Path
+
+MODEL_PATH = Path(__file__).with_name("model.onnx")
+"""The committed demo model: ``input`` FP32 [batch, 4] to ``probabilities`` FP32 [batch, 3]."""

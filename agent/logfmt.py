@@ -1,0 +1,47 @@
+"""One line per event with key=value fields; no timestamps under journald (it adds its own)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``ts=… level=info logger=vigil.agent msg="agent started host=gpu-01 port=8470"``.
+
+    Messages are written by the code as ``"what happened key=value key=value"`` so the line is
+    greppable; the formatter adds level and logger and quotes the message.
+    """
+
+    def __init__(self, *, timestamps: bool = True) -> None:
+        super().__init__()
+        self.timestamps = timestamps
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage().replace("\n", "\\n")
+        parts = []
+        if self.timestamps:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            parts.append(f"ts={stamp}.{int(record.msecs):03d}Z")
+        parts.append(f"level={record.levelname.lower()}")
+        parts.append(f"logger={record.name}")
+        parts.append(f'msg="{msg}"' if " " in msg or "=" in msg else f"msg={msg}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += " exc=" + repr(self.formatException(record.exc_info))
+        return line
+
+
+def setup_logging(level: str = "info") -> None:
+    """Configure the root logger once for the agent process (stderr)."""
+    handler = logging.StreamHandler(sys.stderr)
+    # JOURNAL_STREAM is set by systemd when stderr goes to the journal, which stamps lines.
+    handler.setFormatter(LogfmtFormatter(timestamps="JOURNAL_STREAM" not in os.environ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiohttp's access log would add a line per API request; the agent's own lines suffice.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

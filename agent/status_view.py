@@ -1,0 +1,102 @@
+"""``vigil status`` as a readable text table."""
+
+from __future__ import annotations
+
+import time
+
+from storage.records import AgentStatus
+from storage.text import printable
+from storage.units import format_bytes, format_duration
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    return lines
+
+
+def _opt(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def render_status(status: AgentStatus, now_ms: int | None = None) -> str:
+    """Render a status snapshot for a terminal (every agent-supplied text made printable)."""
+    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    r = status.resource
+    out = [
+        f"host {printable(status.host)}   vigil {printable(status.version)}   "
+        f"up {format_duration(status.uptime_s)}   "
+        f"storage {'ok' if status.storage_ok else 'FAILING'}"
+    ]
+    cores = sum(1 for x in status.resources if x.name == "host.cpu.percent" and x.labels)
+    mem_used, mem_total = r("host.mem.used_bytes"), r("host.mem.total_bytes")
+    mem = (
+        f"{format_bytes(mem_used)}/{format_bytes(mem_total)} "
+        f"({_opt(r('host.mem.percent'), '.0f')}%)"
+        if mem_used is not None and mem_total
+        else "-"
+    )
+    swap_used, swap_total = r("host.swap.used_bytes"), r("host.swap.total_bytes")
+    swap = (
+        f"{format_bytes(swap_used)}/{format_bytes(swap_total)}"
+        if swap_used is not None and swap_total is not None
+        else "-"
+    )
+    load = " ".join(_opt(r(f"host.load.{w}"), ".2f") for w in ("1m", "5m", "15m"))
+    out.append(
+        f"cpu {_opt(r('host.cpu.percent'), '.1f')}% ({cores} cores)   mem {mem}   "
+        f"swap {swap}   load {load}"
+    )
+    gpus = sorted({dict(x.labels)["gpu"] for x in status.resources if x.name == "gpu.util.percent"})
+    if not gpus:
+        out.append("gpu none")
+    for g in gpus:
+        used, total = r("gpu.mem.used_bytes", gpu=g), r("gpu.mem.total_bytes", gpu=g)
+        out.append(
+            f"gpu {g}: util {_opt(r('gpu.util.percent', gpu=g), '.0f')}%   mem "
+            f"{format_bytes(used or 0)}/{format_bytes(total or 0)}   "
+            f"temp {_opt(r('gpu.temperature_c', gpu=g), '.0f')}C   "
+            f"power {_opt(r('gpu.power_w', gpu=g), '.0f')}W"
+        )
+    out.append("")
+    out.append(f"models ({len(status.models)})")
+    rows = []
+    for m in status.models:
+        last = m.last_run
+        since = format_duration(max(0, now - m.since_ms) / 1000)
+        detail = (
+            ""
+            if last is None
+            else (last.category if last.ok else f"{last.category}: {last.error or ''}")
+        )
+        rows.append(
+            [
+                printable(m.name),
+                m.protocol,
+                m.state.upper(),
+                since,
+                _opt(last.e2e_ms if last else None, ".1f"),
+                printable(detail)[:60],
+            ]
+        )
+    out += _table(["NAME", "PROTOCOL", "STATE", "SINCE", "E2E_MS", "LAST"], rows)
+    out.append("")
+    out.append(f"processes ({len(status.processes)})")
+    rows = [
+        [
+            printable(p.name),
+            p.state.upper(),
+            str(p.pid or "-"),
+            str(p.restarts),
+            format_duration(max(0, now - p.since_ms) / 1000),
+            printable(p.last_exit or "-"),
+        ]
+        for p in status.processes
+    ]
+    out += _table(["NAME", "STATE", "PID", "RESTARTS", "SINCE", "LAST_EXIT"], rows)
+    return "\n".join(out)

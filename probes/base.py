@@ -1,0 +1,128 @@
+"""The two extension points of ``probes``: resource collectors and model probes.
+
+Collectors are synchronous (psutil and NVML calls block); the agent runs them in a worker
+thread. Probes are asynchronous (they speak HTTP) and are given the agent's shared aiohttp
+session. Neither ever writes to storage or renders anything: they return records.
+
+A probe's failure is a result, never an exception: ``run`` returns a ``ProbeRun`` whose category
+says what went wrong. The agent still wraps every run in a timeout as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aiohttp
+
+from storage.records import ProbeRun, Sample
+
+CATEGORIES = ("ok", "slow", "wrong_output", "http_error", "timeout", "refused", "protocol_error")
+"""Every probe run ends in exactly one of these."""
+
+ERROR_TEXT_LIMIT = 500
+"""Error texts are kept, truncated to this many characters, so one chatty server cannot bloat
+the database or the TUI."""
+
+
+def now_ms() -> int:
+    """Wall-clock now as UTC epoch milliseconds (the stored timestamp unit)."""
+    return time.time_ns() // 1_000_000
+
+
+def truncate_error(text: str) -> str:
+    """Keep error texts short enough to store and show."""
+    if len(text) <= ERROR_TEXT_LIMIT:
+        return text
+    return text[: ERROR_TEXT_LIMIT - 1] + "…"
+
+
+class Collector(ABC):
+    """Collects resource samples. ``collect`` is blocking and runs off the event loop."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def collect(self, ts_ms: int) -> list[Sample]:
+        """Return the samples for this instant. Must not raise for a normal absence (no GPU)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most collectors hold nothing
+        """Release what the collector holds (NVML handles, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    """What a probe needs to know about the model it probes, independent of the config file."""
+
+    name: str
+    url: str
+    timeout_s: float
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class OptionError(ValueError):
+    """A probe option is wrong. ``field`` names it; the message says what was expected."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+
+
+class Probe(ABC):
+    """Sends one canary request to one model and measures it."""
+
+    protocol: ClassVar[str]
+    allowed_options: ClassVar[frozenset[str]] = frozenset()
+    """Keys this protocol accepts in ``[model.canary]``; anything else is refused at load."""
+
+    def __init__(self, target: ProbeTarget) -> None:
+        self.target = target
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Validate ``[model.canary]`` for this protocol; raise OptionError naming the key."""
+        for key in options:
+            if key not in cls.allowed_options:
+                expected = ", ".join(sorted(cls.allowed_options)) or "no keys"
+                raise OptionError(
+                    key,
+                    f"unknown canary option for protocol "
+                    f"{cls.protocol!r}; expected one of: {expected}",
+                )
+
+    @abstractmethod
+    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+        """Probe once and return the result; never raise for a failing server."""
+
+    def failed(
+        self,
+        category: str,
+        error: str,
+        *,
+        ts_ms: int,
+        e2e_ms: float | None = None,
+        status: int | None = None,
+    ) -> ProbeRun:
+        """Build a failed run with a truncated error text."""
+        return ProbeRun(
+            model=self.target.name,
+            ts_ms=ts_ms,
+            ok=False,
+            category=category,
+            e2e_ms=e2e_ms,
+            status=status,
+            error=truncate_error(error),
+        )
+
+
+PROBES: dict[str, type[Probe]] = {}
+"""Probe classes by protocol name. Filled explicitly by ``probes.registry``."""
+
+
+def register(cls: type[Probe]) -> type[Probe]:
+    """Add a probe class to :data:`PROBES` under its ``protocol``."""
+    PROBES[cls.protocol] = cls
+    return cls

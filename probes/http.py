@@ -1,0 +1,261 @@
+"""The plain HTTP probe, and the helpers every HTTP-speaking probe shares.
+
+``HttpProbe`` (protocol ``http``) sends one request and checks its status, body and latency.
+Options, all optional:
+
+- ``method``: HTTP method, default ``GET``.
+- ``headers``: table of header name to string value.
+- ``body``: request body text.
+- ``expect_status``: accepted statuses, a list of ints and ``"2xx"``-style class strings (a
+  single value is accepted too); default every status from 200 to 399. Redirects are not
+  followed, so a 3xx answer is judged as itself.
+- ``expect_body_regex``: a regular expression the body (decoded as UTF-8) must contain
+  (``re.search``); a mismatch is ``wrong_output``.
+- ``max_latency``: milliseconds; a slower answer is ``slow`` (ok=False).
+
+The helpers (option checks, error classification, the run deadline) live here because ``http``
+is the protocol the others build on; ``kserve_v2`` imports them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from probes.base import OptionError, Probe, ProbeTarget, now_ms, register, truncate_error
+from storage.records import ProbeRun
+
+SNIPPET_LIMIT = 200
+"""How much of an unexpected body an error text quotes."""
+
+_STATUS_CLASS = re.compile(r"^[1-5]xx$", re.IGNORECASE)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+# --- option checks ------------------------------------------------------------------------
+
+
+def is_number(value: object) -> bool:
+    """True for ints and floats, but not bools (TOML ``true`` is no latency)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_str(options: Mapping[str, Any], key: str) -> None:
+    """Refuse ``options[key]`` unless it is a non-empty string (absent is fine)."""
+    if key in options and (not isinstance(options[key], str) or not options[key]):
+        raise OptionError(key, f"expected a non-empty string, got {options[key]!r}")
+
+
+def check_bool(options: Mapping[str, Any], key: str) -> None:
+    """Refuse ``options[key]`` unless it is a boolean (absent is fine)."""
+    if key in options and not isinstance(options[key], bool):
+        raise OptionError(key, f"expected true or false, got {options[key]!r}")
+
+
+def check_max_latency(options: Mapping[str, Any], key: str = "max_latency") -> None:
+    """Refuse a latency bound that is not a positive number of milliseconds."""
+    if key in options and (not is_number(options[key]) or options[key] <= 0):
+        raise OptionError(key, f"expected a positive number of milliseconds, got {options[key]!r}")
+
+
+def status_matches(status: int, accepted: list[int | str] | None) -> bool:
+    """Whether ``status`` is in ``accepted`` (ints or ``"2xx"`` classes; None: 200-399)."""
+    if accepted is None:
+        return 200 <= status <= 399
+    for want in accepted:
+        if isinstance(want, str):
+            if str(status)[0] == want[0]:
+                return True
+        elif status == want:
+            return True
+    return False
+
+
+def _accepted_statuses(value: object) -> list[int | str] | None:
+    if value is None:
+        return None
+    return list(value) if isinstance(value, list) else [value]  # type: ignore[list-item]
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+class Deadline:
+    """One time budget for a whole run, however many requests it takes."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.end = time.monotonic() + timeout_s
+
+    def timeout(self) -> aiohttp.ClientTimeout:
+        """A client timeout for the next request: whatever is left of the budget."""
+        # A spent budget still needs a positive value; aiohttp reads 0 as "no timeout".
+        return aiohttp.ClientTimeout(total=max(self.end - time.monotonic(), 0.001))
+
+
+def elapsed_ms(start_ns: int, end_ns: int | None = None) -> float:
+    """Milliseconds between two ``perf_counter_ns`` readings (end defaults to now)."""
+    return ((end_ns if end_ns is not None else time.perf_counter_ns()) - start_ns) / 1e6
+
+
+def body_snippet(body: bytes, limit: int = SNIPPET_LIMIT) -> str:
+    """The start of a response body as text, for error messages."""
+    text = body[:limit].decode("utf-8", errors="replace").strip()
+    return text + ("…" if len(body) > limit else "")
+
+
+def classify_exception(exc: BaseException) -> tuple[str, str]:
+    """Map a request failure to a run category and an error text.
+
+    Order matters: aiohttp's connect timeouts are both ClientErrors and TimeoutErrors.
+    """
+    if isinstance(exc, TimeoutError):
+        return "timeout", f"no answer in time ({type(exc).__name__})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "refused", f"cannot connect: {exc}"
+    # Disconnects mid-answer, malformed HTTP, bad URLs: the server did not speak HTTP properly.
+    return "protocol_error", f"{type(exc).__name__}: {exc}"
+
+
+def make_run(
+    target: ProbeTarget,
+    category: str,
+    *,
+    ts_ms: int,
+    error: str | None = None,
+    e2e_ms: float | None = None,
+    status: int | None = None,
+    phases_ms: Mapping[str, float] | None = None,
+) -> ProbeRun:
+    """Build a run; ok exactly when the category is ``ok``, error texts truncated."""
+    return ProbeRun(
+        model=target.name,
+        ts_ms=ts_ms,
+        ok=category == "ok",
+        category=category,
+        e2e_ms=e2e_ms,
+        status=status,
+        error=truncate_error(error) if error is not None else None,
+        phases_ms=dict(phases_ms or {}),
+    )
+
+
+def slow_error(e2e_ms: float, max_latency: object) -> str | None:
+    """The ``slow`` error text when ``e2e_ms`` exceeds the configured bound, else None."""
+    if is_number(max_latency) and e2e_ms > float(max_latency):  # type: ignore[arg-type]
+        return f"took {e2e_ms:.1f} ms, over max_latency {max_latency} ms"
+    return None
+
+
+@register
+class HttpProbe(Probe):
+    """Checks that a URL answers with an accepted status, body and latency."""
+
+    protocol = "http"
+    allowed_options = frozenset(
+        {"method", "headers", "body", "expect_status", "expect_body_regex", "max_latency"}
+    )
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Validate keys and value types; raise OptionError naming the key."""
+        super().check_options(options)
+        method = options.get("method")
+        if method is not None and (not isinstance(method, str) or method.upper() not in _METHODS):
+            raise OptionError(
+                "method", f"expected one of {', '.join(sorted(_METHODS))}, got {method!r}"
+            )
+        headers = options.get("headers")
+        if headers is not None and (
+            not isinstance(headers, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise OptionError("headers", "expected a table of header names to string values")
+        if "body" in options and not isinstance(options["body"], str):
+            raise OptionError("body", f"expected a string, got {options['body']!r}")
+        statuses = _accepted_statuses(options.get("expect_status"))
+        for want in statuses or ():
+            ok_int = isinstance(want, int) and not isinstance(want, bool) and 100 <= want <= 599
+            if not ok_int and not (isinstance(want, str) and _STATUS_CLASS.match(want)):
+                raise OptionError(
+                    "expect_status",
+                    f'expected HTTP statuses (100-599) or classes like "2xx", got {want!r}',
+                )
+        if statuses == []:
+            raise OptionError("expect_status", "expected at least one status")
+        check_str(options, "expect_body_regex")
+        if "expect_body_regex" in options:
+            try:
+                re.compile(options["expect_body_regex"])
+            except re.error as exc:
+                raise OptionError(
+                    "expect_body_regex", f"expected a regular expression: {exc}"
+                ) from exc
+        check_max_latency(options)
+
+    def __init__(self, target: ProbeTarget) -> None:
+        super().__init__(target)
+        opts = target.options
+        self._method = str(opts.get("method", "GET")).upper()
+        self._headers = dict(opts.get("headers") or {})
+        self._body: str | None = opts.get("body")
+        self._statuses = _accepted_statuses(opts.get("expect_status"))
+        regex = opts.get("expect_body_regex")
+        self._regex = re.compile(regex) if isinstance(regex, str) else None
+
+    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+        """Send the request once and judge status, body and latency; never raises."""
+        ts = now_ms()
+        start = time.perf_counter_ns()
+        try:
+            async with session.request(
+                self._method,
+                self.target.url,
+                headers=self._headers,
+                data=self._body,
+                allow_redirects=False,
+                timeout=Deadline(self.target.timeout_s).timeout(),
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            category, error = classify_exception(exc)
+            e2e = elapsed_ms(start) if category == "timeout" else None
+            return make_run(self.target, category, ts_ms=ts, error=error, e2e_ms=e2e)
+        e2e = elapsed_ms(start)
+        phases = {"request": e2e}
+        if not status_matches(status, self._statuses):
+            return make_run(
+                self.target,
+                "http_error",
+                ts_ms=ts,
+                e2e_ms=e2e,
+                status=status,
+                phases_ms=phases,
+                error=f"HTTP {status}: {body_snippet(body)}",
+            )
+        if self._regex is not None and not self._regex.search(
+            body.decode("utf-8", errors="replace")
+        ):
+            return make_run(
+                self.target,
+                "wrong_output",
+                ts_ms=ts,
+                e2e_ms=e2e,
+                status=status,
+                phases_ms=phases,
+                error=f"body does not match {self._regex.pattern!r}: {body_snippet(body)}",
+            )
+        slow = slow_error(e2e, self.target.options.get("max_latency"))
+        return make_run(
+            self.target,
+            "slow" if slow else "ok",
+            ts_ms=ts,
+            e2e_ms=e2e,
+            status=status,
+            phases_ms=phases,
+            error=slow,
+        )

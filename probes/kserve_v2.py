@@ -1,0 +1,349 @@
+"""The KServe V2 (Open Inference Protocol) probe: Triton, KServe, MLServer, the Vigil demo.
+
+One run optionally asks ``GET /v2/models/{model}/ready``, then sends one canary
+``POST /v2/models/{model}/infer`` and judges the answer. Options, all optional:
+
+- ``model``: the model's name on the server; default the target's name.
+- ``inputs``: the canary's V2 ``inputs`` list, each ``{name, shape, datatype, data}``. Without
+  it the probe fetches the model metadata once and builds inputs from the signature: dynamic
+  dimensions (-1) become 1 and the values are the deterministic ramp ``0.1 * i`` (flat index
+  ``i``; integer types get ``i % 10``, BOOL alternates). BYTES inputs cannot be generated and
+  need explicit ``inputs``. The generated inputs are forgotten after an HTTP 400 (the model was
+  probably redeployed with another signature) and fetched again on the next run.
+- ``expect_output``: ``{name, shape?, data?, tolerance?}``; the named output must exist, have
+  that shape and numbers within ``tolerance`` (absolute, default 1e-4) of ``data`` (flat or
+  nested). Any difference is ``wrong_output``.
+- ``max_latency``: milliseconds; a slower infer is ``slow`` (ok=False).
+- ``check_ready``: ask the ready endpoint first; default true.
+
+Whatever the options, an output holding NaN is ``wrong_output``: it is how a numerically broken
+model usually shows itself. ``e2e_ms`` is the infer request alone (start before sending, end
+after the body is read); ``phases_ms`` has ``ready``, ``metadata`` (runs that fetched it) and
+``infer``. The whole run shares one ``timeout_s`` budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from probes.base import OptionError, Probe, ProbeTarget, now_ms, register
+from probes.http import (
+    Deadline,
+    body_snippet,
+    check_bool,
+    check_max_latency,
+    check_str,
+    classify_exception,
+    elapsed_ms,
+    is_number,
+    make_run,
+    slow_error,
+)
+from storage.records import ProbeRun
+
+DEFAULT_TOLERANCE = 1e-4
+_FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64", "BF16"})
+_INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+_EXPECT_KEYS = frozenset({"name", "shape", "data", "tolerance"})
+
+
+class _Failed(Exception):
+    """Ends a run early with a category; internal to :class:`KServeV2Probe`."""
+
+    def __init__(self, category: str, error: str, status: int | None = None) -> None:
+        super().__init__(error)
+        self.category = category
+        self.error = error
+        self.status = status
+
+
+def _is_shape(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    )
+
+
+def _flatten(value: object) -> list[object]:
+    """Row-major flattening of nested lists (V2 allows data flat or nested)."""
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _flatten(item)]
+    return [value]
+
+
+def _check_inputs(value: object) -> None:
+    if not isinstance(value, list) or not value:
+        raise OptionError("inputs", "expected a non-empty list of {name, shape, datatype, data}")
+    for i, item in enumerate(value):
+        where = f"inputs[{i}]"
+        if not isinstance(item, Mapping):
+            raise OptionError("inputs", f"{where}: expected a table, got {item!r}")
+        missing = sorted({"name", "shape", "datatype", "data"} - set(item))
+        if missing:
+            raise OptionError(
+                "inputs",
+                f"{where}: missing {', '.join(missing)}; expected name, shape, datatype and data",
+            )
+        if not isinstance(item["name"], str) or not isinstance(item["datatype"], str):
+            raise OptionError("inputs", f"{where}: name and datatype must be strings")
+        if not _is_shape(item["shape"]):
+            raise OptionError(
+                "inputs",
+                f"{where}.shape: expected a list of non-negative integers, got {item['shape']!r}",
+            )
+        if not isinstance(item["data"], list):
+            raise OptionError("inputs", f"{where}.data: expected a list, got {item['data']!r}")
+        count = len(_flatten(item["data"]))
+        if count != math.prod(item["shape"]):
+            raise OptionError(
+                "inputs",
+                f"{where}: {count} values do not fill shape "
+                f"{item['shape']}; expected {math.prod(item['shape'])}",
+            )
+
+
+def _check_expect(value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise OptionError("expect_output", "expected a table {name, shape?, data?, tolerance?}")
+    unknown = sorted(set(value) - _EXPECT_KEYS)
+    if unknown:
+        raise OptionError(
+            "expect_output",
+            f"unknown key(s) {', '.join(unknown)}; expected name, shape, data, tolerance",
+        )
+    if not isinstance(value.get("name"), str) or not value["name"]:
+        raise OptionError("expect_output", "expect_output.name: expected the output's name")
+    if "shape" in value and not _is_shape(value["shape"]):
+        raise OptionError(
+            "expect_output", "expect_output.shape: expected a list of non-negative integers"
+        )
+    if "data" in value and (
+        not isinstance(value["data"], list)
+        or not all(is_number(x) for x in _flatten(value["data"]))
+    ):
+        raise OptionError("expect_output", "expect_output.data: expected a list of numbers")
+    tol = value.get("tolerance", DEFAULT_TOLERANCE)
+    if not is_number(tol) or tol < 0:
+        raise OptionError("expect_output", "expect_output.tolerance: expected a number >= 0")
+
+
+def generate_inputs(metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Build canary inputs from V2 model metadata (see the module docs for the values).
+
+    Raises:
+        ValueError: when the metadata has no usable inputs or one cannot be generated.
+    """
+    specs = metadata.get("inputs")
+    if not isinstance(specs, list) or not specs:
+        raise ValueError("model metadata lists no inputs")
+    inputs = []
+    for spec in specs:
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("shape"), list):
+            raise ValueError(f"malformed input in model metadata: {spec!r}")
+        name, datatype = spec.get("name"), spec.get("datatype")
+        shape = [1 if d == -1 else int(d) for d in spec["shape"]]
+        count = math.prod(shape)
+        data: list[Any]
+        if datatype in _FLOAT_TYPES:
+            data = [round(0.1 * i, 6) for i in range(count)]
+        elif datatype in _INT_TYPES:
+            data = [i % 10 for i in range(count)]
+        elif datatype == "BOOL":
+            data = [i % 2 == 1 for i in range(count)]
+        else:
+            raise ValueError(
+                f"cannot generate a {datatype} value for input {name!r}; configure canary inputs"
+            )
+        inputs.append({"name": name, "shape": shape, "datatype": datatype, "data": data})
+    return inputs
+
+
+def compare_output(outputs: Sequence[Mapping[str, Any]], expect: Mapping[str, Any]) -> str | None:
+    """What differs between the response ``outputs`` and ``expect``, or None when it matches."""
+    name = expect["name"]
+    found = next((o for o in outputs if o.get("name") == name), None)
+    if found is None:
+        return f"output {name!r} missing; got {[o.get('name') for o in outputs]}"
+    if "shape" in expect and list(found.get("shape") or []) != list(expect["shape"]):
+        return f"output {name!r} has shape {found.get('shape')}, expected {expect['shape']}"
+    if "data" not in expect:
+        return None
+    want = _flatten(expect["data"])
+    got = _flatten(found.get("data"))
+    if len(got) != len(want):
+        return f"output {name!r} has {len(got)} values, expected {len(want)}"
+    tol = float(expect.get("tolerance", DEFAULT_TOLERANCE))
+    bad = [
+        i
+        for i, (g, w) in enumerate(zip(got, want, strict=True))
+        if not is_number(g) or not abs(float(g) - float(w)) <= tol  # type: ignore[arg-type]
+    ]
+    if bad:
+        i = bad[0]
+        return (
+            f"output {name!r}: {len(bad)} of {len(want)} values differ by more than {tol}; "
+            f"first at [{i}]: got {got[i]!r}, expected {want[i]!r}"
+        )
+    return None
+
+
+@register
+class KServeV2Probe(Probe):
+    """Sends a canary inference over the KServe V2 REST protocol."""
+
+    protocol = "kserve_v2"
+    allowed_options = frozenset({"model", "inputs", "expect_output", "max_latency", "check_ready"})
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Validate keys and value types; raise OptionError naming the key."""
+        super().check_options(options)
+        check_str(options, "model")
+        if "inputs" in options:
+            _check_inputs(options["inputs"])
+        if "expect_output" in options:
+            _check_expect(options["expect_output"])
+        check_max_latency(options)
+        check_bool(options, "check_ready")
+
+    def __init__(self, target: ProbeTarget) -> None:
+        super().__init__(target)
+        opts = target.options
+        self._model = str(opts.get("model") or target.name)
+        self._base = f"{target.url.rstrip('/')}/v2/models/{quote(self._model, safe='')}"
+        configured = opts.get("inputs")
+        self._configured = configured is not None
+        self._inputs: list[dict[str, Any]] | None = list(configured) if configured else None
+
+    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+        """Probe once: ready check, canary infer, judgement. Never raises."""
+        ts = now_ms()
+        phases: dict[str, float] = {}
+        deadline = Deadline(self.target.timeout_s)
+        start: int | None = None
+        try:
+            if self.target.options.get("check_ready", True):
+                await self._get(session, "/ready", deadline, phases, "ready")
+            if self._inputs is None:
+                metadata = await self._get(session, "", deadline, phases, "metadata")
+                try:
+                    self._inputs = generate_inputs(json.loads(metadata))
+                except ValueError as exc:  # JSONDecodeError is a ValueError too
+                    raise _Failed("protocol_error", f"model metadata: {exc}") from exc
+            start = time.perf_counter_ns()
+            async with session.post(
+                f"{self._base}/infer", json={"inputs": self._inputs}, timeout=deadline.timeout()
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+            e2e = elapsed_ms(start)
+            phases["infer"] = e2e
+        except _Failed as failed:
+            return make_run(
+                self.target,
+                failed.category,
+                ts_ms=ts,
+                error=failed.error,
+                status=failed.status,
+                phases_ms=phases,
+            )
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            category, error = classify_exception(exc)
+            e2e_failed = elapsed_ms(start) if start is not None and category == "timeout" else None
+            return make_run(
+                self.target, category, ts_ms=ts, error=error, e2e_ms=e2e_failed, phases_ms=phases
+            )
+
+        def result(category: str, error: str | None = None) -> ProbeRun:
+            return make_run(
+                self.target,
+                category,
+                ts_ms=ts,
+                error=error,
+                e2e_ms=e2e,
+                status=status,
+                phases_ms=phases,
+            )
+
+        if not 200 <= status <= 299:
+            if status == 400 and not self._configured:
+                self._inputs = None  # the signature may have changed: fetch it again next run
+            return result("http_error", f"infer: HTTP {status}: {_v2_error(body)}")
+        try:
+            outputs = _parse_outputs(body)
+        except ValueError as exc:
+            return result("protocol_error", f"infer: {exc}")
+        wrong = _find_nan(outputs)
+        expect = self.target.options.get("expect_output")
+        if wrong is None and isinstance(expect, Mapping):
+            wrong = compare_output(outputs, expect)
+        if wrong is not None:
+            return result("wrong_output", wrong)
+        slow = slow_error(e2e, self.target.options.get("max_latency"))
+        return result("slow", slow) if slow else result("ok")
+
+    async def _get(
+        self,
+        session: aiohttp.ClientSession,
+        path: str,
+        deadline: Deadline,
+        phases: dict[str, float],
+        phase: str,
+    ) -> bytes:
+        """GET a model endpoint, timing it as ``phase``; non-2xx ends the run."""
+        start = time.perf_counter_ns()
+        async with session.get(self._base + path, timeout=deadline.timeout()) as resp:
+            body = await resp.read()
+        phases[phase] = elapsed_ms(start)
+        if not 200 <= resp.status <= 299:
+            what = "not ready" if phase == "ready" else f"{phase} unavailable"
+            raise _Failed(
+                "http_error",
+                f"model {self._model!r} {what}: HTTP {resp.status}: {_v2_error(body)}",
+                resp.status,
+            )
+        return body
+
+
+def _v2_error(body: bytes) -> str:
+    """The ``error`` text of a V2 error body, else the start of the body."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body_snippet(body)
+    if isinstance(data, Mapping) and isinstance(data.get("error"), str):
+        return body_snippet(data["error"].encode())
+    return body_snippet(body)
+
+
+def _parse_outputs(body: bytes) -> list[Mapping[str, Any]]:
+    """The ``outputs`` of a V2 infer response; ValueError says what is malformed."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ValueError(f"response is not JSON: {body_snippet(body)}") from None
+    outputs = data.get("outputs") if isinstance(data, Mapping) else None
+    if not isinstance(outputs, list) or not outputs:
+        raise ValueError(f"response has no outputs: {body_snippet(body)}")
+    for out in outputs:
+        if (
+            not isinstance(out, Mapping)
+            or not isinstance(out.get("name"), str)
+            or not isinstance(out.get("data"), list)
+        ):
+            raise ValueError(f"malformed output {body_snippet(json.dumps(out).encode())}")
+    return outputs
+
+
+def _find_nan(outputs: Sequence[Mapping[str, Any]]) -> str | None:
+    for out in outputs:
+        for i, value in enumerate(_flatten(out["data"])):
+            if isinstance(value, float) and math.isnan(value):
+                return f"output {out['name']!r} holds NaN (first at [{i}])"
+    return None

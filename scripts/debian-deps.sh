@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that Vigil's integration tests run for real, when missing.
+# The list grows with the tests that need them; keep each with the reason.
+set -euo pipefail
+
+packages=(
+  tmux          # drives the real TUI in a terminal for the by-hand/screen checks
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+((${#missing[@]})) || exit 0
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=(); elif sudo -n true 2>/dev/null; then SUDO=(sudo -n); else
+  echo "debian-deps: missing ${missing[*]} and not root: tests needing them will be skipped" >&2
+  exit 0
+fi
+echo "debian-deps: installing ${missing[*]}" >&2
+"${SUDO[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
+  "${missing[@]}" >/dev/null

@@ -1,0 +1,139 @@
+"""Opening the database, and its named, recorded, transactional migrations.
+
+Every connection is WAL with ``synchronous=NORMAL``: a crash can lose the last transactions but
+never corrupt the file, which is the right trade for metrics. Schema changes are plain functions
+applied in order inside one transaction each and recorded in ``_migrations``, so a database made
+by any older Vigil is brought up to date on open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+DB_FILENAME = "vigil.db"
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def _m0001_initial(db: sqlite_utils.Database) -> None:
+    db.execute("""
+        CREATE TABLE series (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{}',
+            UNIQUE (name, labels)
+        )""")
+    # WITHOUT ROWID with (series_id, ts) as the key: the samples are stored clustered by
+    # series and time, which is exactly how range queries read them, and no rowid is paid for.
+    db.execute("""
+        CREATE TABLE samples (
+            series_id INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            value REAL NOT NULL,
+            PRIMARY KEY (series_id, ts)
+        ) WITHOUT ROWID""")
+    db.execute("""
+        CREATE TABLE probe_runs (
+            id INTEGER PRIMARY KEY,
+            ts INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            ok INTEGER NOT NULL,
+            category TEXT NOT NULL,
+            status INTEGER,
+            error TEXT,
+            ttft_ms REAL,
+            itl_ms REAL,
+            e2e_ms REAL,
+            output_tokens INTEGER,
+            tokens_per_s REAL,
+            phases TEXT NOT NULL DEFAULT '{}'
+        )""")
+    db.execute("CREATE INDEX probe_runs_model_ts ON probe_runs (model, ts)")
+    # The audit trail: append-only; each row carries the sha256 of its own canonical content
+    # chained to the previous row's hash (see storage.audit).
+    db.execute("""
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            ts INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            message TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX events_ts ON events (ts)")
+    db.execute("CREATE INDEX events_kind ON events (kind, ts)")
+
+
+MIGRATIONS: tuple[tuple[str, Migration], ...] = (("0001_initial", _m0001_initial),)
+"""Applied in order; a name, once released, never changes meaning."""
+
+
+def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open a connection with Vigil's pragmas.
+
+    Args:
+        path: the database file (``:memory:`` for tests).
+        readonly: open with ``mode=ro`` so a reader can never take the write lock.
+    """
+    if readonly and str(path) != ":memory:":
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+        )
+    else:
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    migrations: tuple[tuple[str, Migration], ...] = MIGRATIONS,
+) -> list[str]:
+    """Apply the migrations not yet recorded; return the names applied now.
+
+    Each migration and its record commit together, so a crash mid-migration leaves the database
+    at the previous version rather than half-changed.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations "
+        "(name TEXT PRIMARY KEY, applied_ms INTEGER NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    applied: list[str] = []
+    db = sqlite_utils.Database(conn)
+    for name, fn in migrations:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            fn(db)
+            conn.execute(
+                "INSERT INTO _migrations (name, applied_ms) VALUES (?, ?)",
+                (name, time.time_ns() // 1_000_000),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+def open_database(path: Path | str) -> sqlite3.Connection:
+    """Open (creating if needed) and migrate a database; the writer's entry point."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    migrate(conn)
+    return conn

@@ -1,0 +1,277 @@
+"""The record types every part of Vigil speaks.
+
+Records are frozen dataclasses with units in their field names. They are produced by probes and
+the agent, persisted by the writer, served as JSON by the API and rebuilt from that JSON by the
+TUI's client, so each API-facing record knows how to turn itself into and out of plain JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Labels = tuple[tuple[str, str], ...]
+"""Series labels as sorted (key, value) pairs: hashable and order-independent."""
+
+
+def make_labels(mapping: Mapping[str, object] | None = None, **kwargs: object) -> Labels:
+    """Build canonical labels from a mapping and/or keywords (values are stringified)."""
+    merged: dict[str, str] = {}
+    if mapping:
+        merged.update({str(k): str(v) for k, v in mapping.items()})
+    merged.update({k: str(v) for k, v in kwargs.items()})
+    return tuple(sorted(merged.items()))
+
+
+def labels_json(labels: Labels) -> str:
+    """Canonical JSON text of labels, as stored in the ``series.labels`` column."""
+    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"))
+
+
+def series_key(name: str, labels: Labels) -> str:
+    """Human-readable identity of a series, Prometheus style: ``name{k="v"}``."""
+    if not labels:
+        return name
+    inner = ",".join(f'{k}="{v}"' for k, v in labels)
+    return f"{name}{{{inner}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value of one series at one instant (UTC epoch milliseconds)."""
+
+    name: str
+    labels: Labels
+    ts_ms: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRun:
+    """One canary request against one model.
+
+    ``category`` is one of ``ok``, ``slow``, ``wrong_output``, ``http_error``, ``timeout``,
+    ``refused``, ``protocol_error``. Latencies are None where the protocol has no such phase.
+    """
+
+    model: str
+    ts_ms: int
+    ok: bool
+    category: str
+    e2e_ms: float | None = None
+    ttft_ms: float | None = None
+    itl_ms: float | None = None
+    output_tokens: int | None = None
+    tokens_per_s: float | None = None
+    status: int | None = None
+    error: str | None = None
+    phases_ms: Mapping[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form, as served by the API."""
+        data = asdict(self)
+        data["phases_ms"] = dict(self.phases_ms)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProbeRun:
+        """Rebuild from :meth:`to_json` output; unknown keys are ignored for forward compat."""
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["phases_ms"] = dict(kwargs.get("phases_ms") or {})
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the audit trail: something happened to a subject.
+
+    ``kind`` is dotted (``agent.started``, ``config.reload_refused``, ``process.exited``);
+    ``subject`` names what it happened to (``agent``, ``model:demo``, ``process:demo-server``).
+    ``data`` is the evidence, JSON-serialisable. ``seq`` and the hashes are set by storage.
+    """
+
+    ts_ms: int
+    kind: str
+    subject: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form, as served by the API."""
+        out = asdict(self)
+        out["data"] = dict(self.data)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Event:
+        """Rebuild from :meth:`to_json` output."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """One point of a range query: the bucket's start and its avg/min/max (equal when raw)."""
+
+    ts_ms: int
+    avg: float
+    min: float
+    max: float
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceValue:
+    """The latest value of one resource series, as the status endpoint reports it."""
+
+    name: str
+    labels: Labels
+    ts_ms: int
+    value: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        return {
+            "name": self.name,
+            "labels": dict(self.labels),
+            "ts_ms": self.ts_ms,
+            "value": self.value,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ResourceValue:
+        """Rebuild from :meth:`to_json` output."""
+        return cls(
+            name=str(data["name"]),
+            labels=make_labels(data.get("labels") or {}),
+            ts_ms=int(data["ts_ms"]),
+            value=float(data["value"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """A probed model's live state: ``up``, ``degraded``, ``down`` or ``unknown``, since when."""
+
+    name: str
+    protocol: str
+    url: str
+    state: str
+    since_ms: int
+    last_run: ProbeRun | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        return {
+            "name": self.name,
+            "protocol": self.protocol,
+            "url": self.url,
+            "state": self.state,
+            "since_ms": self.since_ms,
+            "last_run": self.last_run.to_json() if self.last_run else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelStatus:
+        """Rebuild from :meth:`to_json` output."""
+        last = data.get("last_run")
+        return cls(
+            name=str(data["name"]),
+            protocol=str(data["protocol"]),
+            url=str(data["url"]),
+            state=str(data["state"]),
+            since_ms=int(data["since_ms"]),
+            last_run=ProbeRun.from_json(last) if last else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStatus:
+    """A supervised process's live state (``starting``, ``running``, ``backoff``, ``exited``,
+    ``stopped``, ``failed``), its pid, restarts and last exit."""
+
+    name: str
+    state: str
+    since_ms: int
+    pid: int | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    argv: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        out = asdict(self)
+        out["argv"] = list(self.argv)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProcessStatus:
+        """Rebuild from :meth:`to_json` output."""
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["argv"] = tuple(kwargs.get("argv") or ())
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """Everything ``GET /api/v1/status`` answers: who the agent is and what it sees now."""
+
+    host: str
+    version: str
+    started_ms: int
+    now_ms: int
+    models: tuple[ModelStatus, ...] = ()
+    processes: tuple[ProcessStatus, ...] = ()
+    resources: tuple[ResourceValue, ...] = ()
+    gpu_available: bool = False
+    storage_ok: bool = True
+
+    @property
+    def uptime_s(self) -> float:
+        """Seconds since the agent started."""
+        return max(0.0, (self.now_ms - self.started_ms) / 1000.0)
+
+    def resource(self, name: str, **labels: object) -> float | None:
+        """The latest value of one resource series, or None when the agent has not seen it."""
+        wanted = make_labels(labels)
+        for res in self.resources:
+            if res.name == name and res.labels == wanted:
+                return res.value
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        return {
+            "host": self.host,
+            "version": self.version,
+            "started_ms": self.started_ms,
+            "now_ms": self.now_ms,
+            "uptime_s": self.uptime_s,
+            "gpu_available": self.gpu_available,
+            "storage_ok": self.storage_ok,
+            "models": [m.to_json() for m in self.models],
+            "processes": [p.to_json() for p in self.processes],
+            "resources": [r.to_json() for r in self.resources],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AgentStatus:
+        """Rebuild from :meth:`to_json` output."""
+        return cls(
+            host=str(data["host"]),
+            version=str(data["version"]),
+            started_ms=int(data["started_ms"]),
+            now_ms=int(data["now_ms"]),
+            gpu_available=bool(data.get("gpu_available", False)),
+            storage_ok=bool(data.get("storage_ok", True)),
+            models=tuple(ModelStatus.from_json(m) for m in data.get("models", ())),
+            processes=tuple(ProcessStatus.from_json(p) for p in data.get("processes", ())),
+            resources=tuple(ResourceValue.from_json(r) for r in data.get("resources", ())),
+        )

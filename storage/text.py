@@ -1,0 +1,24 @@
+"""Text that came from models, agents or config is data: make it safe to print.
+
+Terminal control sequences (ANSI escapes, carriage returns, bells) in a model name or an error
+text could repaint or retitle an operator's terminal; they are replaced before printing. Rich
+markup is a separate concern, handled where Rich renders (the TUI escapes or uses Text).
+"""
+
+from __future__ import annotations
+
+import re
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` with control characters (ESC included) replaced by a visible "?".
+
+    Args:
+        keep_newlines: keep ``\\n`` (for multi-line logs); otherwise it becomes a space.
+    """
+    s = str(text)
+    if not keep_newlines:
+        s = s.replace("\n", " ")
+    return _CONTROL.sub("?", s)

@@ -1,0 +1,367 @@
+"""The one writer: a dedicated thread that drains a queue into SQLite in batched transactions.
+
+Producers (collectors, probes, the supervisor) call :meth:`Writer.submit` from any thread; it
+never blocks on the database. The thread commits when a batch reaches ``batch_size`` records or
+when ``flush_interval_s`` has passed since the batch's first record, whichever comes first, with
+``executemany`` inside one transaction. A batch holding an audit event commits at once.
+
+When a commit fails (disk full, database locked, I/O error) the batch is kept and retried with
+backoff, bounded by ``max_pending`` (the oldest samples are dropped first; events, the audit
+trail, are dropped last). Nothing here ever raises into a producer: self-healing does not depend
+on storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.audit import GENESIS, canonical, chain_hash
+from storage.db import open_database
+from storage.records import Event, ProbeRun, Sample, labels_json
+
+log = logging.getLogger("vigil.storage")
+
+Record = Sample | ProbeRun | Event
+
+
+@dataclass
+class WriterStats:
+    """Counters for the agent's own metrics and for tests."""
+
+    committed_samples: int = 0
+    committed_probe_runs: int = 0
+    committed_events: int = 0
+    commits: int = 0
+    failed_commits: int = 0
+    dropped: int = 0
+
+
+class _Task:
+    """A callable to run on the writer thread with its connection (retention, maintenance):
+    the single-writer rule holds for every write, not just inserts."""
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        self.fn = fn
+
+
+class _FlushMarker:
+    """Put in the queue by :meth:`Writer.flush`; set once everything before it is committed."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+
+
+_STOP = object()
+
+
+class Writer:
+    """Batched, single-threaded SQLite writer. Start it, submit records, close it."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        batch_size: int = 5000,
+        flush_interval_s: float = 1.0,
+        max_pending: int = 500_000,
+        on_state_change: Callable[[bool, str], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.max_pending = max_pending
+        self.stats = WriterStats()
+        self.healthy = True
+        self.last_error: str | None = None
+        self._on_state_change = on_state_change
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="vigil-writer", daemon=True)
+        self._conn: sqlite3.Connection | None = None
+        self._series_ids: dict[tuple[str, str], int] = {}
+        self._last_seq = 0
+        self._last_hash = GENESIS
+        self._opened = threading.Event()
+        self._open_error: BaseException | None = None
+
+    # --- producer side -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the database (migrating it) on the writer thread and start draining."""
+        self._thread.start()
+        self._opened.wait()
+        if self._open_error is not None:
+            raise self._open_error
+
+    def submit(self, records: Iterable[Record]) -> None:
+        """Queue records for writing. Thread-safe, never blocks, never raises."""
+        for rec in records:
+            self._queue.put(rec)
+
+    def submit_one(self, record: Record) -> None:
+        """Queue one record."""
+        self._queue.put(record)
+
+    def run_task(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        """Run ``fn(conn)`` on the writer thread after the records queued before it.
+
+        Errors are logged, never raised: maintenance must not take the writer down.
+        """
+        self._queue.put(_Task(fn))
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until everything submitted before this call is committed.
+
+        Returns:
+            True if it was committed, False on timeout or when the database is failing.
+        """
+        if not self._thread.is_alive():
+            return False
+        marker = _FlushMarker()
+        self._queue.put(marker)
+        return marker.done.wait(timeout) and marker.ok
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what is queued, stop the thread and close the database."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    # --- writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._conn = open_database(self.path)
+            row = self._conn.execute(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if row:
+                self._last_seq, self._last_hash = int(row[0]), str(row[1])
+        except BaseException as exc:  # reported to start()'s caller
+            self._open_error = exc
+            self._opened.set()
+            return
+        self._opened.set()
+        pending: list[Record] = []
+        markers: list[_FlushMarker] = []
+        deadline: float | None = None
+        retry_at = 0.0
+        stopping = False
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                stopping = True
+            elif isinstance(item, _FlushMarker):
+                markers.append(item)
+            elif isinstance(item, _Task):
+                if pending and self._commit(pending):
+                    pending, deadline = [], None
+                self._run_task(item)
+            elif item is not None:
+                pending.append(item)  # type: ignore[arg-type]
+                if isinstance(item, Event):
+                    # Audit events are rare and matter: commit them now, not a second later,
+                    # so an action's record is durable and visible as soon as it happened.
+                    deadline = time.monotonic()
+                elif deadline is None:
+                    deadline = time.monotonic() + self.flush_interval_s
+            # Drain whatever else is already queued so one commit carries it.
+            while len(pending) < self.batch_size and not stopping:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stopping = True
+                elif isinstance(more, _FlushMarker):
+                    markers.append(more)
+                elif isinstance(more, _Task):
+                    # A task is no record: run it in order, after what was queued before it.
+                    if pending and self._commit(pending):
+                        pending = []
+                    self._run_task(more)
+                else:
+                    pending.append(more)  # type: ignore[arg-type]
+                    if isinstance(more, Event):
+                        deadline = time.monotonic()
+            if not pending:
+                deadline = None
+            elif deadline is None:
+                # Records drained after a task or a flush marker still need their time limit.
+                deadline = time.monotonic() + self.flush_interval_s
+            due = (
+                len(pending) >= self.batch_size
+                or markers
+                or stopping
+                or (deadline is not None and time.monotonic() >= deadline)
+            )
+            # Back off only while failing: a commit that succeeded elsewhere (before a task)
+            # ends the backoff, or a flush marker could wait for a retry that never comes.
+            if due and (pending or markers) and (self.healthy or time.monotonic() >= retry_at):
+                ok = self._commit(pending) if pending else self.healthy
+                if ok:
+                    pending = []
+                    retry_at = 0.0
+                else:
+                    pending = self._bound(pending)
+                    retry_at = time.monotonic() + min(5.0, self.flush_interval_s * 2)
+                for m in markers:
+                    m.ok = ok
+                    m.done.set()
+                markers = []
+                deadline = (time.monotonic() + self.flush_interval_s) if pending else None
+            elif pending and deadline is not None and time.monotonic() >= deadline:
+                deadline = retry_at
+            if stopping:
+                if pending:
+                    self._commit(pending)
+                for m in markers:
+                    m.done.set()
+                break
+        if self._conn is not None:
+            self._conn.close()
+
+    def _run_task(self, task: _Task) -> None:
+        assert self._conn is not None
+        try:
+            task.fn(self._conn)
+        except sqlite3.Error as exc:
+            log.warning(
+                "storage task failed task=%s error=%r",
+                getattr(task.fn, "__name__", "task"),
+                str(exc),
+            )
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except Exception:
+            log.exception("storage task crashed")
+
+    def _bound(self, pending: list[Record]) -> list[Record]:
+        """Keep the retry buffer bounded: drop the oldest non-events first."""
+        excess = len(pending) - self.max_pending
+        if excess <= 0:
+            return pending
+        kept: list[Record] = []
+        for rec in pending:
+            if excess > 0 and not isinstance(rec, Event):
+                excess -= 1
+                self.stats.dropped += 1
+                continue
+            kept.append(rec)
+        if excess > 0:
+            self.stats.dropped += excess
+            kept = kept[excess:]
+        return kept
+
+    def _commit(self, batch: list[Record]) -> bool:
+        assert self._conn is not None
+        conn = self._conn
+        new_ids: dict[tuple[str, str], int] = {}
+        seq, last_hash = self._last_seq, self._last_hash
+        samples: list[tuple[int, int, float]] = []
+        runs: list[tuple[object, ...]] = []
+        events: list[tuple[object, ...]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for rec in batch:
+                if isinstance(rec, Sample):
+                    key = (rec.name, labels_json(rec.labels))
+                    sid = self._series_ids.get(key) or new_ids.get(key)
+                    if sid is None:
+                        sid = self._series_id(conn, key)
+                        new_ids[key] = sid
+                    samples.append((sid, rec.ts_ms, rec.value))
+                elif isinstance(rec, ProbeRun):
+                    runs.append(
+                        (
+                            rec.ts_ms,
+                            rec.model,
+                            int(rec.ok),
+                            rec.category,
+                            rec.status,
+                            rec.error,
+                            rec.ttft_ms,
+                            rec.itl_ms,
+                            rec.e2e_ms,
+                            rec.output_tokens,
+                            rec.tokens_per_s,
+                            json.dumps(dict(rec.phases_ms), sort_keys=True),
+                        )
+                    )
+                else:
+                    seq += 1
+                    data = json.dumps(dict(rec.data), sort_keys=True, default=str)
+                    content = canonical(seq, rec.ts_ms, rec.kind, rec.subject, rec.message, data)
+                    h = chain_hash(last_hash, content)
+                    events.append(
+                        (seq, rec.ts_ms, rec.kind, rec.subject, rec.message, data, last_hash, h)
+                    )
+                    last_hash = h
+            if samples:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
+                    samples,
+                )
+            if runs:
+                conn.executemany(
+                    "INSERT INTO probe_runs (ts, model, ok, category, status, error, ttft_ms, "
+                    "itl_ms, e2e_ms, output_tokens, tokens_per_s, phases) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    runs,
+                )
+            if events:
+                conn.executemany(
+                    "INSERT INTO events (seq, ts, kind, subject, message, data, prev_hash, hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    events,
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back
+                conn.execute("ROLLBACK")
+            self.stats.failed_commits += 1
+            self._set_health(False, f"{type(exc).__name__}: {exc}")
+            return False
+        # Only now is it safe to remember ids and the chain head: a rollback undoes them.
+        self._series_ids.update(new_ids)
+        self._last_seq, self._last_hash = seq, last_hash
+        self.stats.commits += 1
+        self.stats.committed_samples += len(samples)
+        self.stats.committed_probe_runs += len(runs)
+        self.stats.committed_events += len(events)
+        self._set_health(True, "")
+        return True
+
+    @staticmethod
+    def _series_id(conn: sqlite3.Connection, key: tuple[str, str]) -> int:
+        conn.execute("INSERT OR IGNORE INTO series (name, labels) VALUES (?, ?)", key)
+        row = conn.execute("SELECT id FROM series WHERE name = ? AND labels = ?", key).fetchone()
+        return int(row[0])
+
+    def _set_health(self, healthy: bool, error: str) -> None:
+        changed = healthy != self.healthy
+        self.healthy = healthy
+        self.last_error = error or None
+        if changed:
+            if healthy:
+                log.info("storage recovered path=%s", self.path)
+            else:
+                log.error("storage failing path=%s error=%r", self.path, error)
+            if self._on_state_change is not None:
+                try:
+                    self._on_state_change(healthy, error)
+                except Exception:  # a listener bug must not kill the writer
+                    log.exception("storage state listener failed")
