@@ -7,6 +7,7 @@ first collection after start emits no rate series: a rate needs two readings.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -144,10 +145,17 @@ class HostCollector(Collector):
             add("host.disk.percent", usage.percent, labels)
 
 
+# Virtual and partition devices, as node_exporter ignores them by default: loop and RAM disks
+# are noise, and a partition's I/O is already counted in its whole disk.
+IGNORED_DISK_DEVICES = re.compile(r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p|mmcblk\d+p)\d+$")
+
+
 def _disk_counters() -> dict[RateKey, float]:
     counters: dict[RateKey, float] = {}
     # None when the kernel exposes no disk stats at all (some containers).
     for device, io in (psutil.disk_io_counters(perdisk=True) or {}).items():
+        if IGNORED_DISK_DEVICES.match(device):
+            continue
         labels = make_labels(device=device)
         counters["host.diskio.read_bytes_per_s", labels] = io.read_bytes
         counters["host.diskio.write_bytes_per_s", labels] = io.write_bytes
