@@ -1,0 +1,1 @@
+"""Screens of the Vigil TUI; each owns its handlers and its workers."""

@@ -1,0 +1,1 @@
+"""Reusable widgets of the Vigil TUI; each carries its own styles in ``DEFAULT_CSS``."""
