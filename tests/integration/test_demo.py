@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.demo.run import start_demo_agent, stop_agent
 from agent.client import ApiClient
+from agent.demo.run import start_demo_agent, stop_agent
 from tests.helpers import child_env, vigil_cmd, wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,9 +34,10 @@ def test_demo_agent_probes_the_bundled_model(tmp_path: Path) -> None:
         assert server.state == "running" and server.pid
         assert status.resource("host.cpu.percent") is not None
         # The model server is watched as a process too.
-        wait_for(lambda: client.status().resource("process.rss_bytes",
-                                                  process="demo-model-server"),
-                 what="the model server's RSS")
+        wait_for(
+            lambda: client.status().resource("process.rss_bytes", process="demo-model-server"),
+            what="the model server's RSS",
+        )
         runs = client.get("/api/v1/probe_runs?model=iris")["probe_runs"]
         assert runs and runs[0]["category"] == "ok"
     finally:
@@ -47,8 +48,13 @@ def test_demo_agent_probes_the_bundled_model(tmp_path: Path) -> None:
 def test_vigil_demo_headless_runs_and_cleans_up(tmp_path: Path) -> None:
     env = child_env()
     env["TMPDIR"] = str(tmp_path)
-    out = subprocess.run(vigil_cmd("demo", "--no-tui", "--duration", "8"), capture_output=True,
-                         text=True, env=env, timeout=90)
+    out = subprocess.run(
+        vigil_cmd("demo", "--no-tui", "--duration", "8"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+    )
     assert out.returncode == 0, out.stderr
     assert "iris" in out.stdout and "UP" in out.stdout, out.stdout
     # Everything it started is gone, its temporary dir included.

@@ -307,9 +307,19 @@ def test_process_collector_forgets_processes_that_exit() -> None:
 
 @pytest.mark.parametrize(
     ("device", "ignored"),
-    [("loop0", True), ("zram0", True), ("ram1", True), ("vda1", True), ("sda2", True),
-     ("nvme0n1p1", True), ("vda", False), ("sda", False), ("nvme0n1", False),
-     ("dm-0", False), ("md0", False)],
+    [
+        ("loop0", True),
+        ("zram0", True),
+        ("ram1", True),
+        ("vda1", True),
+        ("sda2", True),
+        ("nvme0n1p1", True),
+        ("vda", False),
+        ("sda", False),
+        ("nvme0n1", False),
+        ("dm-0", False),
+        ("md0", False),
+    ],
 )
 def test_virtual_and_partition_devices_are_ignored(device: str, ignored: bool) -> None:
     from probes.host import IGNORED_DISK_DEVICES

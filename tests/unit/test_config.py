@@ -1,0 +1,757 @@
+"""Unit tests for the agent's TOML config (agent.config) and the shared units (storage.units)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.config import (
+    DEFAULT_PORT,
+    Config,
+    ConfigError,
+    default_data_dir,
+    load_config,
+    parse_config,
+)
+from storage.units import UNITS_S, format_bytes, format_duration, parse_duration
+
+CFG = Path("/etc/vigil/test.toml")
+
+FULL = """\
+# Vigil test configuration
+[agent]
+host = "gpu-07"
+data_dir = "/var/tmp/vigil-test"
+listen = "0.0.0.0:9000"
+sample_interval = "500ms"
+retention = "2d"
+log_level = "debug"
+
+[[process]]
+name = "llama-server"
+command = ["llama-server", "--port", "8080", "-m", "model.gguf"]
+cwd = "/srv/llama"
+env = { CUDA_VISIBLE_DEVICES = "0", OMP_NUM_THREADS = "8" }
+restart = "always"
+stop_signal = "SIGINT"
+stop_timeout = "30s"
+backoff_initial = "500ms"
+backoff_max = "5m"
+
+[[process]]
+name = "triton"
+command = ["tritonserver", "--model-repository=/models"]
+restart = "never"
+
+[[model]]
+name = "llama"
+protocol = "http"
+url = "http://127.0.0.1:8080/health"
+interval = "5m"
+timeout = "1h30m"
+process = "llama-server"
+
+[model.canary]
+method = "POST"
+body = '{"prompt": "hi"}'
+expect_status = [200, "2xx"]
+expect_body_regex = "ok"
+max_latency = 250
+headers = { Authorization = "Bearer x" }
+
+[[model]]
+name = "resnet"
+protocol = "kserve_v2"
+url = "https://triton.local:8000"
+process = "triton"
+canary = { model = "resnet50", check_ready = false, max_latency = 1000 }
+"""
+
+
+def line_of(text: str, needle: str, nth: int = 0) -> int:
+    """1-based line of the ``nth`` line containing ``needle``."""
+    hits = [i + 1 for i, line in enumerate(text.splitlines()) if needle in line]
+    return hits[nth]
+
+
+def refused(text: str, path: Path | str = CFG) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, path)
+    return info.value
+
+
+def check_error(err: ConfigError, *, field: str | None, line: int | None, expected: str) -> None:
+    """The error names the file, the field, the line and what was expected."""
+    msg = str(err)
+    assert str(CFG) in msg
+    assert err.path == CFG
+    assert err.field == field
+    if field is not None:
+        assert field in msg
+    assert err.line == line, msg
+    if line is not None:
+        assert f"{CFG}:{line}:" in msg
+    assert expected in msg, msg
+
+
+# --- valid files ----------------------------------------------------------------------------
+
+
+def test_full_config_parses_into_typed_values() -> None:
+    cfg = parse_config(FULL, CFG)
+    assert isinstance(cfg, Config)
+    assert cfg.path == CFG
+
+    a = cfg.agent
+    assert a.host == "gpu-07"
+    assert a.data_dir == Path("/var/tmp/vigil-test")
+    assert (a.listen_host, a.listen_port) == ("0.0.0.0", 9000)
+    assert a.sample_interval_s == 0.5
+    assert a.retention_s == 2 * 86400
+    assert a.log_level == "debug"
+
+    assert [p.name for p in cfg.processes] == ["llama-server", "triton"]
+    p0, p1 = cfg.processes
+    assert p0.command == ("llama-server", "--port", "8080", "-m", "model.gguf")
+    assert isinstance(p0.command, tuple)
+    assert p0.cwd == Path("/srv/llama")
+    assert dict(p0.env) == {"CUDA_VISIBLE_DEVICES": "0", "OMP_NUM_THREADS": "8"}
+    assert p0.restart == "always"
+    assert p0.stop_signal == "SIGINT"
+    assert p0.stop_timeout_s == 30.0
+    assert p0.backoff_initial_s == 0.5
+    assert p0.backoff_max_s == 300.0
+    # Defaults where the file says nothing.
+    assert p1.command == ("tritonserver", "--model-repository=/models")
+    assert p1.cwd is None
+    assert dict(p1.env) == {}
+    assert p1.restart == "never"
+    assert p1.stop_signal == "SIGTERM"
+    assert (p1.stop_timeout_s, p1.backoff_initial_s, p1.backoff_max_s) == (10.0, 1.0, 300.0)
+
+    assert [m.name for m in cfg.models] == ["llama", "resnet"]
+    m0, m1 = cfg.models
+    assert (m0.protocol, m0.url) == ("http", "http://127.0.0.1:8080/health")
+    assert m0.interval_s == 300.0
+    assert m0.timeout_s == 5400.0
+    assert m0.process == "llama-server"
+    assert dict(m0.canary) == {
+        "method": "POST",
+        "body": '{"prompt": "hi"}',
+        "expect_status": [200, "2xx"],
+        "expect_body_regex": "ok",
+        "max_latency": 250,
+        "headers": {"Authorization": "Bearer x"},
+    }
+    assert (m1.protocol, m1.url, m1.process) == ("kserve_v2", "https://triton.local:8000", "triton")
+    assert (m1.interval_s, m1.timeout_s) == (10.0, 5.0)
+    assert dict(m1.canary) == {"model": "resnet50", "check_ready": False, "max_latency": 1000}
+
+
+def test_config_objects_are_frozen() -> None:
+    cfg = parse_config(FULL, CFG)
+    with pytest.raises(AttributeError):
+        cfg.agent.host = "other"  # type: ignore[misc]
+
+
+def test_agent_defaults() -> None:
+    cfg = parse_config('[[model]]\nname = "m"\nprotocol = "http"\nurl = "http://h/"\n', CFG)
+    a = cfg.agent
+    assert a.host == socket.gethostname()
+    assert (a.listen_host, a.listen_port) == ("127.0.0.1", DEFAULT_PORT)
+    assert DEFAULT_PORT == 8470
+    assert a.data_dir == default_data_dir()
+    assert (a.sample_interval_s, a.retention_s, a.log_level) == (1.0, 2 * 86400.0, "info")
+    assert cfg.processes == ()
+    m = cfg.models[0]
+    assert (m.interval_s, m.timeout_s, m.process, dict(m.canary)) == (10.0, 5.0, None, {})
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_file_is_valid_with_defaults(text: str) -> None:
+    cfg = parse_config(text, CFG)
+    assert cfg.models == () and cfg.processes == ()
+    assert cfg.agent.host == socket.gethostname()
+    assert cfg.agent.listen_port == DEFAULT_PORT
+
+
+def test_ipv6_listen_and_port_zero() -> None:
+    cfg = parse_config('[agent]\nlisten = "[::1]:0"\n', CFG)
+    assert (cfg.agent.listen_host, cfg.agent.listen_port) == ("::1", 0)
+
+
+def test_data_dir_expands_user() -> None:
+    cfg = parse_config('[agent]\ndata_dir = "~/vigil-data"\n', CFG)
+    assert cfg.agent.data_dir == Path.home() / "vigil-data"
+
+
+def test_default_data_dir_follows_xdg_for_non_root(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert default_data_dir() == tmp_path / "vigil"
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert default_data_dir() == Path("/var/lib/vigil")
+
+
+def test_load_config_reads_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "vigil.toml"
+    path.write_text(FULL, encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.path == path
+    assert cfg == parse_config(FULL, path)
+
+
+def test_load_config_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert "cannot read" in str(info.value)
+
+
+def test_load_config_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b'[agent]\nhost = "\xff\xfe"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert "UTF-8" in str(info.value)
+
+
+def test_load_config_reports_its_path_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "vigil.toml"
+    path.write_text('[agent]\nlog_level = "loud"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}:2: agent.log_level: expected one of")
+
+
+# --- every kind of mistake ------------------------------------------------------------------
+
+TWO_MODELS = """\
+[[model]]
+name = "a"
+protocol = "http"
+url = "http://127.0.0.1:1/"
+
+[[model]]
+name = "b"
+protocol = "http"
+url = "http://127.0.0.1:2/"
+{extra}
+"""
+
+
+def second_model(extra: str) -> str:
+    return TWO_MODELS.replace("{extra}", extra)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("interval = 10", "expected a duration such as '500ms'"),
+        ("interval = 2.5", "got a float 2.5"),
+        ("interval = true", "got a boolean"),
+        ('interval = "10 sec"', "expected a duration"),
+        ('interval = "-5s"', "expected a positive duration"),
+        ('interval = "0s"', "expected a positive duration"),
+        ('interval = ""', "expected a duration"),
+        ('interval = "5"', "expected a duration"),
+    ],
+)
+def test_bad_model_interval(extra: str, expected: str) -> None:
+    text = second_model(extra)
+    err = refused(text)
+    check_error(err, field="model[1].interval", line=line_of(text, "interval"), expected=expected)
+
+
+def test_integer_interval_message_names_the_type() -> None:
+    text = second_model("interval = 10")
+    msg = str(refused(text))
+    assert "got an integer 10" in msg
+    assert "units: ms s m h d w y" in msg
+
+
+def test_wrong_type_name() -> None:
+    text = '[[model]]\nname = 5\nprotocol = "http"\nurl = "http://h/"\n'
+    check_error(
+        refused(text), field="model[0].name", line=2, expected="expected a name, got an integer 5"
+    )
+
+
+@pytest.mark.parametrize("name", ["", "-lead", "has space", "x" * 65, "a/b"])
+def test_bad_name_syntax(name: str) -> None:
+    text = f'[[process]]\nname = "{name}"\ncommand = ["x"]\n'
+    check_error(refused(text), field="process[0].name", line=2, expected="expected a name of")
+
+
+def test_shell_string_command_is_refused() -> None:
+    text = '[[process]]\nname = "srv"\ncommand = "python server.py"\n'
+    err = refused(text)
+    check_error(err, field="process[0].command", line=3, expected="expected an argv list")
+    assert "shell string" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('["python", 3]', "item 1 is an integer 3"),
+        ("[]", "expected a non-empty list of strings"),
+        ("5", "expected a list of strings, got an integer"),
+    ],
+)
+def test_bad_command_list(value: str, expected: str) -> None:
+    text = f'[[process]]\nname = "srv"\ncommand = {value}\n'
+    check_error(refused(text), field="process[0].command", line=3, expected=expected)
+
+
+def test_unknown_key_in_model_typo() -> None:
+    text = second_model('intervall = "10s"')
+    err = refused(text)
+    check_error(
+        err,
+        field="model[1].intervall",
+        line=line_of(text, "intervall"),
+        expected="unknown key; expected one of:",
+    )
+    # The list of what was expected includes the key the user meant.
+    assert "interval" in str(err).split("expected one of:")[1]
+
+
+def test_unknown_key_in_agent() -> None:
+    text = '[agent]\nhost = "h"\nlisten_port = 9000\n'
+    err = refused(text)
+    check_error(err, field="agent.listen_port", line=3, expected="unknown key; expected one of:")
+    assert "listen" in str(err).split("expected one of:")[1]
+
+
+def test_unknown_key_in_process() -> None:
+    text = '[[process]]\nname = "p"\ncommand = ["x"]\nrestart_policy = "always"\n'
+    check_error(
+        refused(text),
+        field="process[0].restart_policy",
+        line=4,
+        expected="unknown key; expected one of:",
+    )
+
+
+def test_unknown_top_level_table() -> None:
+    text = '[agent]\nhost = "h"\n\n[modle]\nname = "x"\n'
+    check_error(
+        refused(text), field="modle", line=4, expected="expected [agent], [[model]] or [[process]]"
+    )
+
+
+def test_unknown_top_level_array_of_tables() -> None:
+    text = '[[proces]]\nname = "x"\n'
+    check_error(
+        refused(text), field="proces", line=1, expected="expected [agent], [[model]] or [[process]]"
+    )
+
+
+def test_unknown_top_level_key() -> None:
+    text = "# vigil configuration\nvigil = 1\n[agent]\n"
+    check_error(
+        refused(text), field="vigil", line=2, expected="expected [agent], [[model]] or [[process]]"
+    )
+
+
+def test_unknown_subtable_in_agent() -> None:
+    text = '[agent]\nhost = "h"\n\n[agent.extra]\nx = 1\n'
+    check_error(refused(text), field="agent.extra", line=4, expected="unknown key")
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "expected"),
+    [
+        ('sample_interval = "10 sec"', "agent.sample_interval", "expected a duration"),
+        ('sample_interval = "50ms"', "agent.sample_interval", "expected at least 100ms"),
+        ('retention = "-5s"', "agent.retention", "expected a positive duration"),
+        ('retention = "0s"', "agent.retention", "expected a positive duration"),
+        ("retention = false", "agent.retention", "got a boolean"),
+        ('log_level = "verbose"', "agent.log_level", "expected one of 'debug', 'info'"),
+        ("host = 5", "agent.host", "expected a string, got an integer 5"),
+    ],
+)
+def test_bad_agent_values(extra: str, field: str, expected: str) -> None:
+    text = f'# comment\n[agent]\nhost = "h"\n{extra}\n'
+    if extra.startswith("host"):
+        text = f"# comment\n[agent]\n{extra}\n"
+    check_error(refused(text), field=field, line=line_of(text, extra), expected=expected)
+
+
+@pytest.mark.parametrize(
+    "listen", ["localhost", "1.2.3.4:99999", "1.2.3.4:", ":8470", "1.2.3.4:http", "1.2.3.4:-1"]
+)
+def test_bad_listen(listen: str) -> None:
+    text = f'[agent]\nhost = "h"\nlisten = "{listen}"\n'
+    check_error(
+        refused(text), field="agent.listen", line=3, expected="expected 'HOST:PORT' (port 0-65535"
+    )
+
+
+DUP_MODELS = TWO_MODELS.replace('name = "b"', 'name = "a"').replace("{extra}", "")
+DUP_PROCESSES = """\
+[[process]]
+name = "p"
+command = ["x"]
+
+[[process]]
+name = "q"
+command = ["y"]
+
+[[process]]
+name = "p"
+command = ["z"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "index"),
+    [
+        ("model", DUP_MODELS, 1),
+        ("process", DUP_PROCESSES, 2),
+    ],
+)
+def test_duplicate_names(kind: str, text: str, index: int) -> None:
+    err = refused(text)
+    check_error(
+        err,
+        field=f"{kind}[{index}].name",
+        line=line_of(text, "name = ", index),
+        expected=f"expected every {kind} to have its own name",
+    )
+    assert "duplicate name" in str(err)
+    assert f"also {kind}[0]" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("missing", "expected"),
+    [
+        ("url", "missing required field; expected a string"),
+        ("protocol", "missing required field; expected one of"),
+        ("name", "missing required field; expected a name"),
+    ],
+)
+def test_model_missing_field(missing: str, expected: str) -> None:
+    lines = ['name = "b"', 'protocol = "http"', 'url = "http://127.0.0.1:2/"']
+    body = "\n".join(x for x in lines if not x.startswith(missing))
+    text = f'[[model]]\nname = "a"\nprotocol = "http"\nurl = "http://h/"\n\n[[model]]\n{body}\n'
+    # A missing key cannot be pointed at: the error points at its table's header.
+    check_error(refused(text), field=f"model[1].{missing}", line=6, expected=expected)
+
+
+def test_process_missing_command() -> None:
+    text = '[agent]\n\n[[process]]\nname = "p"\nrestart = "always"\n'
+    check_error(
+        refused(text),
+        field="process[0].command",
+        line=3,
+        expected="missing required field; expected a list of strings",
+    )
+
+
+def test_bad_restart_policy() -> None:
+    text = '[[process]]\nname = "p"\ncommand = ["x"]\nrestart = "sometimes"\n'
+    check_error(
+        refused(text),
+        field="process[0].restart",
+        line=4,
+        expected="expected one of 'always', 'on-failure', 'never'",
+    )
+
+
+@pytest.mark.parametrize("sig", ["TERM", "SIGFOO", "sigterm", "SIG_DFL", "SIG_IGN", "SIG_BLOCK"])
+def test_bad_stop_signal(sig: str) -> None:
+    text = f'[[process]]\nname = "p"\ncommand = ["x"]\nstop_signal = "{sig}"\n'
+    check_error(
+        refused(text),
+        field="process[0].stop_signal",
+        line=4,
+        expected="expected a signal name such as 'SIGTERM'",
+    )
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGKILL", "SIGQUIT", "SIGUSR1"])
+def test_good_stop_signal(sig: str) -> None:
+    text = f'[[process]]\nname = "p"\ncommand = ["x"]\nstop_signal = "{sig}"\n'
+    assert parse_config(text, CFG).processes[0].stop_signal == sig
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "expected"),
+    [
+        ("env = { A = 1 }", "process[0].env", "expected a table of strings; 'A' is an integer 1"),
+        ('env = "A=1"', "process[0].env", "expected a table of strings, got a string"),
+        ("cwd = 5", "process[0].cwd", "expected a string, got an integer"),
+        ('stop_timeout = "soon"', "process[0].stop_timeout", "expected a duration"),
+        ("backoff_max = 300", "process[0].backoff_max", "expected a duration"),
+    ],
+)
+def test_bad_process_values(extra: str, field: str, expected: str) -> None:
+    text = f'[[process]]\nname = "p"\ncommand = ["x"]\n{extra}\n'
+    check_error(refused(text), field=field, line=4, expected=expected)
+
+
+def test_unknown_protocol() -> None:
+    text = second_model("").replace(
+        'protocol = "http"\nurl = "http://127.0.0.1:2/"',
+        'protocol = "grpc"\nurl = "http://127.0.0.1:2/"',
+    )
+    err = refused(text)
+    check_error(
+        err,
+        field="model[1].protocol",
+        line=line_of(text, "grpc"),
+        expected="expected one of 'http', 'kserve_v2', 'tcp'",
+    )
+    assert "'grpc'" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "url", "expected"),
+    [
+        ("http", "ftp://h/", "expected an http:// or https:// URL"),
+        ("http", "127.0.0.1:8080", "expected an http:// or https:// URL"),
+        ("tcp", "http://h:1/", "expected 'tcp://HOST:PORT'"),
+    ],
+)
+def test_bad_url_for_protocol(protocol: str, url: str, expected: str) -> None:
+    text = f'[[model]]\nname = "m"\nprotocol = "{protocol}"\nurl = "{url}"\n'
+    check_error(refused(text), field="model[0].url", line=4, expected=expected)
+
+
+def test_unknown_canary_option_in_subtable() -> None:
+    text = second_model('\n[model.canary]\nmethod = "GET"\nexpect_stauts = 200\n')
+    err = refused(text)
+    check_error(
+        err,
+        field="model[1].canary.expect_stauts",
+        line=line_of(text, "expect_stauts"),
+        expected="unknown canary option for protocol 'http'; expected one of:",
+    )
+    assert "expect_status" in str(err)
+
+
+def test_unknown_canary_option_inline() -> None:
+    text = (
+        '[[model]]\nname = "m"\nprotocol = "kserve_v2"\nurl = "http://h/"\n'
+        'canary = { model = "x", temperature = 0.5 }\n'
+    )
+    check_error(
+        refused(text),
+        field="model[0].canary.temperature",
+        line=5,
+        expected="unknown canary option for protocol 'kserve_v2'",
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ('method = "FETCH"', "expected one of DELETE, GET"),
+        ('expect_status = [200, "7xx"]', "expected HTTP statuses (100-599)"),
+        ("max_latency = -1", "expected a positive number of milliseconds"),
+        ('expect_body_regex = "("', "expected a regular expression"),
+    ],
+)
+def test_bad_canary_option_value(option: str, expected: str) -> None:
+    text = (
+        '[[model]]\nname = "m"\nprotocol = "http"\nurl = "http://h/"\n\n'
+        f'[model.canary]\nbody = "x"\n{option}\n'
+    )
+    key = option.split(" ", maxsplit=1)[0]
+    check_error(refused(text), field=f"model[0].canary.{key}", line=8, expected=expected)
+
+
+def test_canary_must_be_a_table() -> None:
+    text = '[[model]]\nname = "m"\nprotocol = "http"\nurl = "http://h/"\ncanary = "GET /"\n'
+    check_error(
+        refused(text), field="model[0].canary", line=5, expected="expected a table, got a string"
+    )
+
+
+def test_model_names_unknown_process() -> None:
+    text = '[[process]]\nname = "srv"\ncommand = ["x"]\n\n' + second_model('process = "svr"')
+    err = refused(text)
+    check_error(
+        err,
+        field="model[1].process",
+        line=line_of(text, 'process = "svr"'),
+        expected="expected one of: srv",
+    )
+    assert "'svr'" in str(err)
+
+
+def test_model_names_process_when_there_are_none() -> None:
+    text = '[[model]]\nname = "m"\nprotocol = "tcp"\nurl = "tcp://h:1"\nprocess = "x"\n'
+    check_error(refused(text), field="model[0].process", line=5, expected="expected one of: none")
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('[agent]\nhost = "h"\nlisten = \n', 3),
+        ('[agent]\nhost = "h"\n\n[[model]\nname = "x"\n', 4),
+        ('[agent]\nhost = "unterminated\n', 2),
+        ('[agent]\nhost = "a"\nhost = "b"\n', 3),
+    ],
+)
+def test_toml_syntax_error_reports_the_line(text: str, line: int) -> None:
+    err = refused(text)
+    assert err.line == line
+    assert err.field is None
+    assert str(err).startswith(f"{CFG}:{line}: not valid TOML")
+
+
+def test_agent_must_be_a_table() -> None:
+    check_error(
+        refused('agent = "x"\n'), field="agent", line=None, expected="expected a table [agent]"
+    )
+
+
+def test_model_must_be_an_array_of_tables() -> None:
+    check_error(
+        refused('model = "x"\n'),
+        field="model",
+        line=None,
+        expected="expected an array of tables [[model]]",
+    )
+
+
+def test_error_without_a_file_uses_a_placeholder_path() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("[agent]\nbogus = 1\n")
+    assert str(info.value).startswith("<config>:2: agent.bogus:")
+
+
+def test_config_error_attributes() -> None:
+    err = ConfigError("/x.toml", "bad", field="agent.host", line=7)
+    assert (err.path, err.field, err.line, err.reason) == (Path("/x.toml"), "agent.host", 7, "bad")
+    assert str(err) == "/x.toml:7: agent.host: bad"
+    assert str(ConfigError("/x.toml", "bad")) == "/x.toml: bad"
+
+
+# --- storage.units ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("10s", 10.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("2d", 172800.0),
+        ("1w", 604800.0),
+        ("1y", 365 * 86400.0),
+        ("1.5s", 1.5),
+        ("1m30s500ms", 90.5),
+        (" 10s ", 10.0),
+        ("-5m", -300.0),
+        ("0s", 0.0),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        "",
+        " ",
+        "10",
+        "10 sec",
+        "10sec",
+        "s",
+        "1h 30m",
+        "ten s",
+        "--5s",
+        "5s-",
+        "1.s",
+        ".5s",
+        "5S",
+        "1e3s",
+        "-",
+    ],
+)
+def test_parse_duration_refuses_junk(junk: str) -> None:
+    with pytest.raises(ValueError, match="expected") as info:
+        parse_duration(junk)
+    assert repr(junk) in str(info.value)
+
+
+@given(n=st.integers(min_value=0, max_value=10**6), unit=st.sampled_from(sorted(UNITS_S)))
+def test_parse_duration_property(n: int, unit: str) -> None:
+    assert parse_duration(f"{n}{unit}") == pytest.approx(n * UNITS_S[unit])
+
+
+@given(
+    parts=st.lists(
+        st.tuples(st.integers(0, 1000), st.sampled_from(sorted(UNITS_S))), min_size=1, max_size=5
+    )
+)
+def test_parse_duration_sums_parts(parts: list[tuple[int, str]]) -> None:
+    text = "".join(f"{n}{u}" for n, u in parts)
+    assert parse_duration(text) == pytest.approx(sum(n * UNITS_S[u] for n, u in parts))
+
+
+@given(junk=st.text(alphabet="abcxyz !?#/,=", min_size=1, max_size=12))
+def test_parse_duration_junk_property(junk: str) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        parse_duration(junk)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0ms"),
+        (0.95, "950ms"),
+        (0.0004, "0ms"),
+        (1, "1s"),
+        (42, "42s"),
+        (60, "1m"),
+        (192, "3m12s"),
+        (3600, "1h"),
+        (5400, "1h30m"),
+        (3661, "1h1m"),
+        (86400 * 2 + 4 * 3600 + 59, "2d4h"),
+        (86400 + 30, "1d30s"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+@given(st.integers(min_value=1, max_value=10**8))
+def test_format_duration_output_parses(seconds: int) -> None:
+    # Formatting keeps at most two units, so it is not exact, but it is always parseable and
+    # never more than the input.
+    out = format_duration(seconds)
+    assert 0 < parse_duration(out) <= seconds
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0B"),
+        (512, "512B"),
+        (1023, "1023B"),
+        (1024, "1.0KiB"),
+        (1536, "1.5KiB"),
+        (5 * 1024**2, "5.0MiB"),
+        (int(3.2 * 1024**3), "3.2GiB"),
+        (2 * 1024**4, "2.0TiB"),
+        (5000 * 1024**4, "5000.0TiB"),
+        (-2048, "-2.0KiB"),
+    ],
+)
+def test_format_bytes(n: float, text: str) -> None:
+    assert format_bytes(n) == text
