@@ -195,6 +195,15 @@ class Agent:
             return False
         try:
             new = load_config(path)
+            if path.stat().st_size == 0:
+                # An empty file is a valid config (all defaults) at start-up, but on a reload it
+                # is far more often a write caught halfway, and applying it would stop every
+                # model server: refuse it.
+                raise ConfigError(
+                    path,
+                    "the file is empty; refusing to reload to an empty "
+                    "config (write config files atomically: temp + mv)",
+                )
         except ConfigError as exc:
             log.error("config reload refused reason=%s error=%r", reason, str(exc))
             self.emit(

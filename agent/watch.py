@@ -17,6 +17,9 @@ from watchdog.observers import Observer
 
 log = logging.getLogger("vigil.watch")
 
+DEBOUNCE_S = 0.3
+"""Quiet time after the last change event before the file is re-read."""
+
 
 class _Handler(FileSystemEventHandler):
     def __init__(self, path: Path, notify: Callable[[], None]) -> None:
@@ -41,11 +44,21 @@ class ConfigWatcher:
         self.loop = loop
         self.on_change = on_change
         self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._pending: asyncio.TimerHandle | None = None
 
     def _notify(self) -> None:
-        # The reload itself is idempotent (an unchanged file is a no-op), so a burst of events
-        # from one save collapses into at most a couple of cheap reads.
-        self.loop.call_soon_threadsafe(self.on_change)
+        self.loop.call_soon_threadsafe(self._debounce)
+
+    def _debounce(self) -> None:
+        # A save is a burst of events, and an in-place write (cp, shell redirection) passes
+        # through a truncated, even empty, file: wait for the file to be quiet before reading.
+        if self._pending is not None:
+            self._pending.cancel()
+        self._pending = self.loop.call_later(DEBOUNCE_S, self._fire)
+
+    def _fire(self) -> None:
+        self._pending = None
+        self.on_change()
 
     def start(self) -> None:
         """Start watching; a directory that cannot be watched only disables live reload."""
@@ -67,6 +80,9 @@ class ConfigWatcher:
 
     def stop(self) -> None:
         """Stop watching."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=2)

@@ -18,10 +18,20 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from storage.records import ProbeRun, Sample
+from storage.records import ProbeRun, Sample, make_labels
 
-CATEGORIES = ("ok", "slow", "wrong_output", "http_error", "timeout", "refused", "protocol_error")
-"""Every probe run ends in exactly one of these."""
+CATEGORIES = (
+    "ok",
+    "slow",
+    "wrong_output",
+    "http_error",
+    "timeout",
+    "refused",
+    "protocol_error",
+    "stalled",
+)
+"""Every probe run ends in exactly one of these. ``stalled`` is the metrics scrape's verdict:
+requests are running but the generated-token counter has not moved for N intervals."""
 
 ERROR_TEXT_LIMIT = 500
 """Error texts are kept, truncated to this many characters, so one chatty server cannot bloat
@@ -61,6 +71,20 @@ class ProbeTarget:
     url: str
     timeout_s: float
     options: Mapping[str, Any] = field(default_factory=dict)
+    api_key: str | None = field(default=None, repr=False)
+    """Bearer credential for the probed server (from an env var or file named in the config).
+    Never stored, logged or served: ``repr`` hides it and :func:`redact` scrubs error texts."""
+
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization`` header for servers that want a bearer key, else nothing."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove a secret from a text (a server may echo the key back in an error)."""
+    if secret and len(secret) >= 4:
+        return text.replace(secret, "***")
+    return text
 
 
 class OptionError(ValueError):
@@ -80,6 +104,25 @@ class Probe(ABC):
 
     def __init__(self, target: ProbeTarget) -> None:
         self.target = target
+        self._samples: list[Sample] = []
+
+    def add_sample(self, name: str, value: float, ts_ms: int, **labels: str) -> None:
+        """Queue a series value measured during a run (the model label is added).
+
+        For what is not a latency of the run itself: a scraped server gauge, Ollama's own
+        eval timings, an ONNX model's per-iteration latencies.
+        """
+        self._samples.append(
+            Sample(name, make_labels(labels, model=self.target.name), ts_ms, float(value))
+        )
+
+    def drain_samples(self) -> list[Sample]:
+        """Hand the queued samples to the agent (called after each run) and forget them."""
+        out, self._samples = self._samples, []
+        return out
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the probe holds (a worker subprocess, ...); called on removal."""
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:

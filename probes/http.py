@@ -11,10 +11,8 @@ Options, all optional:
   followed, so a 3xx answer is judged as itself.
 - ``expect_body_regex``: a regular expression the body (decoded as UTF-8) must contain
   (``re.search``); a mismatch is ``wrong_output``.
-- ``max_latency``: milliseconds; a slower answer is ``slow`` (ok=False).
+- ``max_latency``: a duration (``"500ms"``); a slower answer is ``slow`` (ok=False).
 
-The helpers (option checks, error classification, the run deadline) live here because ``http``
-is the protocol the others build on; ``kserve_v2`` imports them.
 """
 
 from __future__ import annotations
@@ -26,7 +24,18 @@ from typing import Any
 
 import aiohttp
 
-from probes.base import OptionError, Probe, ProbeTarget, now_ms, register, truncate_error
+from probes.base import OptionError, Probe, ProbeTarget, now_ms, register
+from probes.common import (
+    Deadline,
+    body_snippet,
+    check_duration,
+    check_str,
+    classify_exception,
+    duration_ms,
+    elapsed_ms,
+    make_run,
+    over_bound,
+)
 from storage.records import ProbeRun
 
 SNIPPET_LIMIT = 200
@@ -36,30 +45,7 @@ _STATUS_CLASS = re.compile(r"^[1-5]xx$", re.IGNORECASE)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-# --- option checks ------------------------------------------------------------------------
-
-
-def is_number(value: object) -> bool:
-    """True for ints and floats, but not bools (TOML ``true`` is no latency)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def check_str(options: Mapping[str, Any], key: str) -> None:
-    """Refuse ``options[key]`` unless it is a non-empty string (absent is fine)."""
-    if key in options and (not isinstance(options[key], str) or not options[key]):
-        raise OptionError(key, f"expected a non-empty string, got {options[key]!r}")
-
-
-def check_bool(options: Mapping[str, Any], key: str) -> None:
-    """Refuse ``options[key]`` unless it is a boolean (absent is fine)."""
-    if key in options and not isinstance(options[key], bool):
-        raise OptionError(key, f"expected true or false, got {options[key]!r}")
-
-
-def check_max_latency(options: Mapping[str, Any], key: str = "max_latency") -> None:
-    """Refuse a latency bound that is not a positive number of milliseconds."""
-    if key in options and (not is_number(options[key]) or options[key] <= 0):
-        raise OptionError(key, f"expected a positive number of milliseconds, got {options[key]!r}")
+# --- http-specific ------------------------------------------------------------------------
 
 
 def status_matches(status: int, accepted: list[int | str] | None) -> bool:
@@ -79,75 +65,6 @@ def _accepted_statuses(value: object) -> list[int | str] | None:
     if value is None:
         return None
     return list(value) if isinstance(value, list) else [value]  # type: ignore[list-item]
-
-
-# --- running ------------------------------------------------------------------------------
-
-
-class Deadline:
-    """One time budget for a whole run, however many requests it takes."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.end = time.monotonic() + timeout_s
-
-    def timeout(self) -> aiohttp.ClientTimeout:
-        """A client timeout for the next request: whatever is left of the budget."""
-        # A spent budget still needs a positive value; aiohttp reads 0 as "no timeout".
-        return aiohttp.ClientTimeout(total=max(self.end - time.monotonic(), 0.001))
-
-
-def elapsed_ms(start_ns: int, end_ns: int | None = None) -> float:
-    """Milliseconds between two ``perf_counter_ns`` readings (end defaults to now)."""
-    return ((end_ns if end_ns is not None else time.perf_counter_ns()) - start_ns) / 1e6
-
-
-def body_snippet(body: bytes, limit: int = SNIPPET_LIMIT) -> str:
-    """The start of a response body as text, for error messages."""
-    text = body[:limit].decode("utf-8", errors="replace").strip()
-    return text + ("…" if len(body) > limit else "")
-
-
-def classify_exception(exc: BaseException) -> tuple[str, str]:
-    """Map a request failure to a run category and an error text.
-
-    Order matters: aiohttp's connect timeouts are both ClientErrors and TimeoutErrors.
-    """
-    if isinstance(exc, TimeoutError):
-        return "timeout", f"no answer in time ({type(exc).__name__})"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "refused", f"cannot connect: {exc}"
-    # Disconnects mid-answer, malformed HTTP, bad URLs: the server did not speak HTTP properly.
-    return "protocol_error", f"{type(exc).__name__}: {exc}"
-
-
-def make_run(
-    target: ProbeTarget,
-    category: str,
-    *,
-    ts_ms: int,
-    error: str | None = None,
-    e2e_ms: float | None = None,
-    status: int | None = None,
-    phases_ms: Mapping[str, float] | None = None,
-) -> ProbeRun:
-    """Build a run; ok exactly when the category is ``ok``, error texts truncated."""
-    return ProbeRun(
-        model=target.name,
-        ts_ms=ts_ms,
-        ok=category == "ok",
-        category=category,
-        e2e_ms=e2e_ms,
-        status=status,
-        error=truncate_error(error) if error is not None else None,
-        phases_ms=dict(phases_ms or {}),
-    )
-
-
-def slow_error(e2e_ms: float, max_latency: object) -> str | None:
-    """The ``slow`` error text when ``e2e_ms`` exceeds the configured bound, else None."""
-    if is_number(max_latency) and e2e_ms > float(max_latency):  # type: ignore[arg-type]
-        return f"took {e2e_ms:.1f} ms, over max_latency {max_latency} ms"
-    return None
 
 
 @register
@@ -194,7 +111,7 @@ class HttpProbe(Probe):
                 raise OptionError(
                     "expect_body_regex", f"expected a regular expression: {exc}"
                 ) from exc
-        check_max_latency(options)
+        check_duration(options, "max_latency")
 
     def __init__(self, target: ProbeTarget) -> None:
         super().__init__(target)
@@ -249,7 +166,7 @@ class HttpProbe(Probe):
                 phases_ms=phases,
                 error=f"body does not match {self._regex.pattern!r}: {body_snippet(body)}",
             )
-        slow = slow_error(e2e, self.target.options.get("max_latency"))
+        slow = over_bound(e2e, duration_ms(self.target.options, "max_latency"), "max_latency")
         return make_run(
             self.target,
             "slow" if slow else "ok",

@@ -13,7 +13,7 @@ One run optionally asks ``GET /v2/models/{model}/ready``, then sends one canary
 - ``expect_output``: ``{name, shape?, data?, tolerance?}``; the named output must exist, have
   that shape and numbers within ``tolerance`` (absolute, default 1e-4) of ``data`` (flat or
   nested). Any difference is ``wrong_output``.
-- ``max_latency``: milliseconds; a slower infer is ``slow`` (ok=False).
+- ``max_latency``: a duration (``"500ms"``); a slower infer is ``slow`` (ok=False).
 - ``check_ready``: ask the ready endpoint first; default true.
 
 Whatever the options, an output holding NaN is ``wrong_output``: it is how a numerically broken
@@ -34,17 +34,18 @@ from urllib.parse import quote
 import aiohttp
 
 from probes.base import OptionError, Probe, ProbeTarget, now_ms, register
-from probes.http import (
+from probes.common import (
     Deadline,
     body_snippet,
     check_bool,
-    check_max_latency,
+    check_duration,
     check_str,
     classify_exception,
+    duration_ms,
     elapsed_ms,
     is_number,
     make_run,
-    slow_error,
+    over_bound,
 )
 from storage.records import ProbeRun
 
@@ -209,7 +210,7 @@ class KServeV2Probe(Probe):
             _check_inputs(options["inputs"])
         if "expect_output" in options:
             _check_expect(options["expect_output"])
-        check_max_latency(options)
+        check_duration(options, "max_latency")
         check_bool(options, "check_ready")
 
     def __init__(self, target: ProbeTarget) -> None:
@@ -285,7 +286,7 @@ class KServeV2Probe(Probe):
             wrong = compare_output(outputs, expect)
         if wrong is not None:
             return result("wrong_output", wrong)
-        slow = slow_error(e2e, self.target.options.get("max_latency"))
+        slow = over_bound(e2e, duration_ms(self.target.options, "max_latency"), "max_latency")
         return result("slow", slow) if slow else result("ok")
 
     async def _get(

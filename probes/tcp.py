@@ -3,8 +3,8 @@
 Protocol ``tcp``; the target URL is ``tcp://host:port`` (IPv6 as ``tcp://[::1]:port``). One run
 opens a connection with ``asyncio.open_connection`` and closes it at once; ``e2e_ms`` and
 ``phases_ms["connect"]`` are the connect time. Any connect failure (refused, unreachable, a
-name that does not resolve) is ``refused``. Option: ``max_latency`` in milliseconds (a slower
-connect is ``slow``).
+name that does not resolve) is ``refused``. Option: ``max_latency``, a duration such as
+``"50ms"`` (a slower connect is ``slow``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from probes.base import Probe, now_ms, register
-from probes.http import check_max_latency, elapsed_ms, make_run, slow_error
+from probes.common import check_duration, duration_ms, elapsed_ms, make_run, over_bound
 from storage.records import ProbeRun
 
 
@@ -46,7 +46,7 @@ class TcpProbe(Probe):
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Validate keys and value types; raise OptionError naming the key."""
         super().check_options(options)
-        check_max_latency(options)
+        check_duration(options, "max_latency")
 
     async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
         """Connect once and close; never raises. ``session`` is unused (no HTTP here)."""
@@ -76,7 +76,7 @@ class TcpProbe(Probe):
         # The peer may reset on close; the connect already answered the question.
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-        slow = slow_error(connect, self.target.options.get("max_latency"))
+        slow = over_bound(connect, duration_ms(self.target.options, "max_latency"), "max_latency")
         return make_run(
             self.target,
             "slow" if slow else "ok",

@@ -79,7 +79,7 @@ process = "demo-model-server"
 
 [model.canary]
 inputs = [{{ name = "input", shape = [1, 4], datatype = "FP32", data = [5.1, 3.5, 1.4, 0.2] }}]
-max_latency = 500.0
+max_latency = "500ms"
 """
 
 

@@ -269,3 +269,27 @@ def test_bad_config_exits_2_naming_file_and_field(tmp_path: Path, body: str, fie
     )
     assert out.returncode == 2
     assert str(bad) in out.stderr and field in out.stderr, out.stderr
+
+
+def test_an_emptied_config_file_never_stops_the_model_servers(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path,
+        """
+[[process]]
+name = "sleeper"
+command = ["sleep", "600"]
+""",
+    )
+    good = cfg.read_text()
+    with running_agent(cfg) as agent:
+        pid = wait_for(lambda: agent.status()["processes"][0]["pid"], what="sleeper pid")
+        cfg.write_text("")  # what `cp other vigil.toml` looks like halfway through
+        agent.proc.send_signal(signal.SIGHUP)
+        ev = wait_for(
+            lambda: agent.get("/api/v1/events?kind=config.reload_refused")[1]["events"],
+            what="the refusal",
+        )[0]
+        assert "empty" in ev["message"]
+        cfg.write_text(good)
+        procs = agent.status()["processes"]
+        assert [(p["name"], p["pid"]) for p in procs] == [("sleeper", pid)]

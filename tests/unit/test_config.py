@@ -60,7 +60,7 @@ method = "POST"
 body = '{"prompt": "hi"}'
 expect_status = [200, "2xx"]
 expect_body_regex = "ok"
-max_latency = 250
+max_latency = "250ms"
 headers = { Authorization = "Bearer x" }
 
 [[model]]
@@ -68,7 +68,7 @@ name = "resnet"
 protocol = "kserve_v2"
 url = "https://triton.local:8000"
 process = "triton"
-canary = { model = "resnet50", check_ready = false, max_latency = 1000 }
+canary = { model = "resnet50", check_ready = false, max_latency = "1s" }
 """
 
 
@@ -144,12 +144,12 @@ def test_full_config_parses_into_typed_values() -> None:
         "body": '{"prompt": "hi"}',
         "expect_status": [200, "2xx"],
         "expect_body_regex": "ok",
-        "max_latency": 250,
+        "max_latency": "250ms",
         "headers": {"Authorization": "Bearer x"},
     }
     assert (m1.protocol, m1.url, m1.process) == ("kserve_v2", "https://triton.local:8000", "triton")
     assert (m1.interval_s, m1.timeout_s) == (10.0, 5.0)
-    assert dict(m1.canary) == {"model": "resnet50", "check_ready": False, "max_latency": 1000}
+    assert dict(m1.canary) == {"model": "resnet50", "check_ready": False, "max_latency": "1s"}
 
 
 def test_config_objects_are_frozen() -> None:
@@ -557,7 +557,7 @@ def test_unknown_canary_option_inline() -> None:
     [
         ('method = "FETCH"', "expected one of DELETE, GET"),
         ('expect_status = [200, "7xx"]', "expected HTTP statuses (100-599)"),
-        ("max_latency = -1", "expected a positive number of milliseconds"),
+        ("max_latency = -1", "expected a positive duration"),
         ('expect_body_regex = "("', "expected a regular expression"),
     ],
 )

@@ -160,7 +160,7 @@ async def test_kserve_tolerance_allows_small_differences(
 
 
 async def test_kserve_slow(demo_url: str, session: aiohttp.ClientSession) -> None:
-    run = await kserve(demo_url, max_latency=0.0001).run(session)
+    run = await kserve(demo_url, max_latency="0.0001ms").run(session)
     assert_failed(run, "slow", "max_latency")
     assert run.status == 200
 
@@ -329,7 +329,7 @@ async def test_http_body_regex(demo_url: str, session: aiohttp.ClientSession) ->
 
 
 async def test_http_slow(demo_url: str, session: aiohttp.ClientSession) -> None:
-    run = await http(f"{demo_url}/v2/health/live", max_latency=0.0001).run(session)
+    run = await http(f"{demo_url}/v2/health/live", max_latency="0.0001ms").run(session)
     assert_failed(run, "slow")
 
 
@@ -401,7 +401,9 @@ async def test_tcp_ok_and_refused(
     assert_failed(
         await tcp(f"tcp://127.0.0.1:{closed_port}").run(session), "refused", str(closed_port)
     )
-    assert_failed(await tcp(f"tcp://127.0.0.1:{port}", max_latency=0.00001).run(session), "slow")
+    assert_failed(
+        await tcp(f"tcp://127.0.0.1:{port}", max_latency="0.00001ms").run(session), "slow"
+    )
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:80", "tcp://127.0.0.1", "tcp://:80"])
@@ -440,6 +442,8 @@ async def test_tcp_bad_url_is_protocol_error(url: str, session: aiohttp.ClientSe
         (HttpProbe, {"expect_status": []}, "expect_status"),
         (HttpProbe, {"expect_body_regex": "("}, "expect_body_regex"),
         (HttpProbe, {"max_latency": 0}, "max_latency"),
+        (HttpProbe, {"max_latency": "0s"}, "max_latency"),
+        (HttpProbe, {"max_latency": 250}, "max_latency"),
         (TcpProbe, {"max_latency": -1}, "max_latency"),
         (TcpProbe, {"method": "GET"}, "method"),
     ],
@@ -456,7 +460,7 @@ def test_valid_options_pass() -> None:
         {
             "model": "m",
             "inputs": INPUTS,
-            "max_latency": 50,
+            "max_latency": "50ms",
             "check_ready": False,
             "expect_output": {
                 "name": "p",
@@ -473,7 +477,7 @@ def test_valid_options_pass() -> None:
             "body": "",
             "expect_status": [200, "3xx"],
             "expect_body_regex": "ok",
-            "max_latency": 12.5,
+            "max_latency": "12.5ms",
         }
     )
 
