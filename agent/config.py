@@ -25,6 +25,8 @@ from storage.units import parse_duration
 DEFAULT_CONFIG_PATH = Path("/etc/vigil/vigil.toml")
 DEFAULT_PORT = 8470
 RESTART_POLICIES = ("always", "on-failure", "never")
+FILE_PROTOCOLS = frozenset({"onnx"})
+"""Protocols whose model is a local file (``url = "file:///models/m.onnx"``)."""
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NAME_EXPECTED = "1-64 characters of letters, digits, '.', '_' or '-', starting alphanumeric"
 
@@ -85,6 +87,9 @@ class ModelConfig:
     url: str
     interval_s: float = 10.0
     timeout_s: float = 5.0
+    jitter_s: float | None = None
+    """Random delay added to each run, spreading probes that share an interval; None means
+    10 % of the interval, at most 1 s."""
     process: str | None = None
     canary: Mapping[str, Any] = field(default_factory=dict)
 
@@ -423,6 +428,10 @@ def _model(t: _Table) -> ModelConfig:
     if protocol == "tcp":
         if not url.startswith("tcp://"):
             raise t.error("url", f"expected 'tcp://HOST:PORT' for protocol tcp, got {url!r}")
+    elif protocol in FILE_PROTOCOLS:
+        if not url.startswith("file:///"):
+            raise t.error("url", f"expected 'file:///ABSOLUTE/PATH' for protocol {protocol}, "
+                                 f"got {url!r}")
     elif not url.startswith(("http://", "https://")):
         raise t.error("url", f"expected an http:// or https:// URL, got {url!r}")
     canary = t.subtable("canary")
@@ -441,11 +450,19 @@ def _model(t: _Table) -> ModelConfig:
         url=url,
         interval_s=t.duration("interval", 10.0),
         timeout_s=t.duration("timeout", 5.0),
+        jitter_s=_jitter(t),
         process=t.string("process", None),
         canary=canary,
     )
     t.finish()
     return cfg
+
+
+def _jitter(t: _Table) -> float | None:
+    value = t.duration("jitter", None, positive=False)
+    if value is not None and value < 0:
+        raise t.error("jitter", "expected a duration of 0s or more")
+    return value
 
 
 def _process(t: _Table) -> ProcessConfig:

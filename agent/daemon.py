@@ -165,7 +165,7 @@ class Agent:
         for m in config.models:
             # Jitter spreads probes sharing an interval; the first run comes soon after start
             # so status is known within seconds, not a whole interval.
-            jitter = min(1.0, m.interval_s * 0.1)
+            jitter = m.jitter_s if m.jitter_s is not None else min(1.0, m.interval_s * 0.1)
             first = random.uniform(0, jitter)  # noqa: S311 - spreading load, not secrecy
             sched.every(
                 f"probe:{m.name}",

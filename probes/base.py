@@ -105,6 +105,9 @@ class Probe(ABC):
     def __init__(self, target: ProbeTarget) -> None:
         self.target = target
         self._samples: list[Sample] = []
+        self.info: dict[str, Any] = {}
+        """What the probe learned about the model (ONNX opset and sha256, server-reported
+        model metadata, ...), JSON-serialisable; the API shows it beside the model."""
 
     def add_sample(self, name: str, value: float, ts_ms: int, **labels: str) -> None:
         """Queue a series value measured during a run (the model label is added).
