@@ -18,12 +18,16 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from agent.incidents import IncidentBook
 from agent.metrics import AgentMetrics
 from agent.tokens import Tokens
 from probes.base import now_ms
 from storage import queries
 from storage.db import DB_FILENAME, connect
+from storage.incidents import list_incidents
 from storage.records import AgentStatus, make_labels
+from storage.stats import summarize
+from storage.text import printable
 from storage.units import parse_duration
 
 T = TypeVar("T")
@@ -37,8 +41,30 @@ class AgentView(Protocol):
     """What the API needs from the agent (kept narrow so tests can serve a stand-in)."""
 
     data_dir: Path
+    incidents: IncidentBook
 
     def status(self) -> AgentStatus: ...
+
+    def model_info(self) -> dict[str, dict[str, Any]]: ...
+
+
+WINDOWS_MS = {"5m": 300_000, "1h": 3_600_000}
+"""Latency percentiles are reported over these windows."""
+
+
+def model_stats(conn: sqlite3.Connection, model: str, now: int) -> dict[str, Any]:
+    """Latency percentiles per window, outcome counts and availability over the last hour."""
+    latency = {}
+    for label, width in WINDOWS_MS.items():
+        values = queries.probe_latencies(conn, model, now - width)
+        latency[label] = {col: summarize(vals) for col, vals in values.items()}
+    outcomes = queries.probe_outcomes(conn, model, now - WINDOWS_MS["1h"])
+    total = sum(outcomes.values())
+    return {
+        "latency": latency,
+        "outcomes_1h": outcomes,
+        "availability_1h": (outcomes.get("ok", 0) / total) if total else None,
+    }
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -68,6 +94,14 @@ def _auth_middleware(tokens: Tokens) -> Any:
         return await handler(request)
 
     return auth
+
+
+def operator_of(request: web.Request) -> str:
+    """Who acts, for the audit trail: the ``X-Vigil-Operator`` header the TUI and CLI send
+    (user@host), else the token's scope. The token proves the right; the header names the
+    person."""
+    name = request.headers.get("X-Vigil-Operator", "").strip()[:100]
+    return printable(name) if name else f"token:{request.get('scope', 'unknown')}"
 
 
 def parse_time(value: str | None, default_ms: int, now: int, field: str) -> int:
@@ -117,7 +151,59 @@ class Api:
         return web.json_response(self.agent.status().to_json())
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"models": [m.to_json() for m in self.agent.status().models]})
+        status = self.agent.status()
+        info = self.agent.model_info()
+        now = now_ms()
+        names = [m.name for m in status.models]
+        stats = await self._read(lambda c: {n: model_stats(c, n, now) for n in names})
+        out = []
+        for m in status.models:
+            incident = self.agent.incidents.current(f"model:{m.name}")
+            out.append(
+                {
+                    **m.to_json(),
+                    **stats[m.name],
+                    "info": info.get(m.name, {}),
+                    "incident": incident.to_json() if incident else None,
+                }
+            )
+        return web.json_response({"models": out})
+
+    async def incidents(self, request: web.Request) -> web.Response:
+        q = request.query
+        state = q.get("state")
+        if state not in (None, "open", "acknowledged", "resolved"):
+            return _error(400, "state: expected open, acknowledged or resolved")
+        try:
+            limit = min(1000, max(1, int(q.get("limit", "100"))))
+        except ValueError:
+            return _error(400, "limit: expected a whole number")
+        found = await self._read(
+            lambda c: list_incidents(c, state=state, subject=q.get("subject"), limit=limit)
+        )
+        # The book is ahead of the database by at most one writer batch: overlay its view.
+        live = {i.id: i for i in self.agent.incidents.open_incidents()}
+        merged = [live.pop(i.id, i) for i in found]
+        if state in (None, "open"):
+            merged = sorted([*live.values(), *merged], key=lambda i: -i.id)
+        return web.json_response({"incidents": [i.to_json() for i in merged]})
+
+    async def incident_action(self, request: web.Request) -> web.Response:
+        try:
+            incident_id = int(request.match_info["id"])
+        except ValueError:
+            return _error(400, "id: expected an incident number")
+        action = request.match_info["action"]
+        by = operator_of(request)
+        book = self.agent.incidents
+        inc = (
+            book.acknowledge(incident_id, by)
+            if action == "acknowledge"
+            else book.resolve_by_id(incident_id, by)
+        )
+        if inc is None:
+            return _error(409, f"incident {incident_id} is not open")
+        return web.json_response({"incident": inc.to_json()})
 
     async def series(self, request: web.Request) -> web.Response:
         q = request.query
@@ -216,5 +302,7 @@ def build_app(agent: AgentView, tokens: Tokens) -> web.Application:
     app.router.add_get("/api/v1/series", api.series)
     app.router.add_get("/api/v1/events", api.events)
     app.router.add_get("/api/v1/probe_runs", api.probe_runs)
+    app.router.add_get("/api/v1/incidents", api.incidents)
+    app.router.add_post(r"/api/v1/incidents/{id}/{action:acknowledge|resolve}", api.incident_action)
     app.router.add_get("/metrics", metrics)
     return app

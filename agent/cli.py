@@ -116,14 +116,17 @@ def _check_config(config_path: Path) -> int:
 def _status(args: argparse.Namespace) -> int:
     try:
         url, token = resolve_target(args.url, args.token_file, args.config)
-        status = ApiClient(url, token).status()
+        client = ApiClient(url, token)
+        status = client.status()
+        models = client.get("/api/v1/models")["models"]
     except (AgentUnreachable, ConfigError) as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
     if args.json:
-        print(json.dumps(status.to_json(), indent=2, sort_keys=True))
+        # The status document, with each model carrying its latency percentiles and outcomes.
+        print(json.dumps({**status.to_json(), "models": models}, indent=2, sort_keys=True))
     else:
-        print(render_status(status))
+        print(render_status(status, model_details={m["name"]: m for m in models}))
     return EXIT_FAILURE if _has_failure(status) else EXIT_OK
 
 

@@ -13,7 +13,7 @@ import signal
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,15 @@ class ModelConfig:
     """Random delay added to each run, spreading probes that share an interval; None means
     10 % of the interval, at most 1 s."""
     process: str | None = None
+    down_after_failures: int = 2
+    """Consecutive hard failures (refused, timeout, HTTP error, ...) before the model is
+    ``down``; a single one makes it ``degraded``, so one lost packet pages nobody."""
+    incident_after_degraded_s: float = 300.0
+    """How long a model may stay ``degraded`` before an incident is opened."""
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    api_key: str | None = field(default=None, repr=False)
+    """Resolved from ``api_key_env`` or ``api_key_file`` at load; never printed or served."""
     canary: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -430,8 +439,9 @@ def _model(t: _Table) -> ModelConfig:
             raise t.error("url", f"expected 'tcp://HOST:PORT' for protocol tcp, got {url!r}")
     elif protocol in FILE_PROTOCOLS:
         if not url.startswith("file:///"):
-            raise t.error("url", f"expected 'file:///ABSOLUTE/PATH' for protocol {protocol}, "
-                                 f"got {url!r}")
+            raise t.error(
+                "url", f"expected 'file:///ABSOLUTE/PATH' for protocol {protocol}, got {url!r}"
+            )
     elif not url.startswith(("http://", "https://")):
         raise t.error("url", f"expected an http:// or https:// URL, got {url!r}")
     canary = t.subtable("canary")
@@ -452,10 +462,52 @@ def _model(t: _Table) -> ModelConfig:
         timeout_s=t.duration("timeout", 5.0),
         jitter_s=_jitter(t),
         process=t.string("process", None),
+        down_after_failures=_positive_int(t, "down_after_failures", 2),
+        incident_after_degraded_s=t.duration("incident_after_degraded", 300.0),
+        api_key_env=t.string("api_key_env", None),
+        api_key_file=_opt_path(t.string("api_key_file", None)),
         canary=canary,
     )
+    cfg = replace(cfg, api_key=_api_key(t, cfg))
     t.finish()
     return cfg
+
+
+def _positive_int(t: _Table, key: str, default: int) -> int:
+    value = t._get(key, int, "a whole number of 1 or more", default)
+    if value < 1:
+        raise t.error(key, f"expected a whole number of 1 or more, got {value!r}")
+    return int(value)
+
+
+def _opt_path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def _api_key(t: _Table, cfg: ModelConfig) -> str | None:
+    """Read the model's API key now, so a missing secret refuses the config up front."""
+    if cfg.api_key_env and cfg.api_key_file:
+        raise t.error("api_key_file", "expected api_key_env or api_key_file, not both")
+    if cfg.api_key_env:
+        value = os.environ.get(cfg.api_key_env)
+        if not value:
+            raise t.error(
+                "api_key_env",
+                f"the environment variable {cfg.api_key_env} is not "
+                f"set (expected it to hold the API key)",
+            )
+        return value.strip()
+    if cfg.api_key_file:
+        try:
+            value = cfg.api_key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise t.error(
+                "api_key_file", f"cannot read {cfg.api_key_file}: {exc.strerror}"
+            ) from None
+        if not value:
+            raise t.error("api_key_file", f"{cfg.api_key_file} is empty (expected the API key)")
+        return value
+    return None
 
 
 def _jitter(t: _Table) -> float | None:

@@ -17,6 +17,7 @@ import os
 import random
 import signal
 import time
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -25,6 +26,7 @@ from agent import __version__
 from agent.api import build_app
 from agent.config import Config, ConfigError, load_config
 from agent.daemon_files import API_FILE
+from agent.incidents import IncidentBook
 from agent.models import ModelMonitor, samples_for
 from agent.schedule import Scheduler
 from agent.supervisor import Supervisor
@@ -34,7 +36,7 @@ from probes.base import Collector, now_ms
 from probes.gpu import GpuCollector
 from probes.host import HostCollector
 from probes.process import ProcessCollector
-from storage.db import DB_FILENAME
+from storage.db import DB_FILENAME, connect
 from storage.records import AgentStatus, Event, Labels, ResourceValue, Sample
 from storage.retention import purge_probe_runs, purge_samples
 from storage.writer import Writer
@@ -54,6 +56,7 @@ class Agent:
         self.started_ms = now_ms()
         self.writer = Writer(self.data_dir / DB_FILENAME, on_state_change=self._storage_changed)
         self.supervisor = Supervisor(self.data_dir / "logs", self.emit)
+        self.incidents = IncidentBook(self.writer, self.emit)
         self.monitors: dict[str, ModelMonitor] = {}
         self.latest: dict[tuple[str, Labels], ResourceValue] = {}
         self.gpu = GpuCollector()
@@ -106,6 +109,10 @@ class Agent:
             storage_ok=self.writer.healthy,
         )
 
+    def model_info(self) -> dict[str, dict[str, Any]]:
+        """What each model's probe learned about it (metadata, hashes), for the API."""
+        return {name: dict(mon.probe.info) for name, mon in self.monitors.items()}
+
     # --- jobs --------------------------------------------------------------------------
 
     def _collect_sync(self) -> list[Sample]:
@@ -135,9 +142,12 @@ class Agent:
         if mon is None or self._session is None:
             return
         run = await mon.run_once(self._session)
-        mon.record(run, self.emit)
+        if self.monitors.get(name) is not mon:
+            return  # the model was removed or replaced by a reload while this run was out
+        mon.record(run, self.emit, self.incidents)
         self.writer.submit_one(run)
         self.writer.submit(samples_for(run))
+        self.writer.submit(mon.probe.drain_samples())
 
     async def retention(self) -> None:
         """Queue a retention pass on the writer thread."""
@@ -184,6 +194,9 @@ class Agent:
             current = self.monitors.get(m.name)
             # Keep a model's state and history when its config did not change.
             monitors[m.name] = current if current and old.get(m.name) == m else ModelMonitor(m)
+        for name, mon in self.monitors.items():
+            if monitors.get(name) is not mon:
+                await mon.probe.close()
         self.monitors = monitors
         await self.supervisor.apply(config.processes)
         self._schedule(config)
@@ -249,6 +262,13 @@ class Agent:
         )
         return True
 
+    def _load_state(self) -> None:
+        conn = connect(self.data_dir / DB_FILENAME, readonly=True)
+        try:
+            self.incidents.load(conn)
+        finally:
+            conn.close()
+
     def request_reload(self) -> None:
         """Ask the main loop to reload (signal handlers and the file watcher call this)."""
         self._reload_requested.set()
@@ -287,6 +307,7 @@ class Agent:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.tokens = load_or_create(self.data_dir)
         await asyncio.to_thread(self.writer.start)
+        await asyncio.to_thread(self._load_state)
         self._session = aiohttp.ClientSession()
         self._scheduler = Scheduler(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -341,6 +362,9 @@ class Agent:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.supervisor.stop_all()
+        for mon in self.monitors.values():
+            with contextlib.suppress(Exception):
+                await mon.probe.close()
         if self._session is not None:
             await self._session.close()
         for c in self.collectors:

@@ -1,13 +1,22 @@
 """Per-model probing and state: runs a model's probe, turns results into state and series.
 
-State rules: an ``ok`` run means ``up``; ``slow`` or ``wrong_output`` means ``degraded`` (it
-answers, but not as it should); any other failure means ``down``. Every state change is an
-audit event carrying the run that caused it.
+State rules:
+
+- an ``ok`` run makes the model ``up``;
+- ``slow`` or ``wrong_output`` make it ``degraded`` (it answers, but not as it should);
+- a hard failure (refused, timeout, HTTP or protocol error, stalled generation) makes it
+  ``degraded`` at first and ``down`` after ``down_after_failures`` in a row, so one lost packet
+  pages nobody while a dead server is called dead within two intervals.
+
+Incidents: ``down`` opens a critical ``model_down`` incident; ``degraded`` for longer than
+``incident_after_degraded`` opens a warning ``model_degraded`` one; ``up`` resolves both and
+stores the time to recover. Every state change is an audit event carrying the run behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -15,7 +24,8 @@ from collections.abc import Callable
 import aiohttp
 
 from agent.config import ModelConfig
-from probes.base import Probe, ProbeTarget, now_ms
+from agent.incidents import IncidentBook
+from probes.base import Probe, ProbeTarget, now_ms, redact
 from probes.registry import PROBES
 from storage.records import Event, ModelStatus, ProbeRun, Sample, make_labels
 
@@ -24,11 +34,11 @@ log = logging.getLogger("vigil.models")
 DEGRADED = frozenset({"slow", "wrong_output"})
 
 
-def state_for(run: ProbeRun) -> str:
-    """The model state one run implies."""
+def severity_of(run: ProbeRun) -> str:
+    """``ok``, ``soft`` (answers, badly) or ``hard`` (does not answer usefully)."""
     if run.ok:
-        return "up"
-    return "degraded" if run.category in DEGRADED else "down"
+        return "ok"
+    return "soft" if run.category in DEGRADED else "hard"
 
 
 def samples_for(run: ProbeRun) -> list[Sample]:
@@ -53,12 +63,20 @@ class ModelMonitor:
         self.config = config
         self.probe: Probe = PROBES[config.protocol](
             ProbeTarget(
-                name=config.name, url=config.url, timeout_s=config.timeout_s, options=config.canary
+                name=config.name,
+                url=config.url,
+                timeout_s=config.timeout_s,
+                options=config.canary,
+                api_key=config.api_key,
             )
         )
+        self.subject = f"model:{config.name}"
         self.state = "unknown"
         self.since_ms = now_ms()
         self.last_run: ProbeRun | None = None
+        self.hard_failures = 0
+        self.failing_since_ms: int | None = None
+        self.degraded_since_ms: int | None = None
 
     def status(self) -> ModelStatus:
         """The record the API serves."""
@@ -78,9 +96,9 @@ class ModelMonitor:
         try:
             # A grace over the probe's own timeout: the probe should report its timeout itself
             # (with its phase timings); this is the backstop for a probe that hangs anyway.
-            return await asyncio.wait_for(self.probe.run(session), self.config.timeout_s + 1.0)
+            run = await asyncio.wait_for(self.probe.run(session), self.config.timeout_s + 1.0)
         except TimeoutError:
-            return self.probe.failed(
+            run = self.probe.failed(
                 "timeout",
                 f"no answer within {self.config.timeout_s}s",
                 ts_ms=started,
@@ -88,14 +106,37 @@ class ModelMonitor:
             )
         except Exception as exc:  # a probe bug is a recorded failure, never an agent crash
             log.exception("probe crashed model=%s", self.config.name)
-            return self.probe.failed("protocol_error", f"probe error: {exc!r}", ts_ms=started)
+            run = self.probe.failed("protocol_error", f"probe error: {exc!r}", ts_ms=started)
+        if run.error and self.config.api_key:
+            # Whatever a probe forgot: the key never reaches storage, logs or the API.
+            run = dataclasses.replace(run, error=redact(run.error, self.config.api_key))
+        return run
 
-    def record(self, run: ProbeRun, emit: Callable[[Event], None]) -> None:
-        """Take a run's result: update state, emit an event on change."""
+    def next_state(self, run: ProbeRun) -> str:
+        """The state after ``run``, counting consecutive hard failures."""
+        kind = severity_of(run)
+        if kind == "ok":
+            self.failing_since_ms = None
+        elif self.failing_since_ms is None:
+            self.failing_since_ms = run.ts_ms
+        if kind == "ok":
+            self.hard_failures = 0
+            return "up"
+        if kind == "soft":
+            self.hard_failures = 0
+            return "degraded"
+        self.hard_failures += 1
+        return "down" if self.hard_failures >= self.config.down_after_failures else "degraded"
+
+    def record(
+        self, run: ProbeRun, emit: Callable[[Event], None], book: IncidentBook | None = None
+    ) -> None:
+        """Take a run's result: update state, emit an event on change, open/resolve incidents."""
         self.last_run = run
-        new = state_for(run)
+        new = self.next_state(run)
         if new != self.state:
             old, self.state, self.since_ms = self.state, new, run.ts_ms
+            self.degraded_since_ms = run.ts_ms if new == "degraded" else None
             log.info(
                 "model state changed model=%s from=%s to=%s category=%s",
                 self.config.name,
@@ -107,8 +148,45 @@ class ModelMonitor:
                 Event(
                     ts_ms=run.ts_ms,
                     kind="model.state_changed",
-                    subject=f"model:{self.config.name}",
+                    subject=self.subject,
                     message=f"{old} -> {new} ({run.category})",
                     data={"from": old, "to": new, "run": run.to_json()},
                 )
+            )
+        if book is not None:
+            self._incidents(run, book)
+
+    def _incidents(self, run: ProbeRun, book: IncidentBook) -> None:
+        # The first failing run is when the problem was there to be seen: reports compute the
+        # time to detect from it.
+        evidence = {
+            "last_run": run.to_json(),
+            "consecutive_failures": self.hard_failures,
+            "failing_since_ms": self.failing_since_ms,
+        }
+        if self.state == "up":
+            book.resolve(
+                self.subject, kinds=("model_down", "model_degraded"), resolved_ms=run.ts_ms
+            )
+        elif self.state == "down":
+            book.open(
+                self.subject,
+                "model_down",
+                severity="critical",
+                cause=f"{run.category}: {run.error or 'no detail'}",
+                evidence=evidence,
+                opened_ms=self.since_ms,
+            )
+        elif (
+            self.degraded_since_ms is not None
+            and run.ts_ms - self.degraded_since_ms >= self.config.incident_after_degraded_s * 1000
+        ):
+            book.open(
+                self.subject,
+                "model_degraded",
+                severity="warning",
+                cause=f"degraded for {(run.ts_ms - self.degraded_since_ms) / 1000:.0f}s: "
+                f"{run.category}: {run.error or 'no detail'}",
+                evidence=evidence,
+                opened_ms=self.degraded_since_ms,
             )

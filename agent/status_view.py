@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from storage.records import AgentStatus
 from storage.text import printable
@@ -24,8 +26,27 @@ def _opt(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def render_status(status: AgentStatus, now_ms: int | None = None) -> str:
-    """Render a status snapshot for a terminal (every agent-supplied text made printable)."""
+def _p(details: Mapping[str, Any], window: str, column: str, q: str) -> float | None:
+    """A percentile from ``/api/v1/models`` detail, or None when absent."""
+    try:
+        value = details["latency"][window][column][q]
+    except (KeyError, TypeError):
+        return None
+    return float(value) if value is not None else None
+
+
+def render_status(
+    status: AgentStatus,
+    now_ms: int | None = None,
+    model_details: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """Render a status snapshot for a terminal (every agent-supplied text made printable).
+
+    Args:
+        model_details: ``/api/v1/models`` entries by name, for latency percentiles over the
+            last 5 minutes (TTFT where the protocol streams, else end to end).
+    """
+    details = model_details or {}
     now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     r = status.resource
     out = [
@@ -74,6 +95,8 @@ def render_status(status: AgentStatus, now_ms: int | None = None) -> str:
             if last is None
             else (last.category if last.ok else f"{last.category}: {last.error or ''}")
         )
+        d = details.get(m.name, {})
+        avail = d.get("availability_1h")
         rows.append(
             [
                 printable(m.name),
@@ -81,10 +104,30 @@ def render_status(status: AgentStatus, now_ms: int | None = None) -> str:
                 m.state.upper(),
                 since,
                 _opt(last.e2e_ms if last else None, ".1f"),
+                _opt(_p(d, "5m", "ttft_ms", "p95"), ".1f"),
+                _opt(_p(d, "5m", "e2e_ms", "p50"), ".1f"),
+                _opt(_p(d, "5m", "e2e_ms", "p95"), ".1f"),
+                _opt(_p(d, "5m", "e2e_ms", "p99"), ".1f"),
+                "-" if avail is None else f"{avail * 100:.1f}%",
                 printable(detail)[:60],
             ]
         )
-    out += _table(["NAME", "PROTOCOL", "STATE", "SINCE", "E2E_MS", "LAST"], rows)
+    out += _table(
+        [
+            "NAME",
+            "PROTOCOL",
+            "STATE",
+            "SINCE",
+            "LAST_MS",
+            "TTFT_P95",
+            "P50",
+            "P95",
+            "P99",
+            "AVAIL_1H",
+            "LAST",
+        ],
+        rows,
+    )
     out.append("")
     out.append(f"processes ({len(status.processes)})")
     rows = [

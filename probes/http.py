@@ -117,7 +117,9 @@ class HttpProbe(Probe):
         super().__init__(target)
         opts = target.options
         self._method = str(opts.get("method", "GET")).upper()
-        self._headers = dict(opts.get("headers") or {})
+        # The configured API key (never in the canary table itself) goes as a bearer token;
+        # explicit headers win, for servers that want the key elsewhere.
+        self._headers = {**target.auth_headers(), **dict(opts.get("headers") or {})}
         self._body: str | None = opts.get("body")
         self._statuses = _accepted_statuses(opts.get("expect_status"))
         regex = opts.get("expect_body_regex")

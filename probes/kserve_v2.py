@@ -239,7 +239,10 @@ class KServeV2Probe(Probe):
                     raise _Failed("protocol_error", f"model metadata: {exc}") from exc
             start = time.perf_counter_ns()
             async with session.post(
-                f"{self._base}/infer", json={"inputs": self._inputs}, timeout=deadline.timeout()
+                f"{self._base}/infer",
+                json={"inputs": self._inputs},
+                timeout=deadline.timeout(),
+                headers=self.target.auth_headers(),
             ) as resp:
                 body = await resp.read()
                 status = resp.status
@@ -299,7 +302,9 @@ class KServeV2Probe(Probe):
     ) -> bytes:
         """GET a model endpoint, timing it as ``phase``; non-2xx ends the run."""
         start = time.perf_counter_ns()
-        async with session.get(self._base + path, timeout=deadline.timeout()) as resp:
+        async with session.get(
+            self._base + path, timeout=deadline.timeout(), headers=self.target.auth_headers()
+        ) as resp:
             body = await resp.read()
         phases[phase] = elapsed_ms(start)
         if not 200 <= resp.status <= 299:

@@ -71,7 +71,34 @@ def _m0001_initial(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_kind ON events (kind, ts)")
 
 
-MIGRATIONS: tuple[tuple[str, Migration], ...] = (("0001_initial", _m0001_initial),)
+def _m0002_incidents(db: sqlite_utils.Database) -> None:
+    # Mutable rows (acknowledged, resolved later); every change is also an audit event, so the
+    # history of an incident lives in the chain even though this row is updated in place.
+    db.execute("""
+        CREATE TABLE incidents (
+            id INTEGER PRIMARY KEY,
+            subject TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            cause TEXT NOT NULL,
+            state TEXT NOT NULL,
+            opened_ms INTEGER NOT NULL,
+            acknowledged_ms INTEGER,
+            acknowledged_by TEXT,
+            resolved_ms INTEGER,
+            resolved_by TEXT,
+            ttr_ms INTEGER,
+            root_id INTEGER REFERENCES incidents (id),
+            evidence TEXT NOT NULL DEFAULT '{}'
+        )""")
+    db.execute("CREATE INDEX incidents_state ON incidents (state, opened_ms)")
+    db.execute("CREATE INDEX incidents_subject ON incidents (subject, opened_ms)")
+
+
+MIGRATIONS: tuple[tuple[str, Migration], ...] = (
+    ("0001_initial", _m0001_initial),
+    ("0002_incidents", _m0002_incidents),
+)
 """Applied in order; a name, once released, never changes meaning."""
 
 

@@ -149,3 +149,37 @@ def recent_events(
         )
         for seq, ts, k, s, msg, data, ph, h in conn.execute(sql, args)
     ]
+
+
+LATENCY_COLUMNS = ("ttft_ms", "itl_ms", "e2e_ms")
+ANSWERED = ("ok", "slow", "wrong_output")
+"""Runs where the server answered: their latencies describe the service users got. Failed
+connections and timeouts have no meaningful latency and are counted as errors instead."""
+
+
+def probe_latencies(
+    conn: sqlite3.Connection,
+    model: str,
+    since_ms: int,
+) -> dict[str, list[float]]:
+    """Answered runs' latency values per column since a time."""
+    out: dict[str, list[float]] = {c: [] for c in LATENCY_COLUMNS}
+    rows = conn.execute(
+        "SELECT ttft_ms, itl_ms, e2e_ms FROM probe_runs WHERE model = ? AND ts >= ? "
+        "AND category IN (?, ?, ?)",
+        (model, since_ms, *ANSWERED),
+    )
+    for row in rows:
+        for col, value in zip(LATENCY_COLUMNS, row, strict=True):
+            if value is not None:
+                out[col].append(float(value))
+    return out
+
+
+def probe_outcomes(conn: sqlite3.Connection, model: str, since_ms: int) -> dict[str, int]:
+    """Run counts per category since a time."""
+    rows = conn.execute(
+        "SELECT category, count(*) FROM probe_runs WHERE model = ? AND ts >= ? GROUP BY category",
+        (model, since_ms),
+    )
+    return {str(cat): int(n) for cat, n in rows}

@@ -275,3 +275,42 @@ class AgentStatus:
             processes=tuple(ProcessStatus.from_json(p) for p in data.get("processes", ())),
             resources=tuple(ResourceValue.from_json(r) for r in data.get("resources", ())),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """Something an operator should know about, from detection to recovery.
+
+    ``state`` is ``open``, ``acknowledged`` or ``resolved``. ``ttr_ms`` (time to recover) is
+    resolved minus opened. ``root_id`` points at the incident this one follows from (a model
+    down because its server's dependency is down).
+    """
+
+    id: int
+    subject: str
+    kind: str
+    severity: str
+    cause: str
+    state: str
+    opened_ms: int
+    acknowledged_ms: int | None = None
+    acknowledged_by: str | None = None
+    resolved_ms: int | None = None
+    resolved_by: str | None = None
+    ttr_ms: int | None = None
+    root_id: int | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        out = asdict(self)
+        out["evidence"] = dict(self.evidence)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Incident:
+        """Rebuild from :meth:`to_json` output."""
+        known = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["evidence"] = dict(kwargs.get("evidence") or {})
+        return cls(**kwargs)
