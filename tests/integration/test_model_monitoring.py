@@ -226,3 +226,50 @@ api_key_env = "VIGIL_TEST_UNSET_KEY"
     )
     assert out.returncode == 2
     assert "model[0].api_key_env" in out.stderr and "VIGIL_TEST_UNSET_KEY" in out.stderr
+
+
+def test_a_hanging_server_never_delays_another_model(tmp_path: Path) -> None:
+    import socket
+
+    # A listener that never accepts: connections queue in the backlog and requests hang.
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)
+    ok = socket.socket()
+    ok.bind(("127.0.0.1", 0))
+    ok.listen(64)
+    try:
+        cfg = write_config(
+            tmp_path,
+            f"""
+[[model]]
+name = "hangs"
+protocol = "http"
+url = "http://127.0.0.1:{hang.getsockname()[1]}/"
+interval = "200ms"
+timeout = "2s"
+jitter = "0s"
+
+[[model]]
+name = "fast"
+protocol = "tcp"
+url = "tcp://127.0.0.1:{ok.getsockname()[1]}"
+interval = "200ms"
+jitter = "0s"
+""",
+        )
+        with running_agent(cfg) as agent:
+
+            def runs(model: str) -> list[dict]:
+                return agent.get(f"/api/v1/probe_runs?model={model}&limit=1000")[1]["probe_runs"]
+
+            timed_out = wait_for(lambda: runs("hangs"), timeout=20, what="the hanging run")
+            assert timed_out[0]["category"] == "timeout"
+            fast = [r for r in runs("fast") if r["ts_ms"] <= timed_out[-1]["ts_ms"] + 2000]
+            # While one 2 s request hung, the other model kept its 200 ms rhythm (10 runs if
+            # perfectly on time; half of that proves it was never blocked behind the hang).
+            assert len(fast) >= 5, fast
+            assert all(r["category"] == "ok" for r in fast)
+    finally:
+        hang.close()
+        ok.close()
