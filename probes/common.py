@@ -6,9 +6,12 @@ Latency bounds in ``[model.canary]`` are durations like the rest of the config
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -19,6 +22,9 @@ from storage.units import parse_duration
 
 SNIPPET_LIMIT = 200
 """How much of an unexpected body an error text quotes."""
+
+BODY_LIMIT = 1 << 20
+"""Non-streamed bodies (errors, model lists) are read up to this many bytes."""
 
 
 # --- option checks ------------------------------------------------------------------------
@@ -50,10 +56,23 @@ class Deadline:
     def __init__(self, timeout_s: float) -> None:
         self.end = time.monotonic() + timeout_s
 
+    def remaining_s(self) -> float:
+        """Seconds left of the budget (0 once spent)."""
+        return max(self.end - time.monotonic(), 0.0)
+
     def timeout(self) -> aiohttp.ClientTimeout:
         """A client timeout for the next request: whatever is left of the budget."""
         # A spent budget still needs a positive value; aiohttp reads 0 as "no timeout".
-        return aiohttp.ClientTimeout(total=max(self.end - time.monotonic(), 0.001))
+        return aiohttp.ClientTimeout(total=max(self.remaining_s(), 0.001))
+
+    def scope(self) -> asyncio.Timeout:
+        """An ``async with`` scope cancelled when the budget is spent, raising TimeoutError.
+
+        Per-request timeouts alone do not bound a run that reads a streamed body: a server
+        that trickles one byte at a time never lets a single read time out. Wrapping the whole
+        run in this scope does.
+        """
+        return asyncio.timeout(self.remaining_s())
 
 
 def elapsed_ms(start_ns: int, end_ns: int | None = None) -> float:
@@ -89,14 +108,25 @@ def make_run(
     e2e_ms: float | None = None,
     status: int | None = None,
     phases_ms: Mapping[str, float] | None = None,
+    ttft_ms: float | None = None,
+    itl_ms: float | None = None,
+    output_tokens: int | None = None,
+    tokens_per_s: float | None = None,
 ) -> ProbeRun:
-    """Build a run; ok exactly when the category is ``ok``, error texts truncated."""
+    """Build a run; ok exactly when the category is ``ok``, error texts truncated.
+
+    The api key is scrubbed from the error text: servers echo it back in 401 bodies.
+    """
     return ProbeRun(
         model=target.name,
         ts_ms=ts_ms,
         ok=category == "ok",
         category=category,
         e2e_ms=e2e_ms,
+        ttft_ms=ttft_ms,
+        itl_ms=itl_ms,
+        output_tokens=output_tokens,
+        tokens_per_s=tokens_per_s,
         status=status,
         error=truncate_error(redact(error, target.api_key)) if error is not None else None,
         phases_ms=dict(phases_ms or {}),
@@ -167,3 +197,182 @@ def text_mismatch(text: str, options: Mapping[str, Any]) -> str | None:
     if isinstance(exact, str) and text.strip() != exact.strip():
         return f"output is not exactly {exact!r}: {shown!r}"
     return None
+
+
+# --- text generation (openai, ollama, tgi) -------------------------------------------------
+
+DEFAULT_PROMPT = "Say hello in one short sentence."
+"""The canary prompt when none is configured: short, so a probe costs the server little."""
+
+DEFAULT_MAX_TOKENS = 16
+
+GENERATION_OPTIONS = frozenset(
+    {
+        "model",
+        "prompt",
+        "max_tokens",
+        "temperature",
+        "expect_contains",
+        "expect_regex",
+        "expect_exact",
+        "max_latency",
+        "max_ttft",
+        "max_itl",
+        "min_tokens_per_s",
+    }
+)
+"""Canary options every text-generating protocol accepts."""
+
+
+def check_generation_options(options: Mapping[str, Any]) -> None:
+    """Validate the options in :data:`GENERATION_OPTIONS`; raise OptionError naming the key.
+
+    ``model``/``prompt``: non-empty strings; ``max_tokens``: an integer >= 1;
+    ``temperature``: a number >= 0; ``max_latency``/``max_ttft``/``max_itl``: durations;
+    ``min_tokens_per_s``: a number > 0; plus the ``expect_*`` output checks.
+    """
+    check_str(options, "model")
+    check_str(options, "prompt")
+    max_tokens = options.get("max_tokens", DEFAULT_MAX_TOKENS)
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise OptionError("max_tokens", f"expected an integer >= 1, got {max_tokens!r}")
+    temperature = options.get("temperature", 0)
+    if not is_number(temperature) or temperature < 0:
+        raise OptionError("temperature", f"expected a number >= 0, got {temperature!r}")
+    min_tps = options.get("min_tokens_per_s", 1)
+    if not is_number(min_tps) or min_tps <= 0:
+        raise OptionError("min_tokens_per_s", f"expected a number > 0, got {min_tps!r}")
+    check_text_expectations(options)
+    for key in ("max_latency", "max_ttft", "max_itl"):
+        check_duration(options, key)
+
+
+# --- steps of multi-request runs ---------------------------------------------------------
+
+
+class RunFailed(Exception):
+    """Ends a generation run early with a category, the error text and maybe a status."""
+
+    def __init__(self, category: str, error: str, status: int | None = None) -> None:
+        super().__init__(error)
+        self.category = category
+        self.error = error
+        self.status = status
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int = BODY_LIMIT) -> bytes:
+    """Read a body up to ``limit`` bytes (an error page need not be read whole)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)
+
+
+async def check_status(resp: aiohttp.ClientResponse, step: str) -> None:
+    """Raise ``http_error`` quoting the body when ``resp`` is not 2xx.
+
+    Args:
+        step: what was asked (``GET /v1/models``), the error text's prefix.
+    """
+    if not 200 <= resp.status <= 299:
+        body = await read_body(resp, 4096)
+        error = f"{step}: HTTP {resp.status}: {body_snippet(body)}"
+        raise RunFailed("http_error", error, resp.status)
+
+
+def parse_json(body: bytes, step: str) -> Any:
+    """Parse a JSON body, or raise ``protocol_error`` quoting it."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise RunFailed(
+            "protocol_error", f"{step}: response is not JSON: {body_snippet(body)}"
+        ) from None
+
+
+def error_message(obj: Mapping[str, Any]) -> str | None:
+    """The message of an error a server put in a body or stream chunk, else None.
+
+    OpenAI and vLLM send ``{"error": {"message": ...}}``; older vLLM and some proxies
+    ``{"object": "error", "message": ...}``; Ollama and TGI ``{"error": "text"}``.
+    """
+    err = obj.get("error")
+    if isinstance(err, Mapping):
+        return str(err.get("message") or err)
+    if err is not None:
+        return str(err)
+    if obj.get("object") == "error":
+        return str(obj.get("message") or obj)
+    return None
+
+
+def stream_object(value: object, raw: str) -> Mapping[str, Any]:
+    """A parsed stream unit as a JSON object, or the run's end.
+
+    Raises:
+        RunFailed: ``protocol_error`` when it is not an object (quoting ``raw``),
+            ``http_error`` when it is the server reporting an error mid-stream.
+    """
+    if not isinstance(value, Mapping):
+        raise RunFailed("protocol_error", f"stream unit is not a JSON object: {raw[:120]!r}")
+    message = error_message(value)
+    if message is not None:
+        raise RunFailed("http_error", f"server error in stream: {message}")
+    return value
+
+
+def parse_data(data: str) -> Mapping[str, Any]:
+    """An SSE ``data`` field holding one JSON object (see :func:`stream_object`)."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise RunFailed("protocol_error", f"malformed JSON in data line: {data[:120]!r}") from None
+    return stream_object(value, data)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """The ``pct`` percentile, interpolating linearly between ranks (numpy's default)."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The latency and throughput bounds of a generation canary (None: not checked)."""
+
+    max_latency_ms: float | None = None
+    max_ttft_ms: float | None = None
+    max_itl_ms: float | None = None
+    min_tokens_per_s: float | None = None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Bounds:
+        """Parse ``max_latency``, ``max_ttft``, ``max_itl``, ``min_tokens_per_s`` (checked)."""
+        min_tps = options.get("min_tokens_per_s")
+        return cls(
+            duration_ms(options, "max_latency"),
+            duration_ms(options, "max_ttft"),
+            duration_ms(options, "max_itl"),
+            float(min_tps) if min_tps is not None else None,
+        )
+
+    def crossed(
+        self, e2e: float, ttft: float | None, itl: float | None, tps: float | None
+    ) -> str | None:
+        """The ``slow`` text naming every bound crossed, or None."""
+        found = [
+            over_bound(e2e, self.max_latency_ms, "max_latency"),
+            over_bound(ttft, self.max_ttft_ms, "max_ttft"),
+            over_bound(itl, self.max_itl_ms, "max_itl"),
+        ]
+        if self.min_tokens_per_s is not None and tps is not None and tps < self.min_tokens_per_s:
+            found.append(f"{tps:.1f} tokens/s, under min_tokens_per_s ({self.min_tokens_per_s:g})")
+        problems = [p for p in found if p]
+        return "; ".join(problems) or None

@@ -1,0 +1,162 @@
+"""The Ollama probe: ``/api/tags``, then a streamed ``/api/generate`` canary (NDJSON).
+
+Our own measurement (TTFT, ITL, e2e, tokens/s, as :class:`probes.streaming.GenerationRun`
+defines them) is kept beside Ollama's own counters from the final ``"done": true`` object:
+``phases_ms`` gets ``server_eval_ms`` (eval_duration), ``server_prompt_eval_ms``,
+``server_total_ms`` and ``server_load_ms``; the series ``probe.server_eval_tokens_per_s`` gets
+eval_count / eval_duration; ``output_tokens`` is eval_count. A gap between the two views points
+at the network or the HTTP layer rather than the model.
+
+Options, all optional: ``model`` (default the target's name; ``llama3`` matches the tag
+``llama3:latest`` as Ollama itself resolves it), ``prompt``, ``max_tokens`` (sent as
+``options.num_predict``, default 16), ``temperature`` (default 0), ``expect_contains``,
+``expect_regex``, ``expect_exact``, ``max_latency``, ``max_ttft``, ``max_itl``,
+``min_tokens_per_s``, and ``check_tags`` (list the local models first, default true; a missing
+model is ``wrong_output``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+from probes.base import Probe, ProbeTarget, register
+from probes.common import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PROMPT,
+    GENERATION_OPTIONS,
+    Bounds,
+    RunFailed,
+    check_bool,
+    check_generation_options,
+    check_status,
+    parse_json,
+    stream_object,
+)
+from probes.streaming import GenerationRun, JSONLine, NDJSONParser, StreamTimer, read_stream
+from storage.records import ProbeRun
+
+_SERVER_PHASES = {
+    "eval_duration": "server_eval_ms",
+    "prompt_eval_duration": "server_prompt_eval_ms",
+    "total_duration": "server_total_ms",
+    "load_duration": "server_load_ms",
+}
+
+
+def tag_matches(wanted: str, name: str) -> bool:
+    """Whether a listed model ``name`` is ``wanted`` (an untagged name means ``:latest``)."""
+    return name == wanted or (":" not in wanted and name == f"{wanted}:latest")
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@register
+class OllamaProbe(Probe):
+    """Sends one canary generation to Ollama and times it."""
+
+    protocol = "ollama"
+    allowed_options = GENERATION_OPTIONS | {"check_tags"}
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Validate keys and value types; raise OptionError naming the key."""
+        super().check_options(options)
+        check_generation_options(options)
+        check_bool(options, "check_tags")
+
+    def __init__(self, target: ProbeTarget) -> None:
+        super().__init__(target)
+        opts = target.options
+        self._model = str(opts.get("model") or target.name)
+        self._base = target.url.rstrip("/")
+        self._bounds = Bounds.from_options(opts)
+        self._payload = {
+            "model": self._model,
+            "prompt": str(opts.get("prompt") or DEFAULT_PROMPT),
+            "stream": True,
+            "options": {
+                "num_predict": int(opts.get("max_tokens", DEFAULT_MAX_TOKENS)),
+                "temperature": opts.get("temperature", 0),
+            },
+        }
+
+    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+        """Probe once (tags, canary, judgement); never raises."""
+        run = GenerationRun(self.target, self._bounds)
+        return await run.guard(self._attempt(session, run))
+
+    async def _attempt(self, session: aiohttp.ClientSession, run: GenerationRun) -> ProbeRun:
+        if self.target.options.get("check_tags", True):
+            await self._check_tags(session, run)
+        run.step = "POST /api/generate"
+        timer = run.start_timer()
+        final: dict[str, Any] = {}
+        async with session.post(
+            f"{self._base}/api/generate",
+            json=self._payload,
+            headers=self.target.auth_headers(),
+            timeout=run.deadline.timeout(),
+        ) as resp:
+            run.status = resp.status
+            await check_status(resp, run.step)
+            on_line = _on_line(timer, final)
+            await read_stream(resp, NDJSONParser(), timer, on_line, end='"done": true')
+        self._keep_server_view(final, run)
+        return run.finish()
+
+    async def _check_tags(self, session: aiohttp.ClientSession, run: GenerationRun) -> None:
+        run.step = "GET /api/tags"
+        tags = parse_json(await run.get(session, f"{self._base}/api/tags", "tags_ms"), run.step)
+        models = tags.get("models") if isinstance(tags, Mapping) else None
+        if not isinstance(models, list):
+            raise RunFailed("protocol_error", f"{run.step}: no model list in the answer")
+        listed = [m for m in models if isinstance(m, Mapping)]
+        entry = next((m for m in listed if tag_matches(self._model, str(m.get("name", "")))), None)
+        if entry is None:
+            names = [str(m.get("name")) for m in listed]
+            shown = ", ".join(names[:10]) + (", …" if len(names) > 10 else "") if names else "none"
+            raise RunFailed("wrong_output", f"model {self._model!r} not present; local: {shown}")
+        details = entry.get("details")
+        info = {
+            "name": entry.get("name"),
+            "digest": entry.get("digest"),
+            "size_bytes": entry.get("size"),
+        }
+        if isinstance(details, Mapping):
+            for key in ("family", "parameter_size", "quantization_level"):
+                if key in details:
+                    info[key] = details[key]
+        self.info = info
+
+    def _keep_server_view(self, final: Mapping[str, Any], run: GenerationRun) -> None:
+        """Ollama's own counters (nanoseconds) beside our measurement."""
+        for key, phase in _SERVER_PHASES.items():
+            value = _count(final.get(key))
+            if value is not None:
+                run.phases[phase] = value / 1e6
+        eval_count = _count(final.get("eval_count"))
+        eval_ns = _count(final.get("eval_duration"))
+        if run.timer is not None and eval_count is not None:
+            run.timer.reported_tokens = eval_count
+        if eval_count and eval_ns:
+            self.add_sample(
+                "probe.server_eval_tokens_per_s", eval_count / (eval_ns / 1e9), run.ts_ms
+            )
+
+
+def _on_line(timer: StreamTimer, final: dict[str, Any]) -> Callable[[JSONLine], bool]:
+    def on_line(line: JSONLine) -> bool:
+        obj = stream_object(line.value, repr(line.value))
+        timer.content(obj.get("response"), line.arrival_ns)
+        if obj.get("done") is True:
+            timer.end_ns = line.arrival_ns
+            final.update(obj)
+            return True
+        return False
+
+    return on_line

@@ -1,0 +1,496 @@
+"""Incremental parsers for streamed model answers: Server-Sent Events and NDJSON.
+
+Both parsers are fed raw body chunks exactly as they come off the socket, split anywhere (mid
+line, mid UTF-8 character, between the CR and LF of a CRLF), and return the units each chunk
+completes. Every unit carries ``arrival_ns``: the ``time.perf_counter_ns()`` reading of the chunk
+that completed it. Latencies are measured from chunk arrival, so a caller reads the body with
+``resp.content.iter_any()`` and timestamps each chunk once, before parsing it; parsing time is
+then never counted as model time.
+
+The second half of the module is the measurement every streaming probe shares: a
+:class:`StreamTimer` collecting content arrivals, :func:`read_stream` driving a parser under
+the run's deadline, and :class:`GenerationRun` turning the timings into a judged ``ProbeRun``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import itertools
+import json
+import re
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar, cast
+
+import aiohttp
+
+from probes.base import ProbeTarget, now_ms
+from probes.common import (
+    Bounds,
+    Deadline,
+    RunFailed,
+    check_status,
+    classify_exception,
+    elapsed_ms,
+    make_run,
+    percentile,
+    read_body,
+    text_mismatch,
+)
+from storage.records import ProbeRun
+
+MAX_LINE_BYTES = 1 << 20
+"""A line (or an SSE event) longer than this is refused: a broken or hostile server must not
+grow the agent's memory without bound."""
+
+SNIPPET_CHARS = 120
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class StreamFormatError(ValueError):
+    """The stream breaks its format: a malformed JSON line, a line over the size limit.
+
+    Attributes:
+        units: the units the same chunk completed before the bad one. A server often writes
+            its last good tokens and the broken line in one TCP segment; they still count
+            (for TTFT and the "after N content chunks" in the error).
+    """
+
+    def __init__(self, message: str, units: list[object] | None = None) -> None:
+        super().__init__(message)
+        self.units: list[object] = units or []
+
+
+def _snippet(text: str) -> str:
+    text = text.strip()
+    return text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else "")
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One dispatched server-sent event.
+
+    Attributes:
+        event: the event type; ``"message"`` when the stream named none.
+        data: the event's ``data:`` lines joined with ``\\n``.
+        id: the last event id seen so far in the stream (it persists across events).
+        arrival_ns: perf_counter_ns of the chunk that completed the event; not compared, so
+            events parsed from differently split streams are equal.
+    """
+
+    event: str
+    data: str
+    id: str = ""
+    arrival_ns: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class JSONLine:
+    """One NDJSON value and the arrival time of the chunk that completed its line."""
+
+    value: object
+    arrival_ns: int = field(default=0, compare=False)
+
+
+U = TypeVar("U")
+
+
+class StreamParser(Protocol[U]):
+    """What :func:`read_stream` needs of a parser."""
+
+    def feed(self, chunk: bytes, now_ns: int | None = None) -> list[U]:
+        """Parse a chunk; return the units it completed."""
+        ...
+
+    def close(self) -> list[U]:
+        """End of stream; return units only the end completes."""
+        ...
+
+    def discarded(self) -> str | None:
+        """After close: a snippet of incomplete trailing input that was dropped, or None."""
+        ...
+
+
+class SSEParser:
+    """``text/event-stream`` parsing as the WHATWG HTML standard (9.2.6) specifies it.
+
+    Lines end with CRLF, LF or CR; a line starting with ``:`` is a comment; ``field: value``
+    loses one leading space of the value; a line without a colon is a field with an empty
+    value; ``data`` lines accumulate (joined with LF), ``event`` sets the type, ``id`` the last
+    event id (ignored when it holds NUL), ``retry`` the reconnection time; a blank line
+    dispatches the event unless no data was given. A leading BOM is dropped. Unknown fields
+    are ignored. At the end of the stream an incomplete event is discarded, not dispatched;
+    :meth:`discarded` tells what was dropped so a probe can say so.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buf = ""
+        self._started = False
+        self._skip_lf = False
+        self._data: list[str] = []
+        self._data_chars = 0
+        self._event = ""
+        self._last_id = ""
+        self._dropped: str | None = None
+        self.retry_ms: int | None = None
+
+    def feed(self, chunk: bytes, now_ns: int | None = None) -> list[SSEEvent]:
+        """Parse ``chunk``; return the events it completed, stamped with ``now_ns``.
+
+        Raises:
+            StreamFormatError: a line or event grew past :data:`MAX_LINE_BYTES`.
+        """
+        arrival = time.perf_counter_ns() if now_ns is None else now_ns
+        text = self._decoder.decode(chunk)
+        if not text:
+            return []
+        if not self._started:
+            self._started = True
+            if text[0] == "\ufeff":
+                text = text[1:]
+        if self._skip_lf:
+            # The previous chunk ended in CR: an LF starting this one is the rest of a CRLF,
+            # not a second (blank, dispatching) line.
+            self._skip_lf = False
+            if text.startswith("\n"):
+                text = text[1:]
+        buf = self._buf + text if self._buf else text
+        events: list[SSEEvent] = []
+        pos = 0
+        for match in _LINE_END.finditer(buf):
+            self._line(buf[pos : match.start()], arrival, events)
+            pos = match.end()
+        self._buf = buf[pos:]
+        self._skip_lf = buf.endswith("\r")
+        if len(self._buf) > MAX_LINE_BYTES:
+            raise StreamFormatError(f"SSE line longer than {MAX_LINE_BYTES} characters")
+        return events
+
+    def _line(self, line: str, arrival: int, events: list[SSEEvent]) -> None:
+        if not line:
+            if self._data:
+                data = "\n".join(self._data)
+                events.append(SSEEvent(self._event or "message", data, self._last_id, arrival))
+            self._data, self._data_chars, self._event = [], 0, ""
+            return
+        if line[0] == ":":
+            return
+        name, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+            self._data_chars += len(value)
+            if self._data_chars > MAX_LINE_BYTES:
+                raise StreamFormatError(f"SSE event larger than {MAX_LINE_BYTES} characters")
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\0" not in value:
+                self._last_id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry_ms = int(value)
+
+    def close(self) -> list[SSEEvent]:
+        """End of stream: an event without its blank line is discarded (see :meth:`discarded`).
+
+        Returns:
+            Always an empty list; the standard never dispatches an unterminated event.
+        """
+        tail = self._buf + self._decoder.decode(b"", final=True)
+        pending = [*self._data, tail] if tail else self._data
+        self._dropped = (_snippet("\n".join(pending)) or "(blank)") if pending else None
+        self._buf, self._data, self._data_chars, self._event = "", [], 0, ""
+        return []
+
+    def discarded(self) -> str | None:
+        """After :meth:`close`: a snippet of the incomplete event dropped, or None."""
+        return self._dropped
+
+
+class NDJSONParser:
+    """Newline-delimited JSON: one JSON value per LF-terminated line (a CR before it is fine).
+
+    Blank lines are skipped. A final line without its LF is still parsed at :meth:`close`
+    (servers differ on the last newline; the value is complete either way).
+    """
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._last_ns = 0
+
+    def feed(self, chunk: bytes, now_ns: int | None = None) -> list[JSONLine]:
+        """Parse ``chunk``; return the values of the lines it completed, stamped ``now_ns``.
+
+        Raises:
+            StreamFormatError: a completed line is not one JSON value (the message quotes
+                it), or a line grew past :data:`MAX_LINE_BYTES`.
+        """
+        arrival = time.perf_counter_ns() if now_ns is None else now_ns
+        self._last_ns = arrival
+        if b"\n" not in chunk:
+            self._buf += chunk
+            if len(self._buf) > MAX_LINE_BYTES:
+                raise StreamFormatError(f"NDJSON line longer than {MAX_LINE_BYTES} bytes")
+            return []
+        # LF never occurs inside a multi-byte UTF-8 sequence, so splitting bytes is safe.
+        lines = (self._buf + chunk).split(b"\n")
+        self._buf = lines.pop()
+        out: list[JSONLine] = []
+        for line in lines:
+            try:
+                item = self._parse(line, arrival)
+            except StreamFormatError as exc:
+                exc.units = list(out)
+                raise
+            if item is not None:
+                out.append(item)
+        return out
+
+    @staticmethod
+    def _parse(line: bytes, arrival: int) -> JSONLine | None:
+        if not line.strip():
+            return None
+        try:
+            return JSONLine(json.loads(line), arrival)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+            text = line.decode("utf-8", errors="replace")
+            raise StreamFormatError(f"malformed NDJSON line: {_snippet(text)!r}") from None
+
+    def close(self) -> list[JSONLine]:
+        """End of stream: parse a last line that lacked its newline.
+
+        Raises:
+            StreamFormatError: that line is not valid JSON.
+        """
+        tail, self._buf = self._buf, b""
+        item = self._parse(tail, self._last_ns)
+        return [item] if item is not None else []
+
+    def discarded(self) -> str | None:
+        """NDJSON drops nothing silently: a bad tail raises instead. Always None."""
+        return None
+
+
+# --- the measurement every streaming probe shares ----------------------------------------
+
+DRAIN_GRACE_S = 0.05
+"""How long to wait, after the end marker, for the rest of the body (the chunked-encoding
+terminator): a fully read answer lets aiohttp reuse the connection for the next run, so TTFT
+does not sometimes include a TCP connect and sometimes not."""
+
+
+@dataclass
+class StreamTimer:
+    """Arrival times of one answer, counted from the instant the request was sent.
+
+    A *content unit* is a chunk carrying non-empty generated text; role-only, empty and
+    special-token chunks are not content (GenAI-Perf and AIPerf skip them too), so TTFT is
+    the arrival of the first text a user would see.
+    """
+
+    start_ns: int = field(default_factory=time.perf_counter_ns)
+    content_ns: list[int] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+    end_ns: int | None = None
+    last_bytes_ns: int | None = None
+    reported_tokens: int | None = None
+    """Output tokens as the server reports them (usage, eval_count, generated_tokens)."""
+    final_text: str | None = None
+    """The whole output when the server states it (non-streamed answers, TGI's
+    generated_text); otherwise the content units joined."""
+    streamed: bool = True
+
+    def content(self, text: object, arrival_ns: int) -> None:
+        """Record a chunk's generated text; empty or non-string text is not content."""
+        if isinstance(text, str) and text:
+            self.content_ns.append(arrival_ns)
+            self.parts.append(text)
+
+    @property
+    def text(self) -> str:
+        """The generated output."""
+        return self.final_text if self.final_text is not None else "".join(self.parts)
+
+
+async def read_stream(
+    resp: aiohttp.ClientResponse,
+    parser: StreamParser[U],
+    timer: StreamTimer,
+    on_unit: Callable[[U], bool],
+    end: str,
+) -> None:
+    """Feed the body to ``parser`` chunk by chunk until ``on_unit`` sees the end marker.
+
+    Each chunk is timestamped once on arrival, before parsing. The caller bounds the whole
+    loop with the run's deadline (:meth:`GenerationRun.guard`), so a server trickling bytes
+    cannot keep it going.
+
+    Args:
+        on_unit: called with each parsed unit; returns True for the stream's end marker and
+            raises :class:`RunFailed` for a unit that ends the run.
+        end: the end marker, named in the error when the body ends without it.
+
+    Raises:
+        RunFailed: ``protocol_error`` for a malformed unit or a body that ends too early.
+    """
+    try:
+        async for chunk in resp.content.iter_any():
+            now = time.perf_counter_ns()
+            timer.last_bytes_ns = now
+            for unit in parser.feed(chunk, now):
+                if on_unit(unit):
+                    await _drain_briefly(resp)
+                    return
+        for unit in parser.close():
+            if on_unit(unit):
+                return
+    except StreamFormatError as exc:
+        for good in exc.units:  # the good units that came in the bad one's chunk
+            on_unit(cast("U", good))
+        raise RunFailed("protocol_error", str(exc)) from None
+    dropped = parser.discarded()
+    tail = f"; incomplete event dropped: {dropped!r}" if dropped else ""
+    raise RunFailed("protocol_error", f"stream ended before {end}{tail}")
+
+
+async def _drain_briefly(resp: aiohttp.ClientResponse) -> None:
+    try:
+        for _ in range(8):  # a few reads at most: what follows the end marker is tiny
+            if resp.content.at_eof() or not await asyncio.wait_for(
+                resp.content.readany(), DRAIN_GRACE_S
+            ):
+                return
+    except (TimeoutError, aiohttp.ClientError):
+        pass  # the connection is simply not reused
+
+
+class GenerationRun:
+    """One run of a text-generation probe: its deadline, phases, timer and verdict.
+
+    Metrics follow GenAI-Perf / AIPerf: TTFT = request sent to the first content unit;
+    ``itl_ms`` = mean gap between consecutive content units (``phases_ms["itl_p95_ms"]`` their
+    p95), ``phases_ms["itl_mean_formula_ms"]`` = (e2e - TTFT) / (tokens - 1), GenAI-Perf's own
+    ITL; e2e = request sent to the end marker; ``tokens_per_s`` = tokens / e2e, GenAI-Perf's
+    per-request output token throughput (TTFT included), and
+    ``phases_ms["decode_tokens_per_s"]`` = (tokens - 1) / (e2e - TTFT), the per-user decode rate.
+    Output tokens come from the server's count when it gives one, else the content units.
+    """
+
+    def __init__(self, target: ProbeTarget, bounds: Bounds) -> None:
+        self.target = target
+        self.bounds = bounds
+        self.ts_ms = now_ms()
+        self.deadline = Deadline(target.timeout_s)
+        self.phases: dict[str, float] = {}
+        self.timer: StreamTimer | None = None
+        self.status: int | None = None
+        self.step = "request"
+        """What the run is doing (``POST /v1/chat/completions``), named in errors."""
+
+    def start_timer(self) -> StreamTimer:
+        """Start the clock: call right before sending the generation request."""
+        self.timer = StreamTimer()
+        return self.timer
+
+    async def guard(self, attempt: Awaitable[ProbeRun]) -> ProbeRun:
+        """Await the run's steps within the deadline and turn every failure into a run."""
+        try:
+            async with self.deadline.scope():
+                return await attempt
+        except RunFailed as failed:
+            return self.failed(failed.category, failed.error, failed.status)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            category, error = classify_exception(exc)
+            if category == "timeout":
+                error = self._timeout_text()
+            return self.failed(category, f"{self.step}: {error}")
+
+    async def get(self, session: aiohttp.ClientSession, url: str, phase: str) -> bytes:
+        """GET a side endpoint (model list, health), timed as ``phase``; non-2xx ends the run."""
+        start = time.perf_counter_ns()
+        async with session.get(
+            url, headers=self.target.auth_headers(), timeout=self.deadline.timeout()
+        ) as resp:
+            await check_status(resp, self.step)
+            body = await read_body(resp)
+        self.phases[phase] = elapsed_ms(start)
+        return body
+
+    def failed(self, category: str, error: str, status: int | None = None) -> ProbeRun:
+        """A failed run; the TTFT of a stream that broke later is kept in ``phases_ms``.
+
+        The top-level latency fields stay empty (e2e only for timeouts, as other probes do):
+        the latency series then describe complete answers only.
+        """
+        timer = self.timer
+        e2e = None
+        if timer is not None:
+            if timer.content_ns:
+                self.phases["ttft_ms"] = (timer.content_ns[0] - timer.start_ns) / 1e6
+                error += f" (after {len(timer.content_ns)} content chunks)"
+            if category == "timeout":
+                e2e = elapsed_ms(timer.start_ns)
+        return make_run(
+            self.target,
+            category,
+            ts_ms=self.ts_ms,
+            error=error,
+            e2e_ms=e2e,
+            status=status if status is not None else self.status,
+            phases_ms=self.phases,
+        )
+
+    def _timeout_text(self) -> str:
+        budget = f"{self.target.timeout_s:g}s"
+        timer = self.timer
+        if timer is None or timer.last_bytes_ns is None:
+            return f"no answer within {budget}"
+        quiet = elapsed_ms(timer.last_bytes_ns)
+        return f"answer not finished within {budget}; last bytes arrived {quiet:.0f} ms before"
+
+    def finish(self) -> ProbeRun:
+        """Judge a complete answer: metrics, then output checks, then bounds."""
+        timer = self.timer
+        if timer is None:  # a probe bug, not a server fault
+            raise RuntimeError("finish() before start_timer()")
+        e2e = ((timer.end_ns or time.perf_counter_ns()) - timer.start_ns) / 1e6
+        text = timer.text
+        if not text:
+            return self.failed("protocol_error", f"{self.step}: the answer has no content")
+        tokens = timer.reported_tokens
+        if tokens is None and timer.streamed:
+            tokens = len(timer.content_ns)
+        ttft = itl = None
+        if timer.content_ns:
+            ttft = (timer.content_ns[0] - timer.start_ns) / 1e6
+            self.phases["ttft_ms"] = ttft
+            gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(timer.content_ns)]
+            if gaps:
+                itl = statistics.fmean(gaps)
+                self.phases["itl_p95_ms"] = percentile(gaps, 95)
+            if tokens is not None and tokens > 1 and e2e > ttft:
+                self.phases["itl_mean_formula_ms"] = (e2e - ttft) / (tokens - 1)
+                self.phases["decode_tokens_per_s"] = (tokens - 1) / ((e2e - ttft) / 1000)
+        tps = tokens / (e2e / 1000) if tokens and e2e > 0 else None
+        mismatch = text_mismatch(text, self.target.options)
+        slow = None if mismatch else self.bounds.crossed(e2e, ttft, itl, tps)
+        category = "wrong_output" if mismatch else "slow" if slow else "ok"
+        return make_run(
+            self.target,
+            category,
+            ts_ms=self.ts_ms,
+            error=mismatch or slow,
+            e2e_ms=e2e,
+            status=self.status,
+            phases_ms=self.phases,
+            ttft_ms=ttft,
+            itl_ms=itl,
+            output_tokens=tokens,
+            tokens_per_s=tps,
+        )

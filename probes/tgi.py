@@ -1,0 +1,115 @@
+"""The Text Generation Inference probe: ``/health``, then a streamed ``/generate_stream`` canary.
+
+Each SSE event's data is ``{"token": {"id", "text", "logprob", "special"}, "generated_text",
+"details"}``; the last event carries ``generated_text`` (and, as the probe asks for
+``details``, ``details.generated_tokens``). Special tokens (BOS/EOS) are not content, so TTFT is
+the first real text. Output tokens are ``details.generated_tokens``, else the token events
+counted; the checked output is ``generated_text``. Metrics as
+:class:`probes.streaming.GenerationRun` defines them.
+
+Options, all optional: ``model`` (only a label here: a TGI server serves one model; default
+the target's name), ``prompt``, ``max_tokens`` (sent as ``max_new_tokens``, default 16),
+``temperature`` (TGI refuses 0, so 0 means "not sent", which is greedy decoding),
+``expect_contains``, ``expect_regex``, ``expect_exact``, ``max_latency``, ``max_ttft``,
+``max_itl``, ``min_tokens_per_s``, and ``check_health`` (ask ``/health`` first, default true;
+non-2xx is ``http_error``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+from probes.base import Probe, ProbeTarget, register
+from probes.common import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PROMPT,
+    GENERATION_OPTIONS,
+    Bounds,
+    RunFailed,
+    check_bool,
+    check_generation_options,
+    check_status,
+    parse_data,
+)
+from probes.streaming import GenerationRun, SSEEvent, SSEParser, StreamTimer, read_stream
+from storage.records import ProbeRun
+
+
+@register
+class TgiProbe(Probe):
+    """Sends one canary generation to a TGI server and times it."""
+
+    protocol = "tgi"
+    allowed_options = GENERATION_OPTIONS | {"check_health"}
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Validate keys and value types; raise OptionError naming the key."""
+        super().check_options(options)
+        check_generation_options(options)
+        check_bool(options, "check_health")
+
+    def __init__(self, target: ProbeTarget) -> None:
+        super().__init__(target)
+        opts = target.options
+        self._base = target.url.rstrip("/")
+        self._bounds = Bounds.from_options(opts)
+        parameters: dict[str, Any] = {
+            "max_new_tokens": int(opts.get("max_tokens", DEFAULT_MAX_TOKENS)),
+            "details": True,
+        }
+        temperature = opts.get("temperature", 0)
+        if temperature > 0:
+            parameters["temperature"] = temperature
+        self._payload = {
+            "inputs": str(opts.get("prompt") or DEFAULT_PROMPT),
+            "parameters": parameters,
+        }
+
+    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+        """Probe once (health, canary, judgement); never raises."""
+        run = GenerationRun(self.target, self._bounds)
+        return await run.guard(self._attempt(session, run))
+
+    async def _attempt(self, session: aiohttp.ClientSession, run: GenerationRun) -> ProbeRun:
+        if self.target.options.get("check_health", True):
+            run.step = "GET /health"
+            await run.get(session, f"{self._base}/health", "health_ms")
+        run.step = "POST /generate_stream"
+        timer = run.start_timer()
+        async with session.post(
+            f"{self._base}/generate_stream",
+            json=self._payload,
+            headers=self.target.auth_headers(),
+            timeout=run.deadline.timeout(),
+        ) as resp:
+            run.status = resp.status
+            await check_status(resp, run.step)
+            on_event = _on_event(timer)
+            await read_stream(resp, SSEParser(), timer, on_event, end="the final generated_text")
+        return run.finish()
+
+
+def _on_event(timer: StreamTimer) -> Callable[[SSEEvent], bool]:
+    def on_event(event: SSEEvent) -> bool:
+        if event.event == "error":
+            raise RunFailed("http_error", f"server error in stream: {event.data[:200]}")
+        obj = parse_data(event.data)
+        token = obj.get("token")
+        if isinstance(token, Mapping) and token.get("special") is not True:
+            timer.content(token.get("text"), event.arrival_ns)
+        if obj.get("generated_text") is None and obj.get("details") is None:
+            return False
+        timer.end_ns = event.arrival_ns
+        if isinstance(obj.get("generated_text"), str):
+            timer.final_text = obj["generated_text"]
+        details = obj.get("details")
+        tokens = details.get("generated_tokens") if isinstance(details, Mapping) else None
+        if isinstance(tokens, int) and not isinstance(tokens, bool):
+            timer.reported_tokens = tokens
+        return True
+
+    return on_event

@@ -1,0 +1,1 @@
+"""Fake servers for tests and benchmarks: real HTTP on loopback, misbehaving on demand."""
