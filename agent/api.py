@@ -20,6 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from agent.incidents import IncidentBook
 from agent.metrics import AgentMetrics
+from agent.proclogs import TAIL_MAX_LINES
+from agent.supervisor import ActionError, Supervisor
 from agent.tokens import Tokens
 from probes.base import now_ms
 from storage import queries
@@ -42,6 +44,7 @@ class AgentView(Protocol):
 
     data_dir: Path
     incidents: IncidentBook
+    supervisor: Supervisor
 
     def status(self) -> AgentStatus: ...
 
@@ -205,6 +208,30 @@ class Api:
             return _error(409, f"incident {incident_id} is not open")
         return web.json_response({"incident": inc.to_json()})
 
+    async def processes(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"processes": [p.to_json() for p in self.agent.supervisor.statuses()]}
+        )
+
+    async def process_action(self, request: web.Request) -> web.Response:
+        name, action = request.match_info["name"], request.match_info["action"]
+        try:
+            status = self.agent.supervisor.act(name, action, operator_of(request))
+        except ActionError as exc:
+            return _error(exc.status, str(exc))
+        return web.json_response({"process": status.to_json(), "accepted": action}, status=202)
+
+    async def process_logs(self, request: web.Request) -> web.Response:
+        raw = request.query.get("lines", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= TAIL_MAX_LINES:
+            return _error(400, f"lines: expected a whole number from 1 to {TAIL_MAX_LINES}")
+        name = request.match_info["name"]
+        try:
+            lines = await asyncio.to_thread(self.agent.supervisor.logs, name, int(raw))
+        except ActionError as exc:
+            return _error(exc.status, str(exc))
+        return web.json_response({"name": name, "lines": lines})
+
     async def series(self, request: web.Request) -> web.Response:
         q = request.query
         name = q.get("name")
@@ -304,5 +331,10 @@ def build_app(agent: AgentView, tokens: Tokens) -> web.Application:
     app.router.add_get("/api/v1/probe_runs", api.probe_runs)
     app.router.add_get("/api/v1/incidents", api.incidents)
     app.router.add_post(r"/api/v1/incidents/{id}/{action:acknowledge|resolve}", api.incident_action)
+    app.router.add_get("/api/v1/processes", api.processes)
+    app.router.add_get("/api/v1/processes/{name}/logs", api.process_logs)
+    app.router.add_post(
+        r"/api/v1/processes/{name}/{action:start|stop|restart|release}", api.process_action
+    )
     app.router.add_get("/metrics", metrics)
     return app

@@ -14,6 +14,7 @@ from agent.client import AgentUnreachable, ApiClient, resolve_target
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.status_view import render_status
 from storage.records import AgentStatus
+from storage.text import printable
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -79,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, help="with --no-tui: stop after this many seconds"
     )
     demo.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+
+    proc = sub.add_parser("process", help="act on a supervised process, or read its log")
+    proc_sub = proc.add_subparsers(dest="process_command", required=True, parser_class=_Parser)
+    for action, text in (
+        ("start", "start a stopped, exited or quarantined process"),
+        ("stop", "stop a process (its whole tree); it stays stopped until started"),
+        ("restart", "stop and start a process now"),
+        ("release", "release a quarantined process and start it again"),
+    ):
+        a = proc_sub.add_parser(action, help=text)
+        a.add_argument("name", help="the [[process]] name")
+        _add_target_args(a)
+    logs = proc_sub.add_parser("logs", help="print the last lines of a process's output")
+    logs.add_argument("name", help="the [[process]] name")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
+    _add_target_args(logs)
 
     audit = sub.add_parser("audit", help="the tamper-evident audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
@@ -150,6 +167,39 @@ def _tui(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _process(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    try:
+        url, token = resolve_target(args.url, args.token_file, args.config)
+        client = ApiClient(url, token)
+        name = quote(args.name, safe="")
+        if args.process_command == "logs":
+            body = client.get(f"/api/v1/processes/{name}/logs?lines={max(1, args.lines)}")
+            for line in body["lines"]:
+                print(printable(line))
+            return EXIT_OK
+        body = client.post(f"/api/v1/processes/{name}/{args.process_command}", operator_name())
+    except (AgentUnreachable, ConfigError) as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
+    proc = body["process"]
+    print(f"{printable(proc['name'])}: {args.process_command} accepted (was {proc['state']})")
+    return EXIT_OK
+
+
+def operator_name() -> str:
+    """Who acts, for the audit trail: the login and host of whoever runs the command."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from storage.audit import verify_chain
     from storage.db import DB_FILENAME, connect
@@ -198,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(tui=not args.no_tui, duration_s=args.duration, keep=args.keep)
     if args.command == "audit":
         return _audit_verify(args)
+    if args.command == "process":
+        return _process(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 

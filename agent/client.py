@@ -90,11 +90,21 @@ class ApiClient:
 
     def get(self, path: str) -> Any:
         """GET a JSON document; errors become :class:`AgentUnreachable` with the reason."""
+        return self._call("GET", path)
+
+    def post(self, path: str, operator: str | None = None) -> Any:
+        """POST an action; ``operator`` names who acts, for the audit trail."""
+        return self._call("POST", path, operator)
+
+    def _call(self, method: str, path: str, operator: str | None = None) -> Any:
         if not self.url.startswith(("http://", "https://")):
             raise AgentUnreachable(f"not an http(s) URL: {self.url!r}")
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if operator:
+            headers["X-Vigil-Operator"] = operator
         # The scheme is checked above, so urlopen cannot be steered to file: or others.
         req = urllib.request.Request(  # noqa: S310
-            self.url + path, headers={"Authorization": f"Bearer {self.token}"}
+            self.url + path, headers=headers, method=method, data=b"" if method == "POST" else None
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310

@@ -8,6 +8,7 @@ the daemon can validate a changed file and keep its running config if the new on
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import socket
@@ -25,6 +26,8 @@ from storage.units import parse_duration
 DEFAULT_CONFIG_PATH = Path("/etc/vigil/vigil.toml")
 DEFAULT_PORT = 8470
 RESTART_POLICIES = ("always", "on-failure", "never")
+ON_EXIT = ("keep", "stop")
+TARGET_KEYS = ("command", "systemd_unit", "pidfile", "match")
 FILE_PROTOCOLS = frozenset({"onnx"})
 """Protocols whose model is a local file (``url = "file:///models/m.onnx"``)."""
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -76,6 +79,10 @@ class AgentConfig:
     sample_interval_s: float = 1.0
     retention_s: float = 2 * 86400.0
     log_level: str = "info"
+    on_exit: str = "keep"
+    """What happens to supervised processes when the agent stops: ``keep`` leaves them
+    running for the next agent to adopt (an agent upgrade costs no model downtime), ``stop``
+    stops them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +112,59 @@ class ModelConfig:
 
 @dataclass(frozen=True, slots=True)
 class ProcessConfig:
-    """One ``[[process]]``: a model server the agent starts and keeps running."""
+    """One ``[[process]]``: a model server the agent keeps running.
+
+    The target is exactly one of: ``command`` (the agent starts it as its own child),
+    ``systemd_unit`` (systemd runs it; the agent restarts it with systemctl), ``pidfile`` or
+    ``match`` (someone else started it; the agent adopts it and runs ``remediation`` to bring
+    it back).
+    """
 
     name: str
-    command: tuple[str, ...]
+    command: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    user: str | None = None
     restart: str = "on-failure"
     stop_signal: str = "SIGTERM"
     stop_timeout_s: float = 10.0
     backoff_initial_s: float = 1.0
+    backoff_factor: float = 2.0
     backoff_max_s: float = 300.0
+    backoff_jitter: float = 0.1
+    """Each delay is stretched by up to this fraction, at random: hosts that crashed together
+    do not all restart in the same instant."""
+    backoff_reset_s: float = 600.0
+    """Up this long, a process is healthy again: its next restart is immediate."""
+    quarantine_after: int = 5
+    """Restarts within ``quarantine_window_s`` that quarantine the process; 0 never does."""
+    quarantine_window_s: float = 600.0
+    startup_timeout_s: float = 60.0
+    hang_after_failures: int = 3
+    """Hard probe failures in a row, of a model linked to this process, that mean hung; 0 off."""
+    depends_on: tuple[str, ...] = ()
+    port: int | None = None
+    """The port the server listens on: a restart waits for the old process to release it."""
+    systemd_unit: str | None = None
+    pidfile: Path | None = None
+    match: str | None = None
+    remediation: tuple[str, ...] = ()
+    poll_interval_s: float = 2.0
+    """How often a systemd unit's state is read (systemd offers no exit notification to us
+    without D-Bus)."""
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_keep: int = 3
+
+    @property
+    def kind(self) -> str:
+        """``command``, ``systemd``, ``pidfile`` or ``match``."""
+        if self.systemd_unit:
+            return "systemd"
+        if self.pidfile is not None:
+            return "pidfile"
+        if self.match is not None:
+            return "match"
+        return "command"
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +407,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
     models = tuple(_model(t) for t in _array_of_tables(raw, "model", path, locator))
 
     _unique([p.name for p in processes], "process", path, locator)
+    _check_dependencies(processes, path, locator)
     _unique([m.name for m in models], "model", path, locator)
     names = {p.name for p in processes}
     for i, m in enumerate(models):
@@ -413,6 +463,7 @@ def _agent(t: _Table) -> AgentConfig:
         sample_interval_s=t.duration("sample_interval", 1.0),
         retention_s=t.duration("retention", 2 * 86400.0),
         log_level=t.string("log_level", "info", choices=("debug", "info", "warning", "error")),
+        on_exit=t.string("on_exit", "keep", choices=ON_EXIT),
     )
     if cfg.sample_interval_s < 0.1:
         raise t.error("sample_interval", "expected at least 100ms")
@@ -526,7 +577,20 @@ def _process(t: _Table) -> ProcessConfig:
             'expected an argv list such as ["python", "-m", '
             '"server"]; a shell string is not accepted',
         )
-    command = t.strings("command")
+    given = [k for k in TARGET_KEYS if k in t.data]
+    if not given:
+        raise t.error(
+            "command",
+            "missing required field; expected a list of strings (the argv to run), "
+            "or systemd_unit, pidfile or match for a process the agent does not start",
+        )
+    if len(given) > 1:
+        raise t.error(
+            given[1],
+            f"expected exactly one of command, systemd_unit, pidfile or match; "
+            f"got {', '.join(given)}",
+        )
+    command = t.strings("command", ())
     cwd = t.string("cwd", None)
     stop_signal = t.string("stop_signal", "SIGTERM")
     # Only real signals: SIG_DFL, SIG_IGN and SIG_BLOCK are attributes of the module too.
@@ -535,19 +599,119 @@ def _process(t: _Table) -> ProcessConfig:
             "stop_signal",
             f"expected a signal name such as 'SIGTERM' or 'SIGINT', got {stop_signal!r}",
         )
+    user = t.string("user", None)
+    if user is not None:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise t.error(
+                "user", f"expected a user that exists on this host, got {user!r}"
+            ) from None
+    match = t.string("match", None)
+    if match is not None:
+        try:
+            re.compile(match)
+        except re.error as exc:
+            raise t.error("match", f"expected a regular expression: {exc}") from None
+    pidfile = t.string("pidfile", None)
+    port = t._get("port", int, "a port number 1-65535", None)
+    if port is not None and not 1 <= port <= 65535:
+        raise t.error("port", f"expected a port number 1-65535, got {port!r}")
     cfg = ProcessConfig(
         name=name,
         command=command,
         env=t.str_table("env"),
         cwd=Path(cwd).expanduser() if cwd else None,
+        user=user,
         restart=t.string("restart", "on-failure", choices=RESTART_POLICIES),
         stop_signal=stop_signal,
         stop_timeout_s=t.duration("stop_timeout", 10.0),
-        backoff_initial_s=t.duration("backoff_initial", 1.0),
+        backoff_initial_s=t.duration("backoff_initial", 1.0, positive=False),
+        backoff_factor=_number(t, "backoff_factor", 2.0, low=1.0),
         backoff_max_s=t.duration("backoff_max", 300.0),
+        backoff_jitter=_number(t, "backoff_jitter", 0.1, low=0.0, high=1.0),
+        backoff_reset_s=t.duration("backoff_reset", 600.0, positive=False),
+        quarantine_after=_count(t, "quarantine_after", 5),
+        quarantine_window_s=t.duration("quarantine_window", 600.0),
+        startup_timeout_s=t.duration("startup_timeout", 60.0),
+        hang_after_failures=_count(t, "hang_after_failures", 3),
+        depends_on=t.strings("depends_on", (), non_empty=False),
+        port=port,
+        systemd_unit=t.string("systemd_unit", None),
+        pidfile=Path(pidfile) if pidfile else None,
+        match=match,
+        remediation=t.strings("remediation", ()),
+        poll_interval_s=t.duration("poll_interval", 2.0),
+        log_max_bytes=_count(t, "log_max_bytes", 10 * 1024 * 1024, low=4096),
+        log_keep=_count(t, "log_keep", 3),
     )
+    if cfg.pidfile is not None and not cfg.pidfile.is_absolute():
+        raise t.error("pidfile", f"expected an absolute path, got {pidfile!r}")
+    if cfg.backoff_initial_s > cfg.backoff_max_s:
+        raise t.error("backoff_initial", "expected a delay no longer than backoff_max")
+    if cfg.kind in ("pidfile", "match") and cfg.restart != "never" and not cfg.remediation:
+        raise t.error(
+            "remediation",
+            f"a process found by {cfg.kind} is not ours to start: expected a remediation "
+            'command (an argv list) to bring it back, or restart = "never"',
+        )
+    if name in cfg.depends_on:
+        raise t.error("depends_on", "a process cannot depend on itself")
     t.finish()
     return cfg
+
+
+def _number(t: _Table, key: str, default: float, *, low: float, high: float | None = None) -> float:
+    value = t._get(key, (int, float), "a number", default)
+    if value < low or (high is not None and value > high):
+        bound = f"between {low:g} and {high:g}" if high is not None else f"of at least {low:g}"
+        raise t.error(key, f"expected a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _count(t: _Table, key: str, default: int, *, low: int = 0) -> int:
+    value = t._get(key, int, f"a whole number of {low} or more", default)
+    if value < low:
+        raise t.error(key, f"expected a whole number of {low} or more, got {value!r}")
+    return int(value)
+
+
+def _check_dependencies(
+    processes: tuple[ProcessConfig, ...], path: Path, locator: _Locator
+) -> None:
+    names = {p.name: i for i, p in enumerate(processes)}
+    for i, p in enumerate(processes):
+        for dep in p.depends_on:
+            if dep not in names:
+                raise ConfigError(
+                    path,
+                    f"names process {dep!r}, but no [[process]] has that name; "
+                    f"expected one of: {', '.join(sorted(names))}",
+                    field=f"process[{i}].depends_on",
+                    line=locator.find("process", i, "depends_on"),
+                )
+    # A cycle would leave every process in it blocked forever: refuse it up front.
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = [*trail[trail.index(name) :], name]
+            i = names[name]
+            raise ConfigError(
+                path,
+                f"dependency cycle {' -> '.join(cycle)}; expected depends_on to form no loop",
+                field=f"process[{i}].depends_on",
+                line=locator.find("process", i, "depends_on"),
+            )
+        state[name] = 1
+        for dep in processes[names[name]].depends_on:
+            visit(dep, [*trail, name])
+        state[name] = 2
+
+    for p in processes:
+        visit(p.name, [])
 
 
 def _line_from_message(message: str) -> int | None:

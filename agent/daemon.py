@@ -55,11 +55,17 @@ class Agent:
         self.data_dir = config.agent.data_dir
         self.started_ms = now_ms()
         self.writer = Writer(self.data_dir / DB_FILENAME, on_state_change=self._storage_changed)
-        self.supervisor = Supervisor(self.data_dir / "logs", self.emit)
         self.incidents = IncidentBook(self.writer, self.emit)
+        self.gpu = GpuCollector()
+        self.supervisor = Supervisor(
+            self.data_dir,
+            self.emit,
+            self.incidents,
+            gpu_pids=self._gpu_pids,
+            probe_now=self.probe_models,
+        )
         self.monitors: dict[str, ModelMonitor] = {}
         self.latest: dict[tuple[str, Labels], ResourceValue] = {}
-        self.gpu = GpuCollector()
         self.collectors: list[Collector] = [
             HostCollector(),
             ProcessCollector(self.supervisor.pids),
@@ -94,6 +100,10 @@ class Agent:
                 data={"error": error},
             )
         )
+
+    def _gpu_pids(self) -> set[int]:
+        # Blocking NVML calls: the supervisor calls this in a thread.
+        return set(self.gpu.processes_using_gpu()) if self.gpu.available else set()
 
     def status(self) -> AgentStatus:
         """Live snapshot for the API and ``vigil status``."""
@@ -144,10 +154,17 @@ class Agent:
         run = await mon.run_once(self._session)
         if self.monitors.get(name) is not mon:
             return  # the model was removed or replaced by a reload while this run was out
-        mon.record(run, self.emit, self.incidents)
+        mon.record(
+            run, self.emit, self.incidents, functools.partial(self.supervisor.root_for_model, name)
+        )
+        self.supervisor.on_probe(name, run)
         self.writer.submit_one(run)
         self.writer.submit(samples_for(run))
         self.writer.submit(mon.probe.drain_samples())
+
+    async def probe_models(self, names: list[str]) -> None:
+        """Probe these models now, concurrently (the supervisor's startup gate asks)."""
+        await asyncio.gather(*(self.probe(n) for n in names))
 
     async def retention(self) -> None:
         """Queue a retention pass on the writer thread."""
@@ -198,7 +215,11 @@ class Agent:
             if monitors.get(name) is not mon:
                 await mon.probe.close()
         self.monitors = monitors
-        await self.supervisor.apply(config.processes)
+        links: dict[str, list[str]] = {}
+        for m in config.models:
+            if m.process is not None:
+                links.setdefault(m.process, []).append(m.name)
+        await self.supervisor.apply(config.processes, links)
         self._schedule(config)
 
     async def reload(self, reason: str) -> bool:
@@ -361,7 +382,10 @@ class Agent:
             self._scheduler.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.supervisor.stop_all()
+        if self.config.agent.on_exit == "stop":
+            await self.supervisor.stop_all()
+        else:
+            await self.supervisor.detach_all()
         for mon in self.monitors.values():
             with contextlib.suppress(Exception):
                 await mon.probe.close()

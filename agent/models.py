@@ -129,7 +129,11 @@ class ModelMonitor:
         return "down" if self.hard_failures >= self.config.down_after_failures else "degraded"
 
     def record(
-        self, run: ProbeRun, emit: Callable[[Event], None], book: IncidentBook | None = None
+        self,
+        run: ProbeRun,
+        emit: Callable[[Event], None],
+        book: IncidentBook | None = None,
+        root_id: Callable[[], int | None] | None = None,
     ) -> None:
         """Take a run's result: update state, emit an event on change, open/resolve incidents."""
         self.last_run = run
@@ -154,9 +158,11 @@ class ModelMonitor:
                 )
             )
         if book is not None:
-            self._incidents(run, book)
+            self._incidents(run, book, root_id)
 
-    def _incidents(self, run: ProbeRun, book: IncidentBook) -> None:
+    def _incidents(
+        self, run: ProbeRun, book: IncidentBook, root_id: Callable[[], int | None] | None
+    ) -> None:
         # The first failing run is when the problem was there to be seen: reports compute the
         # time to detect from it.
         evidence = {
@@ -176,6 +182,9 @@ class ModelMonitor:
                 cause=f"{run.category}: {run.error or 'no detail'}",
                 evidence=evidence,
                 opened_ms=self.since_ms,
+                # A model is down because its server crashed or hangs, or that server's
+                # dependency did: the supervisor's incident is the root.
+                root_id=root_id() if root_id else None,
             )
         elif (
             self.degraded_since_ms is not None
@@ -189,4 +198,5 @@ class ModelMonitor:
                 f"{run.category}: {run.error or 'no detail'}",
                 evidence=evidence,
                 opened_ms=self.degraded_since_ms,
+                root_id=root_id() if root_id else None,
             )

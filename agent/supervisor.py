@@ -1,70 +1,130 @@
-"""Starts the ``[[process]]`` model servers, watches them, restarts them by policy.
+"""Keeps the ``[[process]]`` model servers running: starts, watches, heals, and says why.
 
-Each child runs in its own session (its own process group), so stopping it reaches the workers
-it forked, and a signal aimed at the agent's terminal does not reach it. A child's exit is seen
-the moment it happens: a task awaits ``Process.wait()`` for each child, there is no polling loop.
+One task per process runs a small state machine::
 
-Restarts back off exponentially (``backoff_initial`` doubling up to ``backoff_max``); the delay
-resets once a process has stayed up for :data:`HEALTHY_RESET_S`.
+    blocked ──deps healthy──▶ starting ──ready──▶ running ──exit / hang──▶ backoff ─┐
+       ▲                         │ timeout                                         │
+       └─────────────────────────┴──────────── (loop) ◀──────────────────────────────┘
+    quarantined / stopped / exited / failed: wait for an operator (start, release)
+
+- **Exit detection** is immediate: the loop awaits the target's exit future (asyncio reaps our
+  children; adopted processes are watched through a pidfd), no polling.
+- **Backoff**: the first restart after a healthy period (``backoff_reset``) is immediate, the
+  next ones wait ``backoff_initial`` times ``backoff_factor`` per further restart, capped at
+  ``backoff_max``, stretched by up to ``backoff_jitter`` at random.
+- **Crash-loop quarantine**: ``quarantine_after`` restarts within ``quarantine_window`` and the
+  next exit quarantines the process (an incident; no more restarts until released).
+- **Startup gate**: ``starting`` until a linked model's probe answers (the supervisor asks for
+  probes right away rather than waiting for the schedule), a configured ``port`` accepts
+  connections, or, with neither, at once; ``startup_timeout`` without that is a failed start.
+- **Hang**: ``hang_after_failures`` hard probe failures in a row of a linked model, or one
+  ``stalled`` run, restart the process: stop signal to its whole tree, SIGKILL after
+  ``stop_timeout``, wait for the tree, its port and its GPU memory to be gone, start again.
+- **Dependencies**: ``depends_on`` processes must be ``running`` first; until then the process is
+  ``blocked`` (not restarted in a loop, no hang restarts), and its incident's root is the
+  dependency's.
+- **Agent restarts**: children run in their own session and survive the agent; their pid and
+  start time are kept in ``supervisor.json`` in the data dir, and the next agent adopts them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import random
 import signal
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from agent.config import ProcessConfig
-from storage.records import Event, ProcessStatus
+from agent.incidents import IncidentBook
+from agent.proclogs import ProcessLog
+from agent.targets import (
+    ExitInfo,
+    Handle,
+    LaunchError,
+    Target,
+    describe_exit,
+    make_target,
+    port_free,
+    process_create_time,
+)
+from probes.base import now_ms
+from storage.records import Event, ProbeRun, ProcessStatus
 
 log = logging.getLogger("vigil.supervisor")
 
-HEALTHY_RESET_S = 600.0
+RECORDS_FILE = "supervisor.json"
+EVIDENCE_LOG_LINES = 20
+EVIDENCE_RUNS = 5
+READY_POLL_S = 0.25
+ROTATE_EVERY_S = 5.0
+PROCESS_INCIDENTS = (
+    "process_exited",
+    "process_hung",
+    "process_restart_failed",
+    "process_quarantined",
+    "process_blocked",
+)
+HEALTHY = frozenset({"running"})
+
+__all__ = ["ManagedProcess", "Supervisor", "describe_exit"]
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+class ActionError(Exception):
+    """An operator action that does not apply (unknown process, wrong state)."""
 
-
-def describe_exit(returncode: int) -> str:
-    """``exit 3`` or ``signal SIGKILL`` from a returncode (negative means killed by signal)."""
-    if returncode < 0:
-        try:
-            return f"signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit {returncode}"
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ManagedProcess:
-    """One supervised child and its restart state."""
+    """One supervised process: its target, state machine and restart history."""
 
-    def __init__(self, config: ProcessConfig, log_dir: Path, emit: Callable[[Event], None]) -> None:
+    def __init__(self, config: ProcessConfig, sup: Supervisor) -> None:
         self.config = config
-        self.log_dir = log_dir
-        self.emit = emit
-        self.state = "stopped"
-        self.since_ms = _now_ms()
-        self.proc: asyncio.subprocess.Process | None = None
+        self.sup = sup
+        self.plog = ProcessLog(sup.log_dir, config.name, config.log_max_bytes, config.log_keep)
+        self.target: Target = make_target(config, self.plog)
+        self.subject = f"process:{config.name}"
+        self.state = "starting"
+        self.since_ms = now_ms()
+        self.detail: str | None = None
+        self.handle: Handle | None = None
         self.restarts = 0
         self.last_exit: str | None = None
-        self.started_at = 0.0
-        self.backoff_s = config.backoff_initial_s
+        self.last_reason: str | None = None
+        self.adopted = False
+        self.want = "run"
+        self.quarantined = False
+        self.ready = asyncio.Event()
+        self.recent_runs: deque[ProbeRun] = deque(maxlen=EVIDENCE_RUNS)
+        self.hard_failures = 0
+        self._restart_times: deque[float] = deque()
+        self._streak = 0
+        self._request: tuple[str, str, dict[str, Any]] | None = None
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._record: dict[str, Any] | None = None
+
+    # --- status ----------------------------------------------------------------------
 
     @property
     def pid(self) -> int | None:
-        """The running child's pid, if any."""
-        return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+        """The running process's pid, if any."""
+        h = self.handle
+        return h.pid if h is not None and not h.exited.done() else None
 
     def status(self) -> ProcessStatus:
         """The record the API serves."""
+        inc = self.sup.book.current(self.subject) if self.sup.book else None
         return ProcessStatus(
             name=self.config.name,
             state=self.state,
@@ -73,174 +133,717 @@ class ManagedProcess:
             restarts=self.restarts,
             last_exit=self.last_exit,
             argv=self.config.command,
+            kind=self.config.kind,
+            target=self.target.describe(),
+            detail=self.detail,
+            last_reason=self.last_reason,
+            adopted=self.adopted,
+            depends_on=self.config.depends_on,
+            incident=inc.id if inc else None,
         )
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: str, detail: str | None = None) -> None:
+        self.detail = detail
         if state != self.state:
-            self.state = state
-            self.since_ms = _now_ms()
-
-    def _event(self, kind: str, message: str, **data: object) -> None:
-        self.emit(
-            Event(
-                ts_ms=_now_ms(),
-                kind=kind,
-                subject=f"process:{self.config.name}",
-                message=message,
-                data=data,
+            old, self.state = self.state, state
+            self.since_ms = now_ms()
+            log.info(
+                "process state name=%s from=%s to=%s detail=%r",
+                self.config.name,
+                old,
+                state,
+                detail,
             )
+            if state == "running":
+                self.ready.set()
+            else:
+                self.ready.clear()
+            self.sup.state_changed(self)
+
+    def _event(self, kind: str, message: str, **data: Any) -> None:
+        self.sup.emit(
+            Event(ts_ms=now_ms(), kind=kind, subject=self.subject, message=message, data=data)
         )
 
-    def start(self) -> None:
-        """Start the watch loop (spawn, wait, restart by policy) as a task."""
-        self._stopping = False
+    def evidence(self) -> dict[str, Any]:
+        """What an event or incident about this process carries: recent output and probes."""
+        out: dict[str, Any] = {"log_tail": self.plog.tail(EVIDENCE_LOG_LINES)}
+        if self.recent_runs:
+            out["last_runs"] = [r.to_json() for r in self.recent_runs]
+        return out
+
+    # --- control from outside --------------------------------------------------------
+
+    def start_task(self, record: dict[str, Any] | None) -> None:
+        """Run the state machine (adopting ``record``'s process when it is still ours)."""
+        self._record = record
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._loop(), name=f"proc:{self.config.name}")
 
-    async def _spawn(self) -> bool:
-        cfg = self.config
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **cfg.env}
+    def request(self, kind: str, by: str, **evidence: Any) -> None:
+        """Ask the state machine to stop, start, restart, release, or heal a hang."""
+        self._request = (kind, by, evidence)
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Re-check the dependencies (one of them changed state)."""
+        self._wake.set()
+
+    def on_probe(self, run: ProbeRun) -> None:
+        """A linked model's probe result: readiness while starting, hang detection after."""
+        self.recent_runs.append(run)
+        hard = not run.ok and run.category not in ("slow", "wrong_output")
+        if self.state == "starting":
+            if not hard:
+                self._wake.set()  # the gate re-checks readiness
+            return
+        if not hard:
+            self.hard_failures = 0
+            return
+        self.hard_failures += 1
+        if self.state != "running" or self.sup.blockers(self):
+            return  # a failing dependency explains it; restarting this one would not help
+        limit = self.config.hang_after_failures
+        if run.category == "stalled" or (limit and self.hard_failures >= limit):
+            what = (
+                "generation stalled"
+                if run.category == "stalled"
+                else f"{self.hard_failures} failed probes in a row"
+            )
+            self.request("hang", f"hung: {what} ({run.model}: {run.error or run.category})")
+
+    # --- the state machine -----------------------------------------------------------
+
+    async def _wait(self, *futures: asyncio.Future[Any], within: float | None = None) -> None:
+        """Until a request/wake, one of ``futures`` completes, or ``within`` seconds."""
+        self._wake.clear()
+        if self._request is not None:
+            return
+        waker = asyncio.ensure_future(self._wake.wait())
         try:
-            # Opening an append-mode file is a local, non-blocking-in-practice syscall; the
-            # child inherits the descriptor and we close our copy right after the spawn.
-            out = open(self.log_dir / f"{cfg.name}.log", "ab")  # noqa: ASYNC230, SIM115
-            try:
-                self.proc = await asyncio.create_subprocess_exec(
-                    *cfg.command,
-                    cwd=cfg.cwd,
-                    env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
+            await asyncio.wait({waker, *futures}, timeout=within, return_when="FIRST_COMPLETED")
+        finally:
+            waker.cancel()
+
+    def _take_request(self) -> tuple[str, str, dict[str, Any]] | None:
+        req, self._request = self._request, None
+        return req
+
+    async def _loop(self) -> None:
+        first = True
+        while True:
+            req = self._take_request()
+            if req is not None:
+                await self._idle_request(req)
+            if self.want == "stop":
+                if self.state not in ("exited", "failed"):
+                    self._set_state("stopped", self.detail)
+                await self._wait()
+                continue
+            if self.quarantined:
+                self._set_state("quarantined", self.detail)
+                await self._wait()
+                continue
+            blockers = self.sup.blockers(self)
+            if blockers:
+                self._blocked(blockers)
+                await self._wait()
+                continue
+            handle = None
+            if first:
+                first = False
+                handle = await self._adopt()
+            if handle is None:
+                handle = await self._launch()
+                if handle is None:
+                    await self._after_failure(self.last_exit or "start failed", None)
+                    continue
+            await self._supervise(handle)
+
+    async def _adopt(self) -> Handle | None:
+        try:
+            handle = await self.target.find(
+                self._record if self.target.adoptable_by_record else None
+            )
+        except Exception:  # adoption is an optimisation; a fresh start is always correct
+            log.exception("adoption failed name=%s", self.config.name)
+            return None
+        if handle is None:
+            await self._clear_stale_record()
+            return None
+        self.handle = handle
+        self.adopted = True
+        restarts = (self._record or {}).get("restarts")
+        if isinstance(restarts, int):
+            self.restarts = restarts  # the count survives the agent's restart with the process
+        self._event(
+            "process.adopted",
+            f"adopted running pid {handle.pid} ({self.target.describe()})",
+            pid=handle.pid,
+            create_time=handle.create_time,
+        )
+        self.sup.save_records()
+        return handle
+
+    async def _clear_stale_record(self) -> None:
+        """A recorded child that is not ours any more: make sure its group is gone."""
+        rec = self._record
+        self._record = None
+        if not rec or not self.target.adoptable_by_record:
+            return
+        pid = rec.get("pid")
+        if isinstance(pid, int):
+            # Only when it is still the same process (start time): the pid may have been reused.
+            created = process_create_time(pid)
+            if created is not None and abs(created - float(rec.get("create_time") or 0)) < 0.05:
+                self._event(
+                    "process.stale_stopped",
+                    f"stopping pid {pid} started under an older config",
+                    pid=pid,
                 )
-            finally:
-                out.close()
-        except OSError as exc:
-            self.last_exit = f"spawn failed: {exc.strerror or exc}"
-            log.error("process spawn failed name=%s error=%r", cfg.name, str(exc))
-            self._event("process.spawn_failed", f"could not start: {exc}", argv=list(cfg.command))
-            return False
-        self.started_at = time.monotonic()
-        self._set_state("running")
-        log.info("process started name=%s pid=%d", cfg.name, self.proc.pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGTERM)
+
+    async def _launch(self) -> Handle | None:
+        self._set_state("starting", f"starting {self.target.describe()}")
+        self.adopted = False
+        try:
+            handle = await self.target.launch()
+        except LaunchError as exc:
+            self.last_exit = f"start failed: {exc}"
+            log.error("process start failed name=%s error=%r", self.config.name, str(exc))
+            self._event("process.spawn_failed", f"could not start: {exc}", **self.evidence())
+            self.sup.open_incident(
+                self,
+                "process_restart_failed",
+                "critical",
+                f"could not start: {exc}",
+            )
+            return None
+        self.handle = handle
         self._event(
             "process.started",
-            f"started pid {self.proc.pid}",
-            pid=self.proc.pid,
-            argv=list(cfg.command),
+            f"started pid {handle.pid}",
+            pid=handle.pid,
+            argv=list(self.config.command),
+            target=self.target.describe(),
+        )
+        self.sup.save_records()
+        return handle
+
+    async def _supervise(self, handle: Handle) -> None:
+        """From started (or adopted) to the end of this incarnation."""
+        self.hard_failures = 0
+        if self.adopted:
+            self._became_ready()
+        else:
+            outcome = await self._startup_gate(handle)
+            if outcome == "timeout":
+                info = await self.target.terminate(handle, self.sup.gpu_pids)
+                msg = f"not ready within {self.config.startup_timeout_s:g}s"
+                self.last_exit = msg
+                self._event("process.start_timeout", msg, **info, **self.evidence())
+                self.sup.open_incident(self, "process_restart_failed", "critical", msg)
+                await self._after_failure(msg, None)
+                return
+            if outcome == "exited":
+                await self._exited(handle)
+                return
+            if outcome == "request":
+                await self._running_request(handle)
+                return
+            self._became_ready()
+        while True:
+            await self._wait(handle.exited)
+            if self._request is not None:
+                await self._running_request(handle)
+                return
+            if handle.exited.done():
+                await self._exited(handle)
+                return
+
+    async def _startup_gate(self, handle: Handle) -> str:
+        """``ready``, ``timeout``, ``exited`` or ``request``."""
+        cfg = self.config
+        deadline = time.monotonic() + cfg.startup_timeout_s
+        linked = self.sup.linked_models(cfg.name)
+        while True:
+            if self._request is not None:
+                return "request"
+            if handle.exited.done():
+                return "exited"
+            if not linked and cfg.port is None:
+                return "ready"
+            if linked and self._ready_run(handle):
+                return "ready"
+            if (
+                not linked
+                and cfg.port is not None
+                and not await asyncio.to_thread(port_free, cfg.port)
+            ):
+                return "ready"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            if linked:
+                # Ask for probes now instead of waiting out the schedule: readiness is then
+                # known within a probe's round trip of the server being up.
+                t0 = time.monotonic()
+                probe = asyncio.ensure_future(self.sup.probe_now(linked))
+                await self._wait(handle.exited, probe, within=left)
+                if not probe.done():
+                    probe.cancel()
+                    continue
+                pause = READY_POLL_S - (time.monotonic() - t0)
+                if pause > 0 and not self._ready_run(handle):
+                    # A refused connection answers in microseconds: pace the retries.
+                    await self._wait(handle.exited, within=min(pause, max(left, 0.0)))
+            else:
+                await self._wait(handle.exited, within=min(left, READY_POLL_S))
+
+    def _ready_run(self, handle: Handle) -> bool:
+        """Whether a probe that started after this incarnation got an answer (even a slow or
+        wrong one: the server is up; judging the answer is the model monitor's job)."""
+        started_ms = int(time.time() * 1000 - (time.monotonic() - handle.started_mono) * 1000)
+        return any(
+            r.ts_ms >= started_ms and (r.ok or r.category in ("slow", "wrong_output"))
+            for r in self.recent_runs
+        )
+
+    def _became_ready(self) -> None:
+        self._set_state("running", None)
+        self.sup.resolve_incidents(self)
+        self._event(
+            "process.ready",
+            f"pid {self.pid} is {'adopted and ' if self.adopted else ''}running",
+            pid=self.pid,
+            adopted=self.adopted,
+        )
+
+    async def _exited(self, handle: Handle) -> None:
+        info: ExitInfo = handle.exited.result()
+        uptime = time.monotonic() - handle.started_mono
+        self.last_exit = info.description
+        self.handle = None
+        log.warning(
+            "process exited name=%s pid=%s how=%r uptime_s=%.1f",
+            self.config.name,
+            handle.pid,
+            info.description,
+            uptime,
+        )
+        evidence = self.evidence()
+        self._event(
+            "process.exited",
+            f"{info.description} after {uptime:.1f}s",
+            pid=handle.pid,
+            returncode=info.returncode,
+            uptime_s=round(uptime, 3),
+            **evidence,
+        )
+        self.sup.save_records()
+        cfg = self.config
+        clean = info.returncode == 0
+        if cfg.restart == "never" or (cfg.restart == "on-failure" and clean):
+            self.want = "stop"
+            self._set_state("exited" if clean else "failed", info.description)
+            if not clean:
+                self.sup.open_incident(
+                    self, "process_exited", "critical", f"{info.description}; restart is never"
+                )
+            return
+        self.sup.open_incident(self, "process_exited", "warning", info.description)
+        await self._after_failure(info.description, uptime)
+
+    async def _after_failure(self, reason: str, uptime: float | None) -> bool:
+        """Back off, or quarantine; True when the loop should start the process again."""
+        cfg = self.config
+        now = time.monotonic()
+        if uptime is not None and uptime >= cfg.backoff_reset_s:
+            self._streak = 0
+        window = cfg.quarantine_window_s
+        while self._restart_times and now - self._restart_times[0] > window:
+            self._restart_times.popleft()
+        if cfg.quarantine_after and len(self._restart_times) >= cfg.quarantine_after:
+            self.quarantined = True
+            msg = (
+                f"{len(self._restart_times)} restarts within {window:g}s; "
+                f"last: {reason}. Release it to try again"
+            )
+            self._event("process.quarantined", msg, **self.evidence())
+            self.sup.open_incident(self, "process_quarantined", "critical", msg)
+            self._set_state("quarantined", msg)
+            return False
+        delay = self._next_delay()
+        self._set_state("backoff", f"restart in {delay:.2f}s: {reason}")
+        if delay > 0:
+            await self._wait(within=delay)
+            req = self._take_request()
+            if req is not None:
+                await self._idle_request(req)
+                if self.want == "stop" or self.quarantined:
+                    return False
+        self._restart_times.append(time.monotonic())
+        self.restarts += 1
+        self.last_reason = reason
+        self._event(
+            "process.restarting",
+            f"restart #{self.restarts} after {delay:.2f}s: {reason}",
+            reason=reason,
+            delay_s=round(delay, 3),
         )
         return True
 
-    async def _loop(self) -> None:
+    def _next_delay(self) -> float:
         cfg = self.config
-        while not self._stopping:
-            self._set_state("starting")
-            if await self._spawn():
-                assert self.proc is not None
-                code = await self.proc.wait()
-                if self._stopping:
-                    break
-                self.last_exit = describe_exit(code)
-                uptime = time.monotonic() - self.started_at
-                log.warning(
-                    "process exited name=%s pid=%d how=%r uptime_s=%.1f",
-                    cfg.name,
-                    self.proc.pid,
-                    self.last_exit,
-                    uptime,
-                )
-                self._event(
-                    "process.exited",
-                    f"{self.last_exit} after {uptime:.1f}s",
-                    pid=self.proc.pid,
-                    returncode=code,
-                    uptime_s=round(uptime, 3),
-                )
-                if uptime >= HEALTHY_RESET_S:
-                    self.backoff_s = cfg.backoff_initial_s
-                if cfg.restart == "never" or (cfg.restart == "on-failure" and code == 0):
-                    self._set_state("exited" if code == 0 else "failed")
-                    return
-            elif cfg.restart == "never":
-                self._set_state("failed")
+        streak, self._streak = self._streak, self._streak + 1
+        if streak == 0:
+            return 0.0  # the first restart after a healthy run is immediate
+        base = min(cfg.backoff_max_s, cfg.backoff_initial_s * cfg.backoff_factor ** (streak - 1))
+        return base * (1 + random.uniform(0, cfg.backoff_jitter))  # noqa: S311 - not secrecy
+
+    async def _idle_request(self, req: tuple[str, str, dict[str, Any]]) -> None:
+        """A request while nothing runs (stopped, quarantined, blocked, backing off)."""
+        kind, by, _ = req
+        if kind == "stop":
+            self.want = "stop"
+            self._event("process.stopped", f"stopped by {by}", by=by)
+            self._set_state("stopped", f"stopped by {by}")
+        elif kind in ("start", "restart", "release"):
+            if self.quarantined:
+                self._event("process.released", f"released by {by}", by=by)
+                self._restart_times.clear()
+                self._streak = 0
+            self.quarantined = False
+            self.want = "run"
+
+    async def _running_request(self, handle: Handle) -> None:
+        req = self._take_request()
+        assert req is not None
+        kind, by, evidence = req
+        if kind in ("start", "release"):
+            # Nothing to do for a running process; go back to watching it.
+            await self._supervise_again(handle)
+            return
+        self._set_state("stopping", f"{kind}: {by}")
+        ev = self.evidence()
+        info = await self.target.terminate(handle, self.sup.gpu_pids)
+        exit_info = handle.exited.result() if handle.exited.done() else None
+        self.last_exit = exit_info.description if exit_info else "stopped"
+        self.handle = None
+        self.sup.save_records()
+        if kind == "stop":
+            self.want = "stop"
+            self._event("process.stopped", f"stopped by {by}", by=by, **info)
+            self._set_state("stopped", f"stopped by {by}")
+            return
+        if kind == "hang":
+            self.last_reason = by
+            self._event("process.hung", by, **info, **ev, **evidence)
+            self.sup.open_incident(self, "process_hung", "critical", by, evidence=ev)
+            await self._after_failure(by, None)
+            return
+        # An operator's restart: immediate, and not counted toward the crash loop.
+        self.restarts += 1
+        self.last_reason = f"restarted by {by}"
+        self._event("process.restarting", f"restart #{self.restarts} by {by}", by=by, **info)
+
+    async def _supervise_again(self, handle: Handle) -> None:
+        while True:
+            await self._wait(handle.exited)
+            if self._request is not None:
+                if self._request[0] in ("start", "release"):
+                    self._request = None
+                    continue
+                await self._running_request(handle)
                 return
-            self._set_state("backoff")
-            delay = self.backoff_s
-            self.backoff_s = min(cfg.backoff_max_s, self.backoff_s * 2)
-            await asyncio.sleep(delay)
-            if self._stopping:
-                break
-            self.restarts += 1
-            self._event(
-                "process.restarting",
-                f"restart #{self.restarts} after {delay:.1f}s",
-                reason=self.last_exit,
-                delay_s=delay,
+            if handle.exited.done():
+                await self._exited(handle)
+                return
+
+    def _blocked(self, blockers: list[str]) -> None:
+        root = self.sup.root_incident(blockers)
+        detail = "waiting for " + ", ".join(blockers)
+        self._set_state("blocked", detail)
+        if root is not None:
+            self.sup.open_incident(
+                self, "process_blocked", "warning", f"blocked: {detail}", root_id=root
             )
 
-    async def stop(self) -> None:
-        """Stop the child: its stop signal to the whole group, SIGKILL after the timeout."""
-        self._stopping = True
-        proc = self.proc
-        if proc is not None and proc.returncode is None:
-            sig = getattr(signal, self.config.stop_signal, signal.SIGTERM)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                await asyncio.wait_for(proc.wait(), self.config.stop_timeout_s)
-            except TimeoutError:
-                log.warning(
-                    "process ignored stop signal name=%s pid=%d; killing",
-                    self.config.name,
-                    proc.pid,
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-            self._event(
-                "process.stopped", f"stopped ({describe_exit(proc.returncode or 0)})", pid=proc.pid
-            )
-        # Workers that outlived their parent keep the group alive: finish them too.
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+    # --- shutdown --------------------------------------------------------------------
+
+    async def stop(self, by: str = "agent") -> None:
+        """Stop the process (whole tree) and the state machine."""
+        await self.detach()
+        handle = self.handle
+        if handle is not None and not handle.exited.done():
+            info = await self.target.terminate(handle, self.sup.gpu_pids)
+            self._event("process.stopped", f"stopped by {by}", by=by, pid=handle.pid, **info)
+        self.handle = None
+        self._set_state("stopped", f"stopped by {by}")
+
+    async def detach(self) -> None:
+        """Stop watching without touching the process (the next agent adopts it)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._set_state("stopped")
+            self._task = None
+
+    def record(self) -> dict[str, Any] | None:
+        """What the next agent needs to adopt this process."""
+        h = self.handle
+        if h is None or h.pid is None or h.exited.done() or self.config.kind != "command":
+            return None
+        return {
+            "pid": h.pid,
+            "create_time": h.create_time,
+            "argv": list(self.config.command),
+            "restarts": self.restarts,
+            "saved_ms": now_ms(),
+        }
 
 
 class Supervisor:
     """All managed processes; applies config changes without touching unchanged ones."""
 
-    def __init__(self, log_dir: Path, emit: Callable[[Event], None]) -> None:
-        self.log_dir = log_dir
+    def __init__(
+        self,
+        data_dir: Path,
+        emit: Callable[[Event], None],
+        book: IncidentBook | None = None,
+        *,
+        gpu_pids: Callable[[], set[int]] | None = None,
+        probe_now: Callable[[list[str]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.log_dir = data_dir / "logs"
         self.emit = emit
+        self.book = book
+        self.gpu_pids = gpu_pids
+        self._probe_now = probe_now
         self.processes: dict[str, ManagedProcess] = {}
+        self.links: dict[str, list[str]] = {}
+        self._records = self._load_records()
+        self._rotator: asyncio.Task[None] | None = None
 
-    async def apply(self, configs: tuple[ProcessConfig, ...]) -> None:
-        """Start new processes, stop removed ones, restart changed ones."""
+    # --- records (adoption across agent restarts) ------------------------------------
+
+    @property
+    def records_path(self) -> Path:
+        """Where pids and start times are kept for the next agent."""
+        return self.data_dir / RECORDS_FILE
+
+    def _load_records(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.records_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save_records(self) -> None:
+        """Write pids and start times atomically; a full disk is logged, never fatal."""
+        data = {n: r for n, mp in self.processes.items() if (r := mp.record()) is not None}
+        tmp = self.records_path.with_suffix(".tmp")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+            tmp.replace(self.records_path)
+        except OSError as exc:
+            log.error("cannot save process records error=%r", str(exc))
+
+    # --- config ----------------------------------------------------------------------
+
+    async def apply(
+        self, configs: tuple[ProcessConfig, ...], links: dict[str, list[str]] | None = None
+    ) -> None:
+        """Start new processes, stop removed ones, restart changed ones.
+
+        Args:
+            links: process name -> names of the models probing it (readiness and hangs).
+        """
+        self.links = dict(links or {})
         wanted = {c.name: c for c in configs}
         for name in list(self.processes):
             if name not in wanted or wanted[name] != self.processes[name].config:
-                await self.processes.pop(name).stop()
+                await self.processes.pop(name).stop("config change")
         for name, cfg in wanted.items():
             if name not in self.processes:
-                mp = ManagedProcess(cfg, self.log_dir, self.emit)
+                mp = ManagedProcess(cfg, self)
                 self.processes[name] = mp
-                mp.start()
+                mp.start_task(self._records.pop(name, None))
+        if self._rotator is None:
+            self._rotator = asyncio.create_task(self._rotate_logs(), name="log-rotation")
+
+    async def _rotate_logs(self) -> None:
+        while True:
+            await asyncio.sleep(ROTATE_EVERY_S)
+            for mp in list(self.processes.values()):
+                try:
+                    await asyncio.to_thread(mp.plog.rotate_if_needed)
+                except OSError as exc:  # a full disk must not stop the supervisor
+                    log.error("log rotation failed name=%s error=%r", mp.config.name, str(exc))
 
     async def stop_all(self) -> None:
-        """Stop every process (on agent shutdown), concurrently."""
-        await asyncio.gather(*(mp.stop() for mp in self.processes.values()))
+        """Stop every process (``on_exit = "stop"``), dependents first."""
+        await self._stop_rotator()
+        order = self._stop_order()
+        for name in order:
+            await self.processes[name].stop()
+        self.save_records()
+
+    async def detach_all(self) -> None:
+        """Leave every process running for the next agent (``on_exit = "keep"``)."""
+        await self._stop_rotator()
+        for mp in self.processes.values():
+            await mp.detach()
+        self.save_records()
+        kept = [n for n, mp in self.processes.items() if mp.pid is not None]
+        if kept:
+            log.info("leaving processes running for the next agent names=%s", ",".join(kept))
+
+    async def _stop_rotator(self) -> None:
+        if self._rotator is not None:
+            self._rotator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rotator
+            self._rotator = None
+
+    def _stop_order(self) -> list[str]:
+        done: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in done or name not in self.processes:
+                return
+            for other, mp in self.processes.items():
+                if name in mp.config.depends_on:
+                    visit(other)
+            done.append(name)
+
+        for name in self.processes:
+            visit(name)
+        return done
+
+    # --- what processes ask of the supervisor ------------------------------------------
+
+    def blockers(self, mp: ManagedProcess) -> list[str]:
+        """The dependencies of ``mp`` that are not running."""
+        return [
+            d
+            for d in mp.config.depends_on
+            if d in self.processes and self.processes[d].state not in HEALTHY
+        ]
+
+    def state_changed(self, mp: ManagedProcess) -> None:
+        """Wake the dependents of ``mp`` so they re-check their dependencies."""
+        for other in self.processes.values():
+            if mp.config.name in other.config.depends_on:
+                other.wake()
+
+    def linked_models(self, process: str) -> list[str]:
+        """Names of the models whose probes tell about ``process``."""
+        return self.links.get(process, [])
+
+    async def probe_now(self, models: list[str]) -> None:
+        """Probe these models now (the startup gate)."""
+        if self._probe_now is not None:
+            await self._probe_now(models)
+
+    def root_incident(self, names: list[str]) -> int | None:
+        """The root incident behind these processes' trouble, following their own roots."""
+        if self.book is None:
+            return None
+        for name in names:
+            inc = self.book.current(f"process:{name}")
+            if inc is not None:
+                return inc.root_id or inc.id
+        return None
+
+    def open_incident(
+        self,
+        mp: ManagedProcess,
+        kind: str,
+        severity: str,
+        cause: str,
+        *,
+        root_id: int | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        if self.book is None:
+            return
+        if root_id is None:
+            root_id = self.root_incident([d for d in mp.config.depends_on if d in self.processes])
+        self.book.open(
+            mp.subject,
+            kind,
+            severity=severity,
+            cause=cause,
+            evidence=evidence if evidence is not None else mp.evidence(),
+            root_id=root_id,
+        )
+
+    def resolve_incidents(self, mp: ManagedProcess) -> None:
+        """The process is healthy again: its incidents resolve with their time to recover."""
+        if self.book is not None:
+            self.book.resolve(mp.subject, kinds=PROCESS_INCIDENTS)
+
+    def root_for_model(self, model: str) -> int | None:
+        """For a model's incident: the incident of its process, or that process's root."""
+        for proc, models in self.links.items():
+            if model in models and proc in self.processes:
+                names = [proc, *self.processes[proc].config.depends_on]
+                return self.root_incident(names)
+        return None
+
+    # --- probes, actions, status ---------------------------------------------------------
+
+    def on_probe(self, model: str, run: ProbeRun) -> None:
+        """Route a model's probe result to the process it belongs to."""
+        for proc, models in self.links.items():
+            if model in models and proc in self.processes:
+                self.processes[proc].on_probe(run)
+
+    def act(self, name: str, action: str, by: str) -> ProcessStatus:
+        """An operator action: ``start``, ``stop``, ``restart`` or ``release``.
+
+        Raises:
+            ActionError: unknown process (404) or an action that does not apply (409).
+        """
+        mp = self.processes.get(name)
+        if mp is None:
+            known = ", ".join(sorted(self.processes)) or "none"
+            raise ActionError(f"no process named {name!r}; known: {known}", 404)
+        if action not in ("start", "stop", "restart", "release"):
+            raise ActionError(
+                f"unknown action {action!r}; expected start, stop, restart or release", 400
+            )
+        if action == "release" and not mp.quarantined:
+            raise ActionError(f"{name} is {mp.state}, not quarantined: nothing to release")
+        if action == "start" and mp.state not in ("stopped", "exited", "failed", "quarantined"):
+            raise ActionError(f"{name} is {mp.state}: already started")
+        self.emit(
+            Event(
+                ts_ms=now_ms(),
+                kind="process.action",
+                subject=mp.subject,
+                message=f"{action} requested by {by}",
+                data={"action": action, "by": by, "state": mp.state},
+            )
+        )
+        mp.request(action, by)
+        return mp.status()
+
+    def logs(self, name: str, lines: int) -> list[str]:
+        """The last ``lines`` lines of a process's captured output."""
+        mp = self.processes.get(name)
+        if mp is None:
+            raise ActionError(f"no process named {name!r}", 404)
+        return mp.plog.tail(lines)
 
     def statuses(self) -> list[ProcessStatus]:
         """Records for the API."""
         return [mp.status() for mp in self.processes.values()]
 
     def pids(self) -> dict[str, int]:
-        """name -> pid of the running children (for the process collector)."""
+        """name -> pid of the running processes (for the process collector)."""
         return {name: mp.pid for name, mp in self.processes.items() if mp.pid is not None}

@@ -193,8 +193,9 @@ class ModelStatus:
 
 @dataclass(frozen=True, slots=True)
 class ProcessStatus:
-    """A supervised process's live state (``starting``, ``running``, ``backoff``, ``exited``,
-    ``stopped``, ``failed``), its pid, restarts and last exit."""
+    """A supervised process's live state (``starting``, ``running``, ``backoff``, ``blocked``,
+    ``stopping``, ``quarantined``, ``exited``, ``stopped``, ``failed``), its pid, restarts and
+    last exit."""
 
     name: str
     state: str
@@ -203,11 +204,23 @@ class ProcessStatus:
     restarts: int = 0
     last_exit: str | None = None
     argv: tuple[str, ...] = ()
+    kind: str = "command"
+    """``command``, ``systemd``, ``pidfile`` or ``match``."""
+    target: str = ""
+    """What is supervised, readable: the command line, the unit, the pidfile."""
+    detail: str | None = None
+    """Why it is in its state: "restart in 2.00s: exit 1", "waiting for db"."""
+    last_reason: str | None = None
+    """Why it was last restarted."""
+    adopted: bool = False
+    depends_on: tuple[str, ...] = ()
+    incident: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form."""
         out = asdict(self)
         out["argv"] = list(self.argv)
+        out["depends_on"] = list(self.depends_on)
         return out
 
     @classmethod
@@ -216,6 +229,7 @@ class ProcessStatus:
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["argv"] = tuple(kwargs.get("argv") or ())
+        kwargs["depends_on"] = tuple(kwargs.get("depends_on") or ())
         return cls(**kwargs)
 
 

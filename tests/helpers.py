@@ -95,8 +95,14 @@ class RunningAgent:
         return self.proc.wait(timeout)
 
 
-def write_config(tmp: Path, body: str = "", *, sample_interval: str = "200ms") -> Path:
-    """A config with a fresh data dir under ``tmp`` and the API on a free port, plus ``body``."""
+def write_config(
+    tmp: Path, body: str = "", *, sample_interval: str = "200ms", on_exit: str = "stop"
+) -> Path:
+    """A config with a fresh data dir under ``tmp`` and the API on a free port, plus ``body``.
+
+    ``on_exit = "stop"`` by default: a test's model servers must not outlive it (tests of
+    adoption across agent restarts ask for "keep").
+    """
     data = tmp / "data"
     cfg = tmp / "vigil.toml"
     cfg.write_text(
@@ -106,6 +112,7 @@ host = "test-host"
 data_dir = "{data}"
 listen = "127.0.0.1:0"
 sample_interval = "{sample_interval}"
+on_exit = "{on_exit}"
 {body}
 """,
         encoding="utf-8",

@@ -61,6 +61,8 @@ data_dir = {json.dumps(str(data_dir))}
 listen = "127.0.0.1:0"
 sample_interval = "1s"
 retention = "1d"
+# The demo owns its model server: quitting the demo must not leave it running.
+on_exit = "stop"
 
 [[process]]
 name = "demo-model-server"

@@ -1,0 +1,89 @@
+"""Captured output of supervised processes: one append-only file each, rotated by size.
+
+The child writes straight into its log file (opened ``O_APPEND``), never through a pipe to the
+agent: a pipe would kill the model server with SIGPIPE the moment the agent stops, and the
+point of adoption is that an agent restart costs the model nothing. Rotation is therefore
+``copytruncate``, as logrotate does it for programs that cannot reopen their log: the file is
+copied to ``NAME.log.1`` and truncated in place; the child's next ``O_APPEND`` write lands at
+the new end. Lines written between the copy and the truncate are lost; at the sizes involved
+that window is a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import deque
+from pathlib import Path
+
+TAIL_MAX_LINES = 10_000
+_TAIL_BLOCK = 64 * 1024
+
+
+class ProcessLog:
+    """The log file of one supervised process and its rotated predecessors."""
+
+    def __init__(self, log_dir: Path, name: str, max_bytes: int, keep: int) -> None:
+        self.path = log_dir / f"{name}.log"
+        self.max_bytes = max_bytes
+        self.keep = keep
+
+    def open_for_child(self) -> int:
+        """A descriptor the child inherits as stdout and stderr (the caller closes ours)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+
+    def append(self, text: str) -> None:
+        """A line of the agent's own (a remediation command's banner, say) into the log."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8", errors="replace") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+
+    def rotate_if_needed(self) -> bool:
+        """Rotate when the file is over its size; True when it did. Blocking: call in a thread."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return False
+        if size <= self.max_bytes:
+            return False
+        for i in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if self.keep > 0:
+            shutil.copyfile(self.path, self.path.with_name(f"{self.path.name}.1"))
+        with open(self.path, "r+b") as f:
+            f.truncate(0)
+        return True
+
+    def tail(self, lines: int) -> list[str]:
+        """The last ``lines`` lines, reaching into the rotated file when the live one is short."""
+        lines = max(0, min(lines, TAIL_MAX_LINES))
+        if lines == 0:
+            return []
+        out: deque[str] = deque(maxlen=lines)
+        for path in (self.path.with_name(f"{self.path.name}.1"), self.path):
+            for line in _last_lines(path, lines):
+                out.append(line)
+        return list(out)
+
+
+def _last_lines(path: Path, n: int) -> list[str]:
+    """The last ``n`` lines of a file, reading backwards in blocks (logs can be large)."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below; the with block would nest deeply
+    except FileNotFoundError:
+        return []
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        data = b""
+        pos = end
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(_TAIL_BLOCK, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    text = data.decode("utf-8", errors="replace")
+    parts = text.splitlines()
+    return parts[-n:]
