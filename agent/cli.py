@@ -63,6 +63,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONFIG_PATH,
         help=f"config file (default: {DEFAULT_CONFIG_PATH})",
     )
+    svc = agent_sub.add_parser(
+        "install-service", help="write a hardened systemd unit for the agent and its data dir"
+    )
+    svc.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"config file the service runs (must be valid; default: {DEFAULT_CONFIG_PATH})",
+    )
+    svc.add_argument("--user", help="run the agent as this user (default: root)")
+    svc.add_argument(
+        "--read-write",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="another path the agent and its model servers may write (repeatable)",
+    )
+    svc.add_argument(
+        "--unit-dir",
+        type=Path,
+        default=Path("/etc/systemd/system"),
+        help="where to write vigil-agent.service (default: /etc/systemd/system)",
+    )
+    svc.add_argument("--dry-run", action="store_true", help="print the unit; change nothing")
 
     status = sub.add_parser("status", help="show an agent's host, models and processes")
     _add_target_args(status)
@@ -118,6 +143,40 @@ def _agent_run(config_path: Path) -> int:
         return EXIT_USAGE
     setup_logging(config.agent.log_level)
     return asyncio.run(Agent(config).run())
+
+
+def _install_service(args: argparse.Namespace) -> int:
+    from agent.service import ServiceError, ServiceSpec, check_user, install, render_unit
+
+    try:
+        config = load_config(args.config)
+        check_user(args.user)
+    except ConfigError as exc:
+        print(f"vigil: config refused: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ServiceError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bad = [p for p in args.read_write if not p.is_absolute()]
+    if bad:
+        print(f"vigil: --read-write {bad[0]}: expected an absolute path", file=sys.stderr)
+        return EXIT_USAGE
+    spec = ServiceSpec(
+        config=args.config.resolve(),
+        data_dir=config.agent.data_dir.resolve(),
+        user=args.user,
+        read_write=tuple(args.read_write),
+    )
+    if args.dry_run:
+        print(render_unit(spec), end="")
+        return EXIT_OK
+    try:
+        for line in install(spec, args.unit_dir):
+            print(line)
+    except (OSError, ServiceError) as exc:
+        print(f"vigil: cannot install the service: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def _check_config(config_path: Path) -> int:
@@ -237,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "agent":
         if args.agent_command == "run":
             return _agent_run(args.config)
+        if args.agent_command == "install-service":
+            return _install_service(args)
         return _check_config(args.config)
     if args.command == "status":
         return _status(args)

@@ -29,6 +29,7 @@ from agent.daemon_files import API_FILE
 from agent.incidents import IncidentBook
 from agent.models import ModelMonitor, samples_for
 from agent.schedule import Scheduler
+from agent.sdnotify import Notifier
 from agent.supervisor import Supervisor
 from agent.tokens import Tokens, load_or_create
 from agent.watch import ConfigWatcher
@@ -80,6 +81,8 @@ class Agent:
         self._scheduler: Scheduler | None = None
         self._runner: web.AppRunner | None = None
         self._watcher: ConfigWatcher | None = None
+        self.notifier = Notifier(unset=True)
+        self._watchdog: asyncio.Task[None] | None = None
 
     # --- events and state --------------------------------------------------------------
 
@@ -358,10 +361,29 @@ class Agent:
             if self.config.path is not None:
                 self._watcher = ConfigWatcher(self.config.path, loop, self.request_reload)
                 self._watcher.start()
+            ready = asyncio.create_task(self._notify_ready())
+            self._watchdog = asyncio.create_task(self.notifier.watchdog_loop(self.summary))
             await self._main_loop()
+            ready.cancel()
         finally:
             await self._shutdown()
         return 0
+
+    async def _notify_ready(self) -> None:
+        """READY=1 for systemd once the API is bound and the first collection is stored."""
+        await self.first_collection.wait()
+        await asyncio.to_thread(self.writer.flush)
+        self.notifier.ready(self.summary())
+
+    def summary(self) -> str:
+        """One line for ``systemctl status``: models up, processes running, storage."""
+        models = [m.state for m in self.monitors.values()]
+        procs = [p.state for p in self.supervisor.processes.values()]
+        return (
+            f"models {models.count('up')}/{len(models)} up, "
+            f"processes {procs.count('running')}/{len(procs)} running, "
+            f"storage {'ok' if self.writer.healthy else 'FAILING'}"
+        )
 
     async def _main_loop(self) -> None:
         while not self._stop.is_set():
@@ -376,6 +398,9 @@ class Agent:
 
     async def _shutdown(self) -> None:
         log.info("agent stopping")
+        self.notifier.stopping()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._watcher is not None:
             self._watcher.stop()
         if self._scheduler is not None:

@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   tmux          # drives the real TUI in a terminal for the by-hand/screen checks
+  systemd       # systemd-analyze verify checks the unit install-service writes
 )
 
 missing=()

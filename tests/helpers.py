@@ -121,8 +121,13 @@ on_exit = "{on_exit}"
 
 
 @contextmanager
-def running_agent(config_path: Path, startup_timeout: float = 20.0) -> Iterator[RunningAgent]:
-    """Start ``vigil agent run`` on a config and yield once its API answers; stop it after."""
+def running_agent(
+    config_path: Path, startup_timeout: float = 20.0, env: dict[str, str] | None = None
+) -> Iterator[RunningAgent]:
+    """Start ``vigil agent run`` on a config and yield once its API answers; stop it after.
+
+    ``env`` adds variables to the agent's environment.
+    """
     import tomllib
 
     data_dir = Path(tomllib.loads(config_path.read_text())["agent"]["data_dir"])
@@ -132,7 +137,7 @@ def running_agent(config_path: Path, startup_timeout: float = 20.0) -> Iterator[
             vigil_cmd("agent", "run", "--config", str(config_path)),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=child_env(),
+            env={**child_env(), **(env or {})},
             start_new_session=True,
         )
     try:
