@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agent.incidents import IncidentBook
-from agent.metrics import AgentMetrics
+from agent.metrics import AgentMetrics, ProbeMetrics
 from agent.proclogs import TAIL_MAX_LINES
 from agent.supervisor import ActionError, Supervisor
 from agent.tokens import Tokens
@@ -45,6 +45,7 @@ class AgentView(Protocol):
     data_dir: Path
     incidents: IncidentBook
     supervisor: Supervisor
+    probe_metrics: ProbeMetrics
 
     def status(self) -> AgentStatus: ...
 

@@ -27,6 +27,7 @@ from agent.api import build_app
 from agent.config import Config, ConfigError, load_config
 from agent.daemon_files import API_FILE
 from agent.incidents import IncidentBook
+from agent.metrics import ProbeMetrics
 from agent.models import ModelMonitor, samples_for
 from agent.schedule import Scheduler
 from agent.sdnotify import Notifier
@@ -82,6 +83,7 @@ class Agent:
         self._runner: web.AppRunner | None = None
         self._watcher: ConfigWatcher | None = None
         self.notifier = Notifier(unset=True)
+        self.probe_metrics = ProbeMetrics()
         self._watchdog: asyncio.Task[None] | None = None
 
     # --- events and state --------------------------------------------------------------
@@ -161,6 +163,7 @@ class Agent:
             run, self.emit, self.incidents, functools.partial(self.supervisor.root_for_model, name)
         )
         self.supervisor.on_probe(name, run)
+        self.probe_metrics.observe(run)
         self.writer.submit_one(run)
         self.writer.submit(samples_for(run))
         self.writer.submit(mon.probe.drain_samples())
@@ -217,6 +220,8 @@ class Agent:
         for name, mon in self.monitors.items():
             if monitors.get(name) is not mon:
                 await mon.probe.close()
+            if name not in monitors:
+                self.probe_metrics.forget(name)
         self.monitors = monitors
         links: dict[str, list[str]] = {}
         for m in config.models:
@@ -281,7 +286,12 @@ class Agent:
                 kind="config.reloaded",
                 subject="agent",
                 message=f"config reloaded ({reason})",
-                data={"path": str(path), "trigger": reason, "restart_needed_for": ignored},
+                data={
+                    "path": str(path),
+                    "trigger": reason,
+                    "restart_needed_for": ignored,
+                    "models": [m.name for m in new.models],
+                },
             )
         )
         return True
@@ -345,7 +355,14 @@ class Agent:
                     kind="agent.started",
                     subject="agent",
                     message=f"agent {__version__} started on {self.url}",
-                    data={"pid": os.getpid(), "url": self.url, "config": str(self.config.path)},
+                    data={
+                        "pid": os.getpid(),
+                        "url": self.url,
+                        "config": str(self.config.path),
+                        # Reports read the host name and the configured models from here.
+                        "host": self.config.agent.host,
+                        "models": [m.name for m in self.config.models],
+                    },
                 )
             )
             log.info(

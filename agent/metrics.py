@@ -8,12 +8,16 @@ labels.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from storage.records import ProbeRun
 
 if TYPE_CHECKING:
     from agent.api import AgentView
@@ -21,6 +25,89 @@ if TYPE_CHECKING:
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 MODEL_STATES = ("up", "degraded", "down", "unknown")
+PROCESS_STATES = (
+    "starting",
+    "running",
+    "backoff",
+    "blocked",
+    "stopping",
+    "quarantined",
+    "stopped",
+    "exited",
+    "failed",
+)
+
+# Bucket bounds in seconds, spanning what a canary sees from a small CPU model (ms) to a large
+# LLM under load (tens of seconds).
+E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+ITL_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+class ProbeMetrics:
+    """Probe results accumulated as Prometheus histograms and counters.
+
+    Unlike resource values these cannot be rendered from the latest state at scrape time: a
+    histogram is the history of every run since the agent started, which is what lets
+    Prometheus compute quantiles over any window (``histogram_quantile`` over ``rate``).
+    The metrics are not registered anywhere global; :class:`AgentMetrics` yields them.
+    """
+
+    def __init__(self) -> None:
+        labels = ["model"]
+        self.e2e = Histogram(
+            "vigil_probe_e2e_seconds",
+            "Probe request to complete answer",
+            labels,
+            buckets=E2E_BUCKETS,
+            registry=None,
+        )
+        self.ttft = Histogram(
+            "vigil_probe_ttft_seconds",
+            "Probe request to first generated text (streaming LLM probes)",
+            labels,
+            buckets=TTFT_BUCKETS,
+            registry=None,
+        )
+        self.itl = Histogram(
+            "vigil_probe_itl_seconds",
+            "Mean inter-token latency of a probe's answer (streaming LLM probes)",
+            labels,
+            buckets=ITL_BUCKETS,
+            registry=None,
+        )
+        self.runs = Counter(
+            "vigil_probe_runs",
+            "Probe runs by outcome category",
+            ["model", "category"],
+            registry=None,
+        )
+
+    def observe(self, run: ProbeRun) -> None:
+        """Count one run; its latencies only when it succeeded (failures have none to trust)."""
+        self.runs.labels(run.model, run.category).inc()
+        if run.category not in ("ok", "slow"):
+            return
+        if run.e2e_ms is not None:
+            self.e2e.labels(run.model).observe(run.e2e_ms / 1000)
+        if run.ttft_ms is not None:
+            self.ttft.labels(run.model).observe(run.ttft_ms / 1000)
+        if run.itl_ms is not None:
+            self.itl.labels(run.model).observe(run.itl_ms / 1000)
+
+    def forget(self, model: str) -> None:
+        """Drop a model removed from the config, so it stops being exported."""
+        for metric in (self.e2e, self.ttft, self.itl):
+            with contextlib.suppress(KeyError):
+                metric.remove(model)
+        for labels in list(self.runs._metrics):  # prometheus-client offers no prefix removal
+            if labels[0] == model:
+                self.runs.remove(*labels)
+
+    def collect(self) -> Iterator[Metric]:
+        """The families, for :class:`AgentMetrics`."""
+        for metric in (self.e2e, self.ttft, self.itl, self.runs):
+            yield from metric.collect()
 
 
 def metric_name(series: str) -> str:
@@ -61,12 +148,40 @@ class AgentMetrics(Collector):
         state = GaugeMetricFamily(
             "vigil_model_state", "1 for the model's current state", labels=["model", "state"]
         )
+        tps = GaugeMetricFamily(
+            "vigil_probe_tokens_per_second",
+            "Output tokens per second of the model's last successful generation probe",
+            labels=["model"],
+        )
+        last = GaugeMetricFamily(
+            "vigil_probe_last_run_timestamp_seconds",
+            "When the model was last probed",
+            labels=["model"],
+        )
         for m in status.models:
             up.add_metric([m.name, m.protocol], 1.0 if m.state == "up" else 0.0)
             for s in MODEL_STATES:
                 state.add_metric([m.name, s], 1.0 if m.state == s else 0.0)
+            run = m.last_run
+            if run is not None:
+                last.add_metric([m.name], run.ts_ms / 1000)
+                if run.ok and run.tokens_per_s is not None:
+                    tps.add_metric([m.name], run.tokens_per_s)
         yield up
         yield state
+        yield tps
+        yield last
+        yield from self.agent.probe_metrics.collect()
+
+        incidents = GaugeMetricFamily(
+            "vigil_incidents_open", "Open incidents by severity", labels=["severity"]
+        )
+        counts = {"critical": 0, "warning": 0}
+        for inc in self.agent.incidents.open_incidents():
+            counts[inc.severity] = counts.get(inc.severity, 0) + 1
+        for sev, n in sorted(counts.items()):
+            incidents.add_metric([sev], float(n))
+        yield incidents
 
         pup = GaugeMetricFamily(
             "vigil_process_up", "1 if the supervised process is running", labels=["process"]
@@ -74,11 +189,19 @@ class AgentMetrics(Collector):
         restarts = CounterMetricFamily(
             "vigil_process_restarts", "Restarts by the supervisor", labels=["process"]
         )
+        pstate = GaugeMetricFamily(
+            "vigil_process_state",
+            "1 for the supervised process's current state",
+            labels=["process", "state"],
+        )
         for p in status.processes:
             pup.add_metric([p.name], 1.0 if p.state == "running" else 0.0)
             restarts.add_metric([p.name], float(p.restarts))
+            for s in PROCESS_STATES:
+                pstate.add_metric([p.name, s], 1.0 if p.state == s else 0.0)
         yield pup
         yield restarts
+        yield pstate
 
         yield GaugeMetricFamily(
             "vigil_agent_uptime_seconds", "Seconds since the agent started", value=status.uptime_s

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   tmux          # drives the real TUI in a terminal for the by-hand/screen checks
   systemd       # systemd-analyze verify checks the unit install-service writes
+  prometheus    # a real Prometheus server scrapes an agent; promtool checks deploy/prometheus
 )
 
 missing=()
