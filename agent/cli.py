@@ -129,6 +129,52 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=None, help="agent config, to find the data dir"
     )
     verify.add_argument("--db", type=Path, default=None, help="the database file itself")
+
+    report = sub.add_parser(
+        "report", help="a host report from the local database (HTML, Markdown, JSON or CSV)"
+    )
+    report.add_argument(
+        "--since", default="7d", help="the window, up to now: 24h, 7d, 30d... (default 7d)"
+    )
+    report.add_argument(
+        "--format",
+        choices=("html", "md", "json", "csv"),
+        default=None,
+        help="default: from -o's suffix (.html, .md, .json), else md",
+    )
+    report.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="file to write (for csv: a directory, one file per table); default: stdout",
+    )
+    source = report.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config", type=Path, default=None, help="agent config: its data dir, host and models"
+    )
+    source.add_argument("--db", type=Path, default=None, help="the database file itself")
+
+    probe = sub.add_parser("probe", help="tools for model probes")
+    probe_sub = probe.add_subparsers(dest="probe_command", required=True, parser_class=_Parser)
+    golden = probe_sub.add_parser(
+        "record-golden",
+        help="run an ONNX model once and write its inputs and outputs as a golden file",
+    )
+    golden.add_argument("--model", type=Path, required=True, help="the .onnx model file")
+    golden.add_argument(
+        "--inputs",
+        type=Path,
+        help="JSON file of {input name: nested list}, or an older golden file to reuse its "
+        "inputs (default: generated from the model's signature)",
+    )
+    golden.add_argument("-o", "--output", type=Path, required=True, help="golden JSON to write")
+    golden.add_argument(
+        "--max-memory-mb", type=int, default=2048, help="the worker's memory cap (default 2048)"
+    )
+    golden.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to load and run (default 120)"
+    )
     return parser
 
 
@@ -290,6 +336,148 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILURE
 
 
+def _read_golden_inputs(path: Path) -> dict[str, object]:
+    """``--inputs``: a JSON object of input name -> value, or a golden file holding one.
+
+    Raises:
+        ValueError: the file is unreadable or holds something else; the text says what.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from None
+    if isinstance(data, dict) and "outputs" in data and isinstance(data.get("inputs"), dict):
+        data = data["inputs"]  # re-recording after a deliberate model change keeps the inputs
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: expected a JSON object of input name -> (nested) list")
+    return data
+
+
+def _shape_of(value: object) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return shape
+
+
+def _record_golden(args: argparse.Namespace) -> int:
+    from probes.onnx_client import GoldenInputError, OnnxError, record_golden
+
+    inputs = None
+    try:
+        if args.inputs is not None:
+            inputs = _read_golden_inputs(args.inputs)
+        if not args.output.parent.is_dir():
+            raise ValueError(f"-o {args.output}: directory {args.output.parent} does not exist")
+        if args.timeout <= 0:
+            raise ValueError(f"--timeout: expected seconds > 0, got {args.timeout:g}")
+        if args.max_memory_mb < 256:
+            raise ValueError(f"--max-memory-mb: expected at least 256, got {args.max_memory_mb}")
+        golden = record_golden(
+            args.model,
+            inputs,
+            args.output,
+            max_memory_mb=args.max_memory_mb,
+            timeout_s=args.timeout,
+        )
+    except (ValueError, GoldenInputError) as exc:
+        print(f"vigil: {printable(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OnnxError as exc:
+        print(f"vigil: {printable(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"recorded {args.output} from {args.model} (sha256 {golden['sha256']})")
+    for kind in ("inputs", "outputs"):
+        for name, value in golden[kind].items():
+            print(f"  {kind[:-1]} {printable(name)}: shape {_shape_of(value)}")
+    print(f'use it in [model.canary] as: golden = "{args.output.resolve()}"')
+    return EXIT_OK
+
+
+_SUFFIX_FORMATS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json"}
+
+
+def _report(args: argparse.Namespace) -> int:
+    import sqlite3
+    import time
+
+    from agent import report as reports
+    from agent.config import default_data_dir
+    from storage.db import DB_FILENAME
+
+    try:
+        span_ms = reports.parse_since(args.since)
+    except ValueError as exc:
+        print(f"vigil: --since: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    fmt = args.format
+    if fmt is None:
+        fmt = "md" if args.output is None else _SUFFIX_FORMATS.get(args.output.suffix.lower())
+        if fmt is None:
+            print(
+                f"vigil: -o {args.output}: cannot tell the format from the suffix; "
+                "pass --format html, md, json or csv",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    if fmt == "csv" and args.output is None:
+        print("vigil: --format csv writes one file per table: pass -o DIR", file=sys.stderr)
+        return EXIT_USAGE
+    db: Path | None = args.db
+    host: str | None = None
+    models: list[str] | None = None
+    if db is None:
+        config_path = args.config
+        if config_path is None and DEFAULT_CONFIG_PATH.exists():
+            config_path = DEFAULT_CONFIG_PATH
+        try:
+            if config_path is not None:
+                config = load_config(config_path)
+                db = config.agent.data_dir / DB_FILENAME
+                host = config.agent.host
+                models = [m.name for m in config.models]
+            else:
+                db = default_data_dir() / DB_FILENAME
+        except ConfigError as exc:
+            print(f"vigil: config refused: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    if not db.is_file():
+        print(f"vigil: no database at {db} (pass --db or --config)", file=sys.stderr)
+        return EXIT_USAGE
+    now = time.time_ns() // 1_000_000
+    try:
+        report = reports.generate(
+            db, since_ms=now - span_ms, until_ms=now, host=host, models=models
+        )
+    except sqlite3.Error as exc:
+        print(f"vigil: cannot read {db}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        if fmt == "csv":
+            files = reports.write_csv(report, args.output)
+            print(f"wrote {len(files)} CSV files to {args.output}", file=sys.stderr)
+        elif args.output is not None:
+            args.output.write_text(reports.render(report, fmt), encoding="utf-8")
+            print(f"wrote {args.output}", file=sys.stderr)
+        else:
+            sys.stdout.write(reports.render(report, fmt))
+    except OSError as exc:
+        print(f"vigil: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not report.audit.ok:
+        # The report is written either way; a broken chain is a failure found, as for
+        # `vigil audit verify`.
+        print(
+            f"vigil: audit chain BROKEN at event {report.audit.broken_seq}: {report.audit.reason}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vigil`` console script."""
     args = build_parser().parse_args(argv)
@@ -311,6 +499,10 @@ def main(argv: list[str] | None = None) -> int:
         return _audit_verify(args)
     if args.command == "process":
         return _process(args)
+    if args.command == "probe":
+        return _record_golden(args)
+    if args.command == "report":
+        return _report(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 

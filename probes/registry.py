@@ -6,11 +6,11 @@ the agent can run is exactly what this file names.
 
 from __future__ import annotations
 
-from probes import http, kserve_v2, ollama, openai, tcp, tgi
+from probes import http, kserve_v2, ollama, onnx, openai, scrape, tcp, tgi
 from probes.base import PROBES, Probe
 
 # Imported for their @register side effect; naming them keeps linters from calling them unused.
-_MODULES = (http, kserve_v2, ollama, openai, tcp, tgi)
+_MODULES = (http, kserve_v2, ollama, onnx, openai, scrape, tcp, tgi)
 
 
 def probe_for(protocol: str) -> type[Probe]:
