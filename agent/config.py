@@ -78,6 +78,13 @@ class AgentConfig:
     listen_port: int = DEFAULT_PORT
     sample_interval_s: float = 1.0
     retention_s: float = 2 * 86400.0
+    """Raw samples and probe runs."""
+    retention_1m_s: float = 30 * 86400.0
+    """The 1-minute rollups."""
+    retention_1h_s: float = 2 * 365 * 86400.0
+    """The 1-hour rollups."""
+    retention_events_s: float | None = None
+    """Audit events; None keeps them all."""
     log_level: str = "info"
     on_exit: str = "keep"
     """What happens to supervised processes when the agent stops: ``keep`` leaves them
@@ -455,18 +462,31 @@ def _agent(t: _Table) -> AgentConfig:
     data_dir = t.string("data_dir", None)
     listen = t.string("listen", f"127.0.0.1:{DEFAULT_PORT}")
     listen_host, listen_port = _parse_listen(t, listen)
+    # Unset rollup horizons stretch to cover a longer raw horizon rather than refuse it.
+    raw_s = t.duration("retention", 2 * 86400.0)
+    m1_s = t.duration("retention_1m", max(30 * 86400.0, raw_s))
+    h1_s = t.duration("retention_1h", max(2 * 365 * 86400.0, m1_s))
     cfg = AgentConfig(
         host=host,
         data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(),
         listen_host=listen_host,
         listen_port=listen_port,
         sample_interval_s=t.duration("sample_interval", 1.0),
-        retention_s=t.duration("retention", 2 * 86400.0),
+        retention_s=raw_s,
+        retention_1m_s=m1_s,
+        retention_1h_s=h1_s,
+        retention_events_s=t.duration("retention_events", None),
         log_level=t.string("log_level", "info", choices=("debug", "info", "warning", "error")),
         on_exit=t.string("on_exit", "keep", choices=ON_EXIT),
     )
     if cfg.sample_interval_s < 0.1:
         raise t.error("sample_interval", "expected at least 100ms")
+    # Rollups are rebuilt from finer data and charts fall back to coarser tiers: a coarser tier
+    # kept for less time than a finer one would leave holes.
+    if cfg.retention_1m_s < cfg.retention_s:
+        raise t.error("retention_1m", "expected at least as long as retention (raw samples)")
+    if cfg.retention_1h_s < cfg.retention_1m_s:
+        raise t.error("retention_1h", "expected at least as long as retention_1m")
     t.finish()
     return cfg
 
@@ -626,11 +646,11 @@ def _process(t: _Table) -> ProcessConfig:
         restart=t.string("restart", "on-failure", choices=RESTART_POLICIES),
         stop_signal=stop_signal,
         stop_timeout_s=t.duration("stop_timeout", 10.0),
-        backoff_initial_s=t.duration("backoff_initial", 1.0, positive=False),
+        backoff_initial_s=_non_negative(t, "backoff_initial", 1.0),
         backoff_factor=_number(t, "backoff_factor", 2.0, low=1.0),
         backoff_max_s=t.duration("backoff_max", 300.0),
         backoff_jitter=_number(t, "backoff_jitter", 0.1, low=0.0, high=1.0),
-        backoff_reset_s=t.duration("backoff_reset", 600.0, positive=False),
+        backoff_reset_s=_non_negative(t, "backoff_reset", 600.0),
         quarantine_after=_count(t, "quarantine_after", 5),
         quarantine_window_s=t.duration("quarantine_window", 600.0),
         startup_timeout_s=t.duration("startup_timeout", 60.0),
@@ -659,6 +679,15 @@ def _process(t: _Table) -> ProcessConfig:
         raise t.error("depends_on", "a process cannot depend on itself")
     t.finish()
     return cfg
+
+
+def _non_negative(t: _Table, key: str, default: float) -> float:
+    # 0 is meaningful (no delay; never reset), but a negative delay is a typo that would
+    # show up as "restart in -1.00s".
+    value: float = t.duration(key, default, positive=False)
+    if value < 0:
+        raise t.error(key, f"expected a duration of 0s or more, got {t.data[key]!r}")
+    return value
 
 
 def _number(t: _Table, key: str, default: float, *, low: float, high: float | None = None) -> float:

@@ -39,13 +39,16 @@ class ProcessLog:
         with open(self.path, "a", encoding="utf-8", errors="replace") as f:
             f.write(text if text.endswith("\n") else text + "\n")
 
-    def rotate_if_needed(self) -> bool:
-        """Rotate when the file is over its size; True when it did. Blocking: call in a thread."""
+    def over_size(self) -> bool:
+        """Whether the file is over its size (one stat(): cheap enough for the event loop)."""
         try:
-            size = self.path.stat().st_size
+            return self.path.stat().st_size > self.max_bytes
         except FileNotFoundError:
             return False
-        if size <= self.max_bytes:
+
+    def rotate_if_needed(self) -> bool:
+        """Rotate when the file is over its size; True when it did. Blocking: call in a thread."""
+        if not self.over_size():
             return False
         for i in range(self.keep - 1, 0, -1):
             older = self.path.with_name(f"{self.path.name}.{i}")

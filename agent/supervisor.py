@@ -8,7 +8,10 @@ One task per process runs a small state machine::
     quarantined / stopped / exited / failed: wait for an operator (start, release)
 
 - **Exit detection** is immediate: the loop awaits the target's exit future (asyncio reaps our
-  children; adopted processes are watched through a pidfd), no polling.
+  children; adopted processes are watched through a pidfd), no polling. Workers an exited
+  process leaves in its process group are stopped before anything else. A systemd unit or a
+  found process that its owner already brought back is adopted again, not restarted on top.
+  ``restart = "never"`` retries neither an exit nor a launch that failed.
 - **Backoff**: the first restart after a healthy period (``backoff_reset``) is immediate, the
   next ones wait ``backoff_initial`` times ``backoff_factor`` per further restart, capped at
   ``backoff_max``, stretched by up to ``backoff_jitter`` at random.
@@ -51,6 +54,8 @@ from agent.targets import (
     LaunchError,
     Target,
     describe_exit,
+    group_empty,
+    leftovers,
     make_target,
     port_free,
     process_create_time,
@@ -113,6 +118,7 @@ class ManagedProcess:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._record: dict[str, Any] | None = None
+        self._found: Handle | None = None
 
     # --- status ----------------------------------------------------------------------
 
@@ -250,21 +256,30 @@ class ManagedProcess:
                 await self._wait()
                 continue
             handle = None
-            if first:
+            if first or self._found is not None:
                 first = False
                 handle = await self._adopt()
             if handle is None:
                 handle = await self._launch()
                 if handle is None:
+                    if self.config.restart == "never":
+                        # "never" means no retries of a failed start either: a watch-only
+                        # pidfile/match process (valid without a remediation) that is not
+                        # running would otherwise loop on "no remediation" into quarantine.
+                        self.want = "stop"
+                        self._set_state("failed", self.last_exit)
+                        continue
                     await self._after_failure(self.last_exit or "start failed", None)
                     continue
             await self._supervise(handle)
 
     async def _adopt(self) -> Handle | None:
+        handle, self._found = self._found, None
         try:
-            handle = await self.target.find(
-                self._record if self.target.adoptable_by_record else None
-            )
+            if handle is None:
+                handle = await self.target.find(
+                    self._record if self.target.adoptable_by_record else None
+                )
         except Exception:  # adoption is an optimisation; a fresh start is always correct
             log.exception("adoption failed name=%s", self.config.name)
             return None
@@ -433,15 +448,42 @@ class ManagedProcess:
             uptime,
         )
         evidence = self.evidence()
+        extra: dict[str, Any] = {}
+        # Workers the process forked outlive it in its process group, holding its port and
+        # GPU memory: a restart next to them fails ("address in use") or, worse, passes a
+        # port-based startup gate on the old workers' socket; and nothing would ever stop
+        # them. End them as the stop of a running process would (systemd's KillMode=
+        # control-group does the same when a service's main process exits).
+        left = set() if group_empty(handle) else await asyncio.to_thread(leftovers, handle)
+        if left:
+            log.warning(
+                "process left workers behind name=%s pids=%s; stopping them",
+                self.config.name,
+                sorted(left),
+            )
+            extra["leftovers"] = sorted(left)
+            extra["cleanup"] = await self.target.terminate(handle, self.sup.gpu_pids)
         self._event(
             "process.exited",
             f"{info.description} after {uptime:.1f}s",
             pid=handle.pid,
             returncode=info.returncode,
             uptime_s=round(uptime, 3),
+            **extra,
             **evidence,
         )
-        self.sup.save_records()
+        # After this turn of the loop: a restart forks first (a file write can take
+        # milliseconds on a busy disk) and saves the new pid itself.
+        asyncio.get_running_loop().call_soon(self.sup.save_records)
+        if not self.target.adoptable_by_record:
+            # Whoever runs a unit or a found process (systemd's Restart=, another supervisor)
+            # may have brought it back already: watch the new incarnation instead of
+            # restarting it again on top, or, after a clean exit, of no longer watching a
+            # process that runs.
+            with contextlib.suppress(Exception):  # a failed look is a normal restart
+                self._found = await self.target.find(None)
+            if self._found is not None:
+                return
         cfg = self.config
         clean = info.returncode == 0
         if cfg.restart == "never" or (cfg.restart == "on-failure" and clean):
@@ -541,7 +583,9 @@ class ManagedProcess:
             self.last_reason = by
             self._event("process.hung", by, **info, **ev, **evidence)
             self.sup.open_incident(self, "process_hung", "critical", by, evidence=ev)
-            await self._after_failure(by, None)
+            # Its uptime, as for an exit: a hang after a healthy period restarts at once
+            # rather than after the backoff left from an earlier restart.
+            await self._after_failure(by, time.monotonic() - handle.started_mono)
             return
         # An operator's restart: immediate, and not counted toward the crash loop.
         self.restarts += 1
@@ -564,6 +608,10 @@ class ManagedProcess:
     def _blocked(self, blockers: list[str]) -> None:
         root = self.sup.root_incident(blockers)
         detail = "waiting for " + ", ".join(blockers)
+        if (self.state, self.detail) != ("blocked", detail):
+            # Every other state change is in the audit trail; without this one, a process
+            # that was never started (or not restarted) would have no recorded reason.
+            self._event("process.blocked", detail, waiting_for=blockers, root_incident=root)
         self._set_state("blocked", detail)
         if root is not None:
             self.sup.open_incident(

@@ -162,6 +162,29 @@ async def _wait_gone(pids: set[int], timeout_s: float) -> set[int]:
     return alive
 
 
+def leftovers(handle: Handle) -> set[int]:
+    """Members of an exited process's group that are still alive: workers it forked that
+    outlived it. Blocking (scans the process table): call in a thread."""
+    if handle.pid is None or handle.pgid is None:
+        return set()
+    return _alive(tree_pids(handle.pid, handle.pgid)) - {handle.pid}
+
+
+def group_empty(handle: Handle) -> bool:
+    """True when no process (not even a zombie) is left in an exited process's group: one
+    ``kill(-pgid, 0)`` instead of :func:`leftovers`' scan of the process table, so the common
+    crash, with nothing left behind, restarts without that scan on the critical path."""
+    if handle.pid is None or handle.pgid is None:
+        return True
+    try:
+        os.killpg(handle.pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # a member runs as another user: the group is not empty
+    return False
+
+
 def port_free(port: int) -> bool:
     """True when nothing listens on ``port`` (any address): we could bind it ourselves."""
     for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):  # noqa: S104
@@ -303,7 +326,10 @@ class CommandTarget(Target):
                 raise LaunchError(f"cannot run as user {cfg.user!r}: the agent is not root")
             user_kw = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
             env.update(HOME=entry.pw_dir, USER=cfg.user, LOGNAME=cfg.user)
-        await asyncio.to_thread(self.log.rotate_if_needed)
+        if self.log.over_size():
+            # Only a rotation itself (a copy of up to log_max_bytes) is worth a thread; the
+            # stat() that says whether one is due is not, on the way to a restart.
+            await asyncio.to_thread(self.log.rotate_if_needed)
         out = self.log.open_for_child()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -392,7 +418,12 @@ class FoundTarget(Target):
     async def launch(self) -> Handle:
         cfg = self.config
         if not cfg.remediation:
-            raise LaunchError("no remediation command configured")
+            # Watch only (restart = "never"): an operator's start adopts the process if
+            # someone has started it again since.
+            handle = await self.find(None)
+            if handle is not None:
+                return handle
+            raise LaunchError(f"not running ({self.describe()}) and no remediation configured")
         await run_command(cfg.remediation, self.log, cfg.startup_timeout_s, cfg.env, cfg.cwd)
         end = time.monotonic() + cfg.startup_timeout_s
         while time.monotonic() < end:
