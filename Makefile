@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv deps-debian demo test test-fast lint format bench clean
+.PHONY: venv deps-debian demo test test-fast lint format bench bench-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ lint: venv
 format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The peers the benchmarks under bench/ measure in the same run (glances, supervisord).
+bench-deps: venv
+	$(BIN)/python -m pip install -q -e '.[bench]'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

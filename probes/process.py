@@ -7,6 +7,7 @@ process and all of its descendants.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import psutil
 
 from probes.base import Collector
+from probes.proctree import ProcessTree
 from storage.records import Sample, make_labels
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,11 @@ class ProcessCollector(Collector):
         # against the fresh object's identity (pid + create_time) so a recycled pid does not
         # inherit a dead process's CPU baseline.
         self._procs: dict[int, psutil.Process] = {}
+        # Finding a tree's descendants means knowing every host process's parent; the table
+        # keeps that map between rounds instead of rescanning all of /proc each second.
+        self._table: ProcessTree | None = ProcessTree()
+        if not self._table.available():
+            self._table = None
 
     def collect(self, ts_ms: int) -> list[Sample]:
         """Return one set of samples per watched process that is alive and readable."""
@@ -66,7 +73,14 @@ class ProcessCollector(Collector):
                 usages[proc.pid] = _usage(proc)
             return usages[proc.pid]
 
-        for name, pid in self._targets().items():
+        targets = self._targets()
+        if targets and self._table is not None:
+            try:
+                self._table.refresh()
+            except OSError as exc:  # /proc went away (unmounted in a sandbox): use psutil
+                log.warning("process table unreadable, scanning with psutil error=%s", exc)
+                self._table = None
+        for name, pid in targets.items():
             tree = self._tree(pid, seen)
             if tree is None:
                 continue
@@ -102,7 +116,15 @@ class ProcessCollector(Collector):
         """The cached root process and its descendants, or None if the root is unreadable."""
         try:
             root = self._cached(psutil.Process(pid), seen)
-            children = [self._cached(c, seen) for c in root.children(recursive=True)]
+            if self._table is None:
+                found = root.children(recursive=True)
+            else:
+                found = []
+                for kid in self._table.descendants(pid):
+                    # Gone since the walk: it costs nothing now, as in psutil's children().
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        found.append(psutil.Process(kid))
+            children = [self._cached(c, seen) for c in found]
         except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
             log.debug("process.skipped pid=%s error=%s", pid, type(exc).__name__)
             return None
