@@ -21,13 +21,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from agent.incidents import IncidentBook
 from agent.metrics import AgentMetrics, ProbeMetrics
 from agent.proclogs import TAIL_MAX_LINES
+from agent.report import CONTENT_TYPES, DOCUMENT_FORMATS, parse_since, render
 from agent.supervisor import ActionError, Supervisor
 from agent.tokens import Tokens
 from probes.base import now_ms
 from storage import queries
 from storage.db import DB_FILENAME, connect
 from storage.incidents import list_incidents
-from storage.records import AgentStatus, make_labels
+from storage.records import AgentStatus, Event, make_labels
+from storage.report import build_report
 from storage.stats import summarize
 from storage.text import printable
 from storage.units import parse_duration
@@ -50,6 +52,10 @@ class AgentView(Protocol):
     def status(self) -> AgentStatus: ...
 
     def model_info(self) -> dict[str, dict[str, Any]]: ...
+
+    def emit(self, event: Event) -> None: ...
+
+    async def probe_models(self, names: list[str]) -> None: ...
 
 
 WINDOWS_MS = {"5m": 300_000, "1h": 3_600_000}
@@ -135,6 +141,8 @@ class Api:
 
     def __init__(self, agent: AgentView) -> None:
         self.agent = agent
+        # Probes asked for by operators run after the answer; hold them so none is collected.
+        self._probes: set[asyncio.Task[None]] = set()
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         path = self.agent.data_dir / DB_FILENAME
@@ -153,6 +161,31 @@ class Api:
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response(self.agent.status().to_json())
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        """The presented token's scope, so a client can hide what it may not do."""
+        return web.json_response({"scope": request["scope"], "operator": operator_of(request)})
+
+    async def probe_model(self, request: web.Request) -> web.Response:
+        """Probe one model now (``operate``): audited, answered at once, run right after."""
+        name = request.match_info["name"]
+        known = [m.name for m in self.agent.status().models]
+        if name not in known:
+            return _error(404, f"no model named {name!r}; known: {', '.join(known) or 'none'}")
+        by = operator_of(request)
+        self.agent.emit(
+            Event(
+                ts_ms=now_ms(),
+                kind="model.probe_requested",
+                subject=f"model:{name}",
+                message=f"probe requested by {by}",
+                data={"by": by},
+            )
+        )
+        task = asyncio.create_task(self.agent.probe_models([name]))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+        return web.json_response({"model": name, "accepted": "probe"}, status=202)
 
     async def models(self, request: web.Request) -> web.Response:
         status = self.agent.status()
@@ -303,6 +336,45 @@ class Api:
         )
         return web.json_response({"events": [e.to_json() for e in events]})
 
+    async def report(self, request: web.Request) -> web.Response:
+        """The host report (the same code as ``vigil report``), built in a worker thread."""
+        q = request.query
+        fmt = q.get("format", "json")
+        if fmt not in DOCUMENT_FORMATS:
+            return _error(
+                400,
+                f"format: expected {', '.join(DOCUMENT_FORMATS)}, got {fmt!r} (CSV is one file "
+                "per table: use `vigil report --format csv -o DIR`)",
+            )
+        try:
+            span_ms = parse_since(q.get("since", "7d"))
+        except ValueError as exc:
+            return _error(400, f"since: {exc}")
+        status = self.agent.status()
+        models = [m.name for m in status.models]
+        now = now_ms()
+        body = await self._read(
+            lambda c: render(
+                build_report(
+                    c, since_ms=now - span_ms, until_ms=now, host=status.host, models=models
+                ),
+                fmt,
+            )
+        )
+        if request.headers.get("X-Vigil-Operator"):
+            # A person exported it (the TUI names them); dashboards polling JSON are not audited.
+            by = operator_of(request)
+            self.agent.emit(
+                Event(
+                    ts_ms=now,
+                    kind="report.exported",
+                    subject="agent",
+                    message=f"{fmt} report exported by {by}",
+                    data={"by": by, "format": fmt, "since_ms": now - span_ms},
+                )
+            )
+        return web.Response(body=body.encode("utf-8"), headers={"Content-Type": CONTENT_TYPES[fmt]})
+
     async def probe_runs(self, request: web.Request) -> web.Response:
         q = request.query
         try:
@@ -326,10 +398,13 @@ def build_app(agent: AgentView, tokens: Tokens) -> web.Application:
     app = web.Application(middlewares=[_auth_middleware(tokens)])
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/api/v1/status", api.status)
+    app.router.add_get("/api/v1/whoami", api.whoami)
     app.router.add_get("/api/v1/models", api.models)
+    app.router.add_post("/api/v1/models/{name}/probe", api.probe_model)
     app.router.add_get("/api/v1/series", api.series)
     app.router.add_get("/api/v1/events", api.events)
     app.router.add_get("/api/v1/probe_runs", api.probe_runs)
+    app.router.add_get("/api/v1/report", api.report)
     app.router.add_get("/api/v1/incidents", api.incidents)
     app.router.add_post(r"/api/v1/incidents/{id}/{action:acknowledge|resolve}", api.incident_action)
     app.router.add_get("/api/v1/processes", api.processes)

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, audit_cmd
 from agent.client import AgentUnreachable, ApiClient, resolve_target
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.status_view import render_status
@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     tui = sub.add_parser("tui", help="open the terminal UI on an agent")
     _add_target_args(tui)
     tui.add_argument("--refresh", type=float, default=1.0, help="seconds between refreshes")
+    tui.add_argument(
+        "--fleet",
+        type=Path,
+        metavar="FILE",
+        help="watch many agents listed in a fleet file (TOML); --url also takes "
+        "ssh://[user@]host[:port][/data/dir] (the agent reached through your own ssh)",
+    )
 
     demo = sub.add_parser("demo", help="run an agent on a bundled demo model, with the TUI")
     demo.add_argument(
@@ -124,11 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="the tamper-evident audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
-    verify = audit_sub.add_parser("verify", help="walk the event chain; exit 1 if broken")
-    verify.add_argument(
-        "--config", type=Path, default=None, help="agent config, to find the data dir"
-    )
-    verify.add_argument("--db", type=Path, default=None, help="the database file itself")
+    audit_cmd.add_parsers(audit_sub)
 
     report = sub.add_parser(
         "report", help="a host report from the local database (HTML, Markdown, JSON or CSV)"
@@ -255,12 +258,15 @@ def _status(args: argparse.Namespace) -> int:
 def _has_failure(status: AgentStatus) -> bool:
     return (
         any(m.state == "down" for m in status.models)
-        or any(p.state in ("failed", "backoff") for p in status.processes)
+        # quarantined too: a crash loop given up on until an operator acts is a failure.
+        or any(p.state in ("failed", "backoff", "quarantined") for p in status.processes)
         or not status.storage_ok
     )
 
 
 def _tui(args: argparse.Namespace) -> int:
+    if args.fleet is not None or (args.url or "").startswith("ssh://"):
+        return _tui_remote(args)
     try:
         url, token = resolve_target(args.url, args.token_file, args.config)
     except (AgentUnreachable, ConfigError) as exc:
@@ -269,6 +275,31 @@ def _tui(args: argparse.Namespace) -> int:
     from tui.app import run_tui  # textual is imported only when the TUI is opened
 
     run_tui(url, token, refresh_s=args.refresh)
+    return EXIT_OK
+
+
+def _tui_remote(args: argparse.Namespace) -> int:
+    """``vigil tui --fleet FILE`` or ``--url ssh://...``: agents the TUI reaches itself."""
+    from tui.app import FleetError, run_fleet_tui, run_ssh_tui
+
+    if args.fleet is not None and (args.url or args.token_file):
+        print("vigil: --fleet names every agent: drop --url and --token-file", file=sys.stderr)
+        return EXIT_USAGE
+    token = None
+    if args.fleet is None and args.token_file is not None:
+        try:
+            token = resolve_target(args.url, args.token_file, None)[1]
+        except AgentUnreachable as exc:
+            print(f"vigil: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+    try:
+        if args.fleet is not None:
+            run_fleet_tui(args.fleet, refresh_s=args.refresh)
+        else:
+            run_ssh_tui(args.url, token, refresh_s=args.refresh)
+    except FleetError as exc:
+        print(f"vigil: {'fleet refused: ' if args.fleet else ''}{exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -303,37 +334,6 @@ def operator_name() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
-
-
-def _audit_verify(args: argparse.Namespace) -> int:
-    from storage.audit import verify_chain
-    from storage.db import DB_FILENAME, connect
-
-    db = args.db
-    if db is None:
-        try:
-            from agent.client import data_dir_for
-
-            db = data_dir_for(args.config) / DB_FILENAME
-        except ConfigError as exc:
-            print(f"vigil: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    if not Path(db).exists():
-        print(f"vigil: no database at {db}", file=sys.stderr)
-        return EXIT_USAGE
-    conn = connect(db, readonly=True)
-    try:
-        report = verify_chain(conn)
-    finally:
-        conn.close()
-    if report.ok:
-        print(f"audit chain ok: {report.checked} events verified ({db})")
-        return EXIT_OK
-    print(
-        f"audit chain BROKEN at event {report.broken_seq}: {report.reason} "
-        f"({report.checked} events verified before it)"
-    )
-    return EXIT_FAILURE
 
 
 def _read_golden_inputs(path: Path) -> dict[str, object]:
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(tui=not args.no_tui, duration_s=args.duration, keep=args.keep)
     if args.command == "audit":
-        return _audit_verify(args)
+        return audit_cmd.run(args)
     if args.command == "process":
         return _process(args)
     if args.command == "probe":

@@ -16,7 +16,10 @@ import logging
 import os
 import random
 import signal
+import sqlite3
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -40,7 +43,7 @@ from probes.host import HostCollector
 from probes.process import ProcessCollector
 from storage.db import DB_FILENAME, connect
 from storage.records import AgentStatus, Event, Labels, ResourceValue, Sample
-from storage.retention import purge_probe_runs, purge_samples
+from storage.retention import RetentionPolicy, RetentionResult, retention_steps
 from storage.writer import Writer
 
 log = logging.getLogger("vigil.agent")
@@ -85,6 +88,7 @@ class Agent:
         self.notifier = Notifier(unset=True)
         self.probe_metrics = ProbeMetrics()
         self._watchdog: asyncio.Task[None] | None = None
+        self._retention_running = False
 
     # --- events and state --------------------------------------------------------------
 
@@ -173,16 +177,36 @@ class Agent:
         await asyncio.gather(*(self.probe(n) for n in names))
 
     async def retention(self) -> None:
-        """Queue a retention pass on the writer thread."""
-        cutoff = now_ms() - int(self.config.agent.retention_s * 1000)
+        """Queue a retention pass on the writer thread, in small steps between its batches."""
+        if self._retention_running:
+            return  # a long first pass (a backlog) is still going: never run two at once
+        a = self.config.agent
+        policy = RetentionPolicy(
+            raw_ms=int(a.retention_s * 1000),
+            rollup_1m_ms=int(a.retention_1m_s * 1000),
+            rollup_1h_ms=int(a.retention_1h_s * 1000),
+            events_ms=None if a.retention_events_s is None else int(a.retention_events_s * 1000),
+        )
+        now = now_ms()
+        result = RetentionResult()
+        started = time.monotonic()
 
-        def purge(conn: object) -> None:
-            n = purge_samples(conn, cutoff)  # type: ignore[arg-type]
-            m = purge_probe_runs(conn, cutoff)  # type: ignore[arg-type]
-            if n or m:
-                log.info("retention purged samples=%d probe_runs=%d", n, m)
+        def steps(conn: sqlite3.Connection) -> Iterator[None]:
+            return retention_steps(conn, now, policy, result)
 
-        self.writer.run_task(purge)
+        def done() -> None:
+            self._retention_running = False
+            if result.deleted:
+                log.info(
+                    "retention purged %s steps=%d max_step_ms=%.1f total_s=%.2f",
+                    " ".join(f"{k}={v}" for k, v in sorted(result.deleted.items())),
+                    result.steps,
+                    result.max_step_s * 1000,
+                    time.monotonic() - started,
+                )
+
+        self._retention_running = True
+        self.writer.run_steps(steps, on_done=done)
 
     # --- config ------------------------------------------------------------------------
 
@@ -192,6 +216,7 @@ class Agent:
         sched.every("collect", config.agent.sample_interval_s, self.collect)
         sched.every("retention", RETENTION_EVERY_S, self.retention, first_in_s=30.0)
         wanted = {f"probe:{m.name}" for m in config.models}
+        origin = datetime.now(UTC)
         for job in sched.job_ids():
             if job.startswith("probe:") and job not in wanted:
                 sched.remove(job)
@@ -206,6 +231,7 @@ class Agent:
                 functools.partial(self.probe, m.name),
                 jitter_s=jitter,
                 first_in_s=first,
+                origin=origin,
             )
 
     async def apply(self, config: Config) -> None:
@@ -342,7 +368,11 @@ class Agent:
         self.tokens = load_or_create(self.data_dir)
         await asyncio.to_thread(self.writer.start)
         await asyncio.to_thread(self._load_state)
-        self._session = aiohttp.ClientSession()
+        # No pool limit (aiohttp's default is 100 connections): a probe's TTFT clock starts
+        # before the request takes a connection, so with more models than that probing at
+        # once, the later ones would count the wait for another model's stream as TTFT. Each
+        # model has at most one run out, so the number of connections is bounded anyway.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._scheduler = Scheduler(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)

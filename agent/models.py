@@ -16,8 +16,10 @@ stores the time to recover. Every state change is an audit event carrying the ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -77,6 +79,7 @@ class ModelMonitor:
         self.hard_failures = 0
         self.failing_since_ms: int | None = None
         self.degraded_since_ms: int | None = None
+        self.artifact_sha256: str | None = None
 
     def status(self) -> ModelStatus:
         """The record the API serves."""
@@ -157,8 +160,42 @@ class ModelMonitor:
                     data={"from": old, "to": new, "run": run.to_json()},
                 )
             )
+        self._artifact(run, emit)
         if book is not None:
             self._incidents(run, book, root_id)
+
+    def _artifact(self, run: ProbeRun, emit: Callable[[Event], None]) -> None:
+        """Record the model artifact's sha256 when a probe reports one that is new to us.
+
+        The first one a monitor sees is recorded too, so that reports can tell a change made
+        while the agent was stopped (a deployment) from an agent restart (same sha256).
+        """
+        sha = self.probe.info.get("sha256")
+        if not isinstance(sha, str) or not sha or sha == self.artifact_sha256:
+            return
+        previous, self.artifact_sha256 = self.artifact_sha256, sha
+        data: dict[str, object] = {
+            "sha256": sha,
+            "previous_sha256": previous,
+            "run": {"category": run.category, "ok": run.ok},
+        }
+        path = self.probe.info.get("path")
+        if isinstance(path, str):
+            with contextlib.suppress(OSError):
+                data["artifact_mtime_ms"] = os.stat(path).st_mtime_ns // 1_000_000
+        for key in ("size_bytes", "reloaded_at"):
+            if key in self.probe.info:
+                data[key] = self.probe.info[key]
+        emit(
+            Event(
+                ts_ms=run.ts_ms,
+                kind="model.artifact",
+                subject=self.subject,
+                message=f"artifact sha256 {sha[:12]}"
+                + (f" (was {previous[:12]})" if previous else " (first seen by this agent)"),
+                data=data,
+            )
+        )
 
     def _incidents(
         self, run: ProbeRun, book: IncidentBook, root_id: Callable[[], int | None] | None

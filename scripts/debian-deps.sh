@@ -6,7 +6,10 @@ set -euo pipefail
 packages=(
   tmux          # drives the real TUI in a terminal for the by-hand/screen checks
   systemd       # systemd-analyze verify checks the unit install-service writes
+  chromium      # headless Chromium loads the HTML report and checks its SVG charts render
   prometheus    # a real Prometheus server scrapes an agent; promtool checks deploy/prometheus
+  openssh-server  # the fleet TUI test reaches an agent through a real sshd on loopback
+  openssh-client  # ... with the user's own ssh client (ssh, ssh-keygen)
 )
 
 missing=()

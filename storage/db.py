@@ -12,12 +12,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 DB_FILENAME = "vigil.db"
 
-Migration = Callable[[sqlite_utils.Database], None]
+Migration = Callable[["sqlite_utils.Database"], None]
 
 
 def _m0001_initial(db: sqlite_utils.Database) -> None:
@@ -95,9 +97,82 @@ def _m0002_incidents(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX incidents_subject ON incidents (subject, opened_ms)")
 
 
+def _m0003_sample_tiers(db: sqlite_utils.Database) -> None:
+    # Raw samples move from one row each (about 30 bytes with the key) to compressed blocks
+    # of one series (see storage.samples and storage.codec), with the newest samples of each
+    # series in a small head table until a block's worth is collected; plus rollup tiers.
+    from storage.samples import BLOCK_SAMPLES, write_blocks
+
+    conn = db.conn
+    conn.execute("""
+        CREATE TABLE samples_head (
+            series_id INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            value REAL NOT NULL,
+            PRIMARY KEY (series_id, ts)
+        ) WITHOUT ROWID""")
+    # A rowid table, unlike the others: its rows are blobs of up to a page, and SQLite's
+    # WITHOUT ROWID b-trees suit rows under about 1/20 of a page (larger ones spill into
+    # mostly empty overflow pages), while rowid tables fill their pages when appended to.
+    conn.execute("""
+        CREATE TABLE sample_blocks (
+            id INTEGER PRIMARY KEY,
+            series_id INTEGER NOT NULL,
+            start_ts INTEGER NOT NULL,
+            end_ts INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            data BLOB NOT NULL
+        )""")
+    conn.execute("CREATE UNIQUE INDEX sample_blocks_key ON sample_blocks (series_id, start_ts)")
+    for table in ("samples_1m", "samples_1h"):
+        conn.execute(f"""
+            CREATE TABLE {table} (
+                series_id INTEGER NOT NULL,
+                ts INTEGER NOT NULL,
+                count INTEGER NOT NULL,
+                sum REAL NOT NULL,
+                min REAL NOT NULL,
+                max REAL NOT NULL,
+                PRIMARY KEY (series_id, ts)
+            ) WITHOUT ROWID""")
+    conn.execute(
+        "INSERT INTO samples_1m (series_id, ts, count, sum, min, max) "
+        "SELECT series_id, ts - ts % 60000, count(*), sum(value), min(value), max(value) "
+        "FROM samples GROUP BY series_id, ts - ts % 60000"
+    )
+    conn.execute(
+        "INSERT INTO samples_1h (series_id, ts, count, sum, min, max) "
+        "SELECT series_id, ts - ts % 3600000, sum(count), sum(sum), min(min), max(max) "
+        "FROM samples_1m GROUP BY series_id, ts - ts % 3600000"
+    )
+    import numpy as np
+
+    for (sid,) in conn.execute("SELECT DISTINCT series_id FROM samples").fetchall():
+        cur = conn.execute("SELECT ts, value FROM samples WHERE series_id = ? ORDER BY ts", (sid,))
+        while rows := cur.fetchmany(16 * BLOCK_SAMPLES):
+            ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vals = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+            write_blocks(conn, sid, ts, vals)
+    conn.execute("DROP TABLE samples")
+
+
+def _m0004_audit_anchor(db: sqlite_utils.Database) -> None:
+    # When retention removes the oldest events, the last removed one's seq and hash stay
+    # here, so the chain still verifies from its first kept row (see storage.audit).
+    db.execute("""
+        CREATE TABLE audit_anchor (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            ts INTEGER NOT NULL
+        )""")
+
+
 MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("0001_initial", _m0001_initial),
     ("0002_incidents", _m0002_incidents),
+    ("0003_sample_tiers", _m0003_sample_tiers),
+    ("0004_audit_anchor", _m0004_audit_anchor),
 )
 """Applied in order; a name, once released, never changes meaning."""
 
@@ -138,10 +213,13 @@ def migrate(
     )
     done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
     applied: list[str] = []
-    db = sqlite_utils.Database(conn)
-    for name, fn in migrations:
-        if name in done:
-            continue
+    pending = [(name, fn) for name, fn in migrations if name not in done]
+    if not pending:
+        return applied
+    import sqlite_utils  # only when there is something to migrate: it is slow to import
+
+    db: Any = sqlite_utils.Database(conn)
+    for name, fn in pending:
         conn.execute("BEGIN IMMEDIATE")
         try:
             fn(db)

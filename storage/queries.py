@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
+from storage import samples
 from storage.records import Event, Labels, ProbeRun, SeriesPoint, labels_json, make_labels
 
 
@@ -34,25 +36,67 @@ def series_range(
     Args:
         step_ms: when given, samples are grouped into buckets of this width starting at
             ``since_ms`` and each bucket reports avg, min, max and count; otherwise raw points.
+            A step of a minute or more is answered from the 1-minute rollups, an hour or more
+            from the 1-hour rollups (each rollup counts in the bucket its start falls in), and
+            where a tier was already purged the next coarser one fills in the older part.
     """
     sid = series_id(conn, name, labels)
     if sid is None:
         return []
     if not step_ms or step_ms <= 0:
-        rows = conn.execute(
-            "SELECT ts, value FROM samples WHERE series_id = ? AND ts BETWEEN ? AND ? ORDER BY ts",
-            (sid, since_ms, until_ms),
-        )
-        return [SeriesPoint(ts_ms=ts, avg=v, min=v, max=v) for ts, v in rows]
-    rows = conn.execute(
-        "SELECT ? + ((ts - ?) / ?) * ? AS bucket, avg(value), min(value), max(value), count(*) "
-        "FROM samples WHERE series_id = ? AND ts BETWEEN ? AND ? "
-        "GROUP BY bucket ORDER BY bucket",
-        (since_ms, since_ms, step_ms, step_ms, sid, since_ms, until_ms),
-    )
+        ts, vals = samples.raw_arrays(conn, sid, since_ms, until_ms)
+        return [
+            SeriesPoint(ts_ms=t, avg=v, min=v, max=v)
+            for t, v in zip(ts.tolist(), vals.tolist(), strict=True)
+        ]
+    data = samples.fetch(conn, sid, since_ms, until_ms, samples.tier_for_step(step_ms))
+    b = samples.bucket(data, since_ms, step_ms)
     return [
-        SeriesPoint(ts_ms=int(b), avg=a, min=lo, max=hi, count=int(c)) for b, a, lo, hi, c in rows
+        SeriesPoint(ts_ms=t, avg=s / c, min=lo, max=hi, count=c)
+        for t, c, s, lo, hi in zip(
+            b.ts.tolist(),
+            b.n.tolist(),
+            b.sum.tolist(),
+            b.min.tolist(),
+            b.max.tolist(),
+            strict=True,
+        )
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSummary:
+    """count, mean, min, max and first/last time of one series over a window."""
+
+    count: int
+    mean: float | None
+    min: float | None
+    max: float | None
+    first_ms: int | None
+    last_ms: int | None
+
+
+def series_summary(
+    conn: sqlite3.Connection, name: str, labels: Labels = (), *, since_ms: int, until_ms: int
+) -> SeriesSummary:
+    """Summarise one series over ``[since_ms, until_ms]``: raw samples where they are kept,
+    the rollups for older parts (so a 7-day summary outlives the 2-day raw retention).
+
+    ``first_ms`` is the oldest covered time: a raw sample's, or a rollup bucket's start.
+    """
+    sid = series_id(conn, name, labels)
+    data = samples.fetch(conn, sid, since_ms, until_ms) if sid is not None else None
+    if data is None or not len(data.ts):
+        return SeriesSummary(0, None, None, None, None, None)
+    count = int(data.n.sum())
+    return SeriesSummary(
+        count=count,
+        mean=float(data.sum.sum()) / count,
+        min=float(data.min.min()),
+        max=float(data.max.max()),
+        first_ms=int(data.ts[0]),
+        last_ms=int(data.ts[-1]),
+    )
 
 
 def list_series(conn: sqlite3.Connection, prefix: str = "") -> list[tuple[str, Labels]]:
@@ -69,8 +113,18 @@ def count_samples(conn: sqlite3.Connection, name: str, labels: Labels = ()) -> i
     sid = series_id(conn, name, labels)
     if sid is None:
         return 0
-    return int(
-        conn.execute("SELECT count(*) FROM samples WHERE series_id = ?", (sid,)).fetchone()[0]
+    return samples.count_raw(conn, sid)
+
+
+def count_all_samples(
+    conn: sqlite3.Connection, since_ms: int | None = None, until_ms: int | None = None
+) -> int:
+    """How many raw samples the database holds, all series together, optionally only those
+    with a time in ``[since_ms, until_ms]``."""
+    if since_ms is None and until_ms is None:
+        return samples.count_all_raw(conn)
+    return samples.count_raw_between(
+        conn, since_ms if since_ms is not None else -(2**63), until_ms or 2**63 - 1
     )
 
 

@@ -4,6 +4,10 @@ Producers (collectors, probes, the supervisor) call :meth:`Writer.submit` from a
 never blocks on the database. The thread commits when a batch reaches ``batch_size`` records or
 when ``flush_interval_s`` has passed since the batch's first record, whichever comes first, with
 ``executemany`` inside one transaction. A batch holding an audit event commits at once.
+Samples go through :class:`storage.ingest.SampleStore`: appended to each series' head, the
+1-minute and 1-hour rollups updated, and full heads sealed into compressed blocks, all in the
+same transaction, so a crash loses at most the batches not yet committed and never leaves a
+rollup that disagrees with its raw samples.
 
 When a commit fails (disk full, database locked, I/O error) the batch is kept and retried with
 backoff, bounded by ``max_pending`` (the oldest samples are dropped first; events, the audit
@@ -20,13 +24,15 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from storage.audit import GENESIS, canonical, chain_hash
 from storage.db import open_database
-from storage.records import Event, ProbeRun, Sample, labels_json
+from storage.ingest import SampleStore
+from storage.records import Event, ProbeRun, Sample
+from storage.samples import BLOCK_SAMPLES
 
 log = logging.getLogger("vigil.storage")
 
@@ -43,6 +49,18 @@ class WriterStats:
     commits: int = 0
     failed_commits: int = 0
     dropped: int = 0
+    rejected: int = 0
+    """Samples refused for a non-finite value (NaN, inf)."""
+
+
+class _Records:
+    """Records queued by one :meth:`Writer.submit` call: one queue item, not one per record."""
+
+    __slots__ = ("records", "urgent")
+
+    def __init__(self, records: list[Record], urgent: bool) -> None:
+        self.records = records
+        self.urgent = urgent
 
 
 class _Task:
@@ -75,6 +93,7 @@ class Writer:
         flush_interval_s: float = 1.0,
         max_pending: int = 500_000,
         on_state_change: Callable[[bool, str], None] | None = None,
+        block_samples: int = BLOCK_SAMPLES,
     ) -> None:
         self.path = path
         self.batch_size = batch_size
@@ -87,7 +106,7 @@ class Writer:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="vigil-writer", daemon=True)
         self._conn: sqlite3.Connection | None = None
-        self._series_ids: dict[tuple[str, str], int] = {}
+        self._samples = SampleStore(block_samples)
         self._last_seq = 0
         self._last_hash = GENESIS
         self._opened = threading.Event()
@@ -104,12 +123,14 @@ class Writer:
 
     def submit(self, records: Iterable[Record]) -> None:
         """Queue records for writing. Thread-safe, never blocks, never raises."""
-        for rec in records:
-            self._queue.put(rec)
+        batch = list(records)
+        if batch:
+            urgent = any(type(r) is Event for r in batch)
+            self._queue.put(_Records(batch, urgent))
 
     def submit_one(self, record: Record) -> None:
         """Queue one record."""
-        self._queue.put(record)
+        self._queue.put(_Records([record], type(record) is Event))
 
     def run_task(self, fn: Callable[[sqlite3.Connection], object]) -> None:
         """Run ``fn(conn)`` on the writer thread after the records queued before it.
@@ -117,6 +138,41 @@ class Writer:
         Errors are logged, never raised: maintenance must not take the writer down.
         """
         self._queue.put(_Task(fn))
+
+    def run_steps(
+        self,
+        make_steps: Callable[[sqlite3.Connection], Iterator[object]],
+        *,
+        budget_s: float = 0.05,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        """Run a long job (retention) as a series of small steps on the writer thread.
+
+        ``make_steps(conn)`` returns an iterator whose every step commits its own short
+        transaction. Steps run for about ``budget_s``, then the job goes back into the queue,
+        so the batches queued meanwhile commit between its turns instead of waiting for it.
+        ``on_done`` runs on the writer thread when the steps end, also when one failed.
+        """
+        steps: list[Iterator[object]] = []
+
+        def turn(conn: sqlite3.Connection) -> None:
+            if not steps:
+                steps.append(make_steps(conn))
+            deadline = time.monotonic() + budget_s
+            try:
+                for _ in steps[0]:
+                    if time.monotonic() >= deadline:
+                        self.run_task(turn)
+                        return
+            except BaseException:
+                if on_done is not None:
+                    on_done()  # the job is over: the failure is logged by the task runner
+                raise
+            if on_done is not None:
+                on_done()
+
+        turn.__name__ = getattr(make_steps, "__name__", "steps")
+        self.run_task(turn)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until everything submitted before this call is committed.
@@ -141,11 +197,11 @@ class Writer:
     def _run(self) -> None:
         try:
             self._conn = open_database(self.path)
-            row = self._conn.execute(
-                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            if row:
-                self._last_seq, self._last_hash = int(row[0]), str(row[1])
+            self._conn.execute("PRAGMA cache_size = -32000")  # 32 MB: many series' pages
+            # Checkpoint every 16 MB of WAL rather than 4: head pages written over and over
+            # between two checkpoints are copied into the database once.
+            self._conn.execute("PRAGMA wal_autocheckpoint = 4000")
+            self._load_chain_head()
         except BaseException as exc:  # reported to start()'s caller
             self._open_error = exc
             self._opened.set()
@@ -167,12 +223,11 @@ class Writer:
             elif isinstance(item, _FlushMarker):
                 markers.append(item)
             elif isinstance(item, _Task):
-                if pending and self._commit(pending):
-                    pending, deadline = [], None
+                pending = self._settle(pending, markers)
                 self._run_task(item)
-            elif item is not None:
-                pending.append(item)  # type: ignore[arg-type]
-                if isinstance(item, Event):
+            elif isinstance(item, _Records):
+                pending.extend(item.records)
+                if item.urgent:
                     # Audit events are rare and matter: commit them now, not a second later,
                     # so an action's record is durable and visible as soon as it happened.
                     deadline = time.monotonic()
@@ -190,30 +245,37 @@ class Writer:
                     markers.append(more)
                 elif isinstance(more, _Task):
                     # A task is no record: run it in order, after what was queued before it.
-                    if pending and self._commit(pending):
-                        pending = []
+                    pending = self._settle(pending, markers)
                     self._run_task(more)
-                else:
-                    pending.append(more)  # type: ignore[arg-type]
-                    if isinstance(more, Event):
+                elif isinstance(more, _Records):
+                    pending.extend(more.records)
+                    if more.urgent:
                         deadline = time.monotonic()
             if not pending:
                 deadline = None
             elif deadline is None:
                 # Records drained after a task or a flush marker still need their time limit.
                 deadline = time.monotonic() + self.flush_interval_s
-            due = (
-                len(pending) >= self.batch_size
-                or markers
-                or stopping
-                or (deadline is not None and time.monotonic() >= deadline)
+            everything = bool(
+                markers or stopping or (deadline is not None and time.monotonic() >= deadline)
             )
+            due = everything or len(pending) >= self.batch_size
             # Back off only while failing: a commit that succeeded elsewhere (before a task)
             # ends the backoff, or a flush marker could wait for a retry that never comes.
             if due and (pending or markers) and (self.healthy or time.monotonic() >= retry_at):
-                ok = self._commit(pending) if pending else self.healthy
+                if everything:
+                    ok = self._commit(pending) if pending else self.healthy
+                    rest: list[Record] = []
+                else:
+                    # Full batches only; the remainder waits for its time limit.
+                    ok = True
+                    while ok and len(pending) >= self.batch_size:
+                        ok = self._commit(pending[: self.batch_size])
+                        if ok:
+                            pending = pending[self.batch_size :]
+                    rest = pending
                 if ok:
-                    pending = []
+                    pending = rest
                     retry_at = 0.0
                 else:
                     pending = self._bound(pending)
@@ -234,6 +296,18 @@ class Writer:
         if self._conn is not None:
             self._conn.close()
 
+    def _settle(self, pending: list[Record], markers: list[_FlushMarker]) -> list[Record]:
+        """Before a task: commit what was queued before it and answer the flushes waiting for
+        that, so a long job run in turns (retention) never holds a flush until it ends."""
+        if pending and self._commit(pending):
+            pending = []
+        if not pending:
+            for m in markers:
+                m.ok = self.healthy
+                m.done.set()
+            markers.clear()
+        return pending
+
     def _run_task(self, task: _Task) -> None:
         assert self._conn is not None
         try:
@@ -248,6 +322,17 @@ class Writer:
                 self._conn.execute("ROLLBACK")
         except Exception:
             log.exception("storage task crashed")
+        # A task may have appended to the audit chain (retention records what it pruned).
+        with contextlib.suppress(sqlite3.Error):
+            self._load_chain_head()
+
+    def _load_chain_head(self) -> None:
+        assert self._conn is not None
+        row = self._conn.execute(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row:
+            self._last_seq, self._last_hash = int(row[0]), str(row[1])
 
     def _bound(self, pending: list[Record]) -> list[Record]:
         """Keep the retry buffer bounded: drop the oldest non-events first."""
@@ -269,52 +354,44 @@ class Writer:
     def _commit(self, batch: list[Record]) -> bool:
         assert self._conn is not None
         conn = self._conn
-        new_ids: dict[tuple[str, str], int] = {}
         seq, last_hash = self._last_seq, self._last_hash
-        samples: list[tuple[int, int, float]] = []
+        samples: list[Sample] = []
         runs: list[tuple[object, ...]] = []
         events: list[tuple[object, ...]] = []
+        for rec in batch:
+            if type(rec) is Sample:
+                samples.append(rec)
+            elif isinstance(rec, ProbeRun):
+                runs.append(
+                    (
+                        rec.ts_ms,
+                        rec.model,
+                        int(rec.ok),
+                        rec.category,
+                        rec.status,
+                        rec.error,
+                        rec.ttft_ms,
+                        rec.itl_ms,
+                        rec.e2e_ms,
+                        rec.output_tokens,
+                        rec.tokens_per_s,
+                        json.dumps(dict(rec.phases_ms), sort_keys=True),
+                    )
+                )
+            elif isinstance(rec, Event):
+                seq += 1
+                data = json.dumps(dict(rec.data), sort_keys=True, default=str)
+                content = canonical(seq, rec.ts_ms, rec.kind, rec.subject, rec.message, data)
+                h = chain_hash(last_hash, content)
+                events.append(
+                    (seq, rec.ts_ms, rec.kind, rec.subject, rec.message, data, last_hash, h)
+                )
+                last_hash = h
+            else:
+                samples.append(rec)  # a Sample subclass
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for rec in batch:
-                if isinstance(rec, Sample):
-                    key = (rec.name, labels_json(rec.labels))
-                    sid = self._series_ids.get(key) or new_ids.get(key)
-                    if sid is None:
-                        sid = self._series_id(conn, key)
-                        new_ids[key] = sid
-                    samples.append((sid, rec.ts_ms, rec.value))
-                elif isinstance(rec, ProbeRun):
-                    runs.append(
-                        (
-                            rec.ts_ms,
-                            rec.model,
-                            int(rec.ok),
-                            rec.category,
-                            rec.status,
-                            rec.error,
-                            rec.ttft_ms,
-                            rec.itl_ms,
-                            rec.e2e_ms,
-                            rec.output_tokens,
-                            rec.tokens_per_s,
-                            json.dumps(dict(rec.phases_ms), sort_keys=True),
-                        )
-                    )
-                else:
-                    seq += 1
-                    data = json.dumps(dict(rec.data), sort_keys=True, default=str)
-                    content = canonical(seq, rec.ts_ms, rec.kind, rec.subject, rec.message, data)
-                    h = chain_hash(last_hash, content)
-                    events.append(
-                        (seq, rec.ts_ms, rec.kind, rec.subject, rec.message, data, last_hash, h)
-                    )
-                    last_hash = h
-            if samples:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
-                    samples,
-                )
+            staged = self._samples.write(conn, samples) if samples else None
             if runs:
                 conn.executemany(
                     "INSERT INTO probe_runs (ts, model, ok, category, status, error, ttft_ms, "
@@ -335,21 +412,26 @@ class Writer:
             self.stats.failed_commits += 1
             self._set_health(False, f"{type(exc).__name__}: {exc}")
             return False
-        # Only now is it safe to remember ids and the chain head: a rollback undoes them.
-        self._series_ids.update(new_ids)
+        except Exception:
+            # A bug, not the disk: retrying would fail the same way forever and hold back the
+            # audit events behind it. Drop this batch's samples, keep everything else.
+            log.exception("storage batch failed; dropping its samples samples=%d", len(samples))
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self.stats.dropped += len(samples)
+            rest: list[Record] = [r for r in batch if not isinstance(r, Sample)]
+            return self._commit(rest) if rest else True
+        # Only now is it safe to remember ids, tails and the chain head: a rollback undoes them.
+        if staged is not None:
+            self._samples.applied(staged)
+            self.stats.committed_samples += staged.written
+            self.stats.rejected += staged.rejected
         self._last_seq, self._last_hash = seq, last_hash
         self.stats.commits += 1
-        self.stats.committed_samples += len(samples)
         self.stats.committed_probe_runs += len(runs)
         self.stats.committed_events += len(events)
         self._set_health(True, "")
         return True
-
-    @staticmethod
-    def _series_id(conn: sqlite3.Connection, key: tuple[str, str]) -> int:
-        conn.execute("INSERT OR IGNORE INTO series (name, labels) VALUES (?, ?)", key)
-        row = conn.execute("SELECT id FROM series WHERE name = ? AND labels = ?", key).fetchone()
-        return int(row[0])
 
     def _set_health(self, healthy: bool, error: str) -> None:
         changed = healthy != self.healthy

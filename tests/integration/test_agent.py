@@ -138,7 +138,7 @@ def test_sigterm_flushes_the_writer(tmp_path: Path) -> None:
     conn = _db(agent.data_dir)
     kinds = [k for (k,) in conn.execute("SELECT kind FROM events ORDER BY seq")]
     assert kinds[0] == "agent.started" and kinds[-1] == "agent.stopped"
-    n = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+    n = conn.execute("SELECT count(*) FROM samples_head").fetchone()[0]
     assert n > 0
     assert not (agent.data_dir / "api.json").exists()
 

@@ -131,7 +131,7 @@ def test_agent_speaks_the_protocol(tmp_path: Path, listener: Listener) -> None:
 
         conn = sqlite3.connect(agent.data_dir / "vigil.db")
         try:
-            assert conn.execute("SELECT count(*) FROM samples").fetchone()[0] > 0
+            assert conn.execute("SELECT count(*) FROM samples_head").fetchone()[0] > 0
         finally:
             conn.close()
         wait_for(lambda: len(listener.with_key("WATCHDOG")) >= 5, what="watchdog pings")

@@ -15,6 +15,7 @@ import sqlite_utils
 from storage import queries
 from storage.audit import GENESIS, canonical, chain_hash, verify_chain
 from storage.db import MIGRATIONS, connect, migrate, open_database
+from storage.ingest import SampleStore
 from storage.records import (
     AgentStatus,
     Event,
@@ -71,7 +72,18 @@ def test_open_database_creates_schema(db_path: Path) -> None:
     conn = open_database(db_path)  # also creates the missing parent directory
     try:
         assert db_path.exists()
-        assert {"series", "samples", "probe_runs", "events", "_migrations"} <= tables(conn)
+        assert {
+            "series",
+            "samples_head",
+            "sample_blocks",
+            "samples_1m",
+            "samples_1h",
+            "audit_anchor",
+            "probe_runs",
+            "events",
+            "_migrations",
+        } <= tables(conn)
+        assert "samples" not in tables(conn)  # the one-row-per-sample table of 0001 is gone
         assert applied(conn) == [name for name, _ in MIGRATIONS]
         assert "incidents" in tables(conn)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -94,7 +106,7 @@ def test_reopening_applies_nothing_again(db_path: Path) -> None:
 
 def test_memory_database() -> None:
     conn = open_database(":memory:")
-    assert "samples" in tables(conn)
+    assert "samples_head" in tables(conn)
     conn.close()
 
 
@@ -347,9 +359,7 @@ def test_records_after_a_task_still_commit_by_time(db_path: Path) -> None:
 def test_run_task_runs_in_order_and_errors_do_not_stop_the_writer(writer: Writer) -> None:
     seen: list[int] = []
     writer.submit(Sample("s", (), T0 + i, 1.0) for i in range(20))
-    writer.run_task(
-        lambda conn: seen.append(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
-    )
+    writer.run_task(lambda conn: seen.append(queries.count_all_samples(conn)))
     writer.run_task(lambda conn: conn.execute("SELECT * FROM no_such_table"))
     writer.run_task(lambda conn: 1 / 0)
     writer.submit_one(Sample("s", (), T0 + 100, 1.0))
@@ -380,7 +390,7 @@ def test_close_flushes_everything(db_path: Path) -> None:
 
     conn = connect(db_path)
     try:
-        assert conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 5000
+        assert queries.count_all_samples(conn) == 5000
         assert conn.execute("SELECT count(*) FROM probe_runs").fetchone()[0] == 7
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1
         for k in range(3):
@@ -602,7 +612,7 @@ def test_max_pending_bounds_the_buffer_and_keeps_events(db_path: Path) -> None:
         assert kept + dropped == n
         assert 0 < kept <= 300
         # The oldest samples went first: what survived is the newest stretch.
-        ts = [r[0] for r in conn.execute("SELECT ts FROM samples ORDER BY ts")]
+        ts = [p.ts_ms for p in queries.series_range(conn, "s", since_ms=0, until_ms=2 * T0)]
         assert ts == list(range(T0 + n - kept, T0 + n))
         assert [e.subject for e in queries.recent_events(conn, limit=100)][::-1] == [
             f"process:p{i}" for i in range(10)
@@ -648,36 +658,46 @@ def test_state_listener_errors_do_not_kill_the_writer(db_path: Path) -> None:
 # --- retention --------------------------------------------------------------------------------
 
 
-def seed_samples(conn: sqlite3.Connection, per_series: dict[str, int]) -> None:
-    for name, n in per_series.items():
+def seed_samples(conn: sqlite3.Connection, per_series: dict[str, int], per_commit: int = 4) -> None:
+    """Write samples 1 s apart through the writer's store, ``per_commit`` per transaction, so
+    each series ends up as several small blocks (a block is sealed at 6) plus head rows."""
+    store = SampleStore(block_samples=6)
+    for name in per_series:
         conn.execute("INSERT INTO series (name, labels) VALUES (?, '{}')", (name,))
-        sid = conn.execute("SELECT id FROM series WHERE name = ?", (name,)).fetchone()[0]
-        conn.executemany(
-            "INSERT INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
-            [(sid, T0 + i * 1000, float(i)) for i in range(n)],
-        )
+    for lo in range(0, max(per_series.values(), default=0), per_commit):
+        batch = [
+            Sample(name, (), T0 + i * 1000, float(i))
+            for name, n in per_series.items()
+            for i in range(lo, min(n, lo + per_commit))
+        ]
+        conn.execute("BEGIN")
+        store.applied(store.write(conn, batch))
+        conn.execute("COMMIT")
 
 
 def test_purge_samples_deletes_only_old_rows_in_chunks(db_path: Path) -> None:
     conn = open_database(db_path)
     try:
         seed_samples(conn, {"a": 30, "b": 14, "c": 3, "d": 0})
-        cutoff = T0 + 14 * 1000  # rows 0..13 of each series are older
+        blocks = conn.execute("SELECT count(*) FROM sample_blocks").fetchone()[0]
+        assert blocks >= 4  # a: 3 blocks of 8 and head rows; b: 1 block, head rows
+        cutoff = T0 + 14 * 1000  # samples 0..13 of each series are older
         statements: list[str] = []
         conn.set_trace_callback(statements.append)
-        removed = purge_samples(conn, cutoff, chunk=7)
+        removed = purge_samples(conn, cutoff, chunk=1)
         conn.set_trace_callback(None)
         assert removed == 14 + 14 + 3
-        deletes = [s for s in statements if s.startswith("DELETE")]
-        # a: 7+7+0, b: 7+7+0, c: 3, d: 0 -> every step is at most one chunk
-        assert len(deletes) == 3 + 3 + 1 + 1
+        block_deletes = [s for s in statements if s.startswith("DELETE FROM sample_blocks")]
+        # chunk=1: one whole block per step (plus one re-encode of a straddling block)
+        assert len(block_deletes) >= 3
         assert queries.count_samples(conn, "a") == 16
         assert queries.count_samples(conn, "b") == 0
         assert queries.count_samples(conn, "c") == 0
-        oldest = conn.execute("SELECT min(ts) FROM samples").fetchone()[0]
-        assert oldest == cutoff  # a sample exactly at the cutoff stays
+        kept = queries.series_range(conn, "a", since_ms=0, until_ms=2 * T0)
+        assert [p.ts_ms for p in kept] == [T0 + i * 1000 for i in range(14, 30)]
+        assert [p.avg for p in kept] == [float(i) for i in range(14, 30)]
         assert not conn.in_transaction
-        assert purge_samples(conn, cutoff, chunk=7) == 0
+        assert purge_samples(conn, cutoff, chunk=1) == 0
     finally:
         conn.close()
 
