@@ -7,16 +7,19 @@ single ``except`` and never freeze on a hung agent (every request has a total ti
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from storage.records import AgentStatus, Event, SeriesPoint
+from storage.records import AgentStatus, Event, Incident, ProbeRun, ProcessStatus, SeriesPoint
+from tui.apitypes import ModelDetail
 
 ErrorKind = Literal["unreachable", "timeout", "rejected", "forbidden", "http", "protocol", "config"]
 """Why a request failed, for screens that colour or word states differently."""
@@ -35,10 +38,14 @@ class AgentError(Exception):
         kind: The failure's class (see :data:`ErrorKind`).
     """
 
-    def __init__(self, message: str, kind: ErrorKind = "protocol") -> None:
+    def __init__(
+        self, message: str, kind: ErrorKind = "protocol", status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.kind: ErrorKind = kind
+        self.status = status
+        """The HTTP status when the agent answered with an error (404, 409...)."""
 
 
 class AgentClient:
@@ -51,11 +58,17 @@ class AgentClient:
         url: The agent's base URL, e.g. ``http://127.0.0.1:9470``.
         token: The bearer token (``read`` scope is enough for everything here).
         timeout_s: Total time allowed for one request, connect included.
+        unix_socket: Reach the agent through this unix socket instead of ``url``'s host and
+            port (an ``ssh -L`` forward, see :mod:`tui.transport`); ``url`` still gives the
+            scheme and the ``Host`` header.
     """
 
-    def __init__(self, url: str, token: str, timeout_s: float = 3.0) -> None:
+    def __init__(
+        self, url: str, token: str, timeout_s: float = 3.0, *, unix_socket: str | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        self.unix_socket = unix_socket
         self._token = token.strip()
         self._session: aiohttp.ClientSession | None = None
         # host:port is what people recognise in a one-line error; the scheme is noise.
@@ -133,12 +146,15 @@ class AgentClient:
 
         return _decode(build, "series")
 
-    async def events(self, limit: int = 50, kind: str | None = None) -> list[Event]:
+    async def events(
+        self, limit: int = 50, kind: str | None = None, subject: str | None = None
+    ) -> list[Event]:
         """Fetch recent audit events: ``GET /api/v1/events``.
 
         Args:
             limit: At most this many events.
             kind: Only events whose kind starts with this prefix (``"process."``).
+            subject: Only events about exactly this subject (``"model:iris"``).
 
         Returns:
             The events, newest first.
@@ -149,33 +165,168 @@ class AgentClient:
         params = {"limit": str(limit)}
         if kind:
             params["kind"] = kind
+        if subject:
+            params["subject"] = subject
         data = await self._get_json("/api/v1/events", params)
         return _decode(lambda: [Event.from_json(e) for e in data["events"]], "events")
 
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
-            )
-        return self._session
+    async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """``GET`` any API path and return its decoded JSON, for callers that read a document
+        whole (the fleet view reads ``/api/v1/models`` and ``/api/v1/incidents`` this way).
 
-    async def _get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        Raises:
+            AgentError: on any failure.
+        """
+        return await self._get_json(path, params)
+
+    # --- triage: the detail views' reads and the operator's actions ----------------------
+
+    scope: str | None = None
+    """The token's scope, ``read`` or ``operate``, once :meth:`whoami` learned it (or an
+    action was refused); None while unknown, when actions are offered and the agent decides."""
+    operator: str = ""
+    """Who acts, sent as ``X-Vigil-Operator`` with every action and report export; empty
+    means :func:`operator_identity` (``user@host`` of whoever runs the TUI)."""
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the token is known to be read-only (actions are then hidden)."""
+        return self.scope == "read"
+
+    async def whoami(self) -> str | None:
+        """Learn the token's scope from ``GET /api/v1/whoami`` and remember it in :attr:`scope`.
+
+        Returns:
+            ``read``, ``operate``, or None when the agent predates the route (404).
+
+        Raises:
+            AgentError: on any other failure.
+        """
+        try:
+            data = await self._get_json("/api/v1/whoami")
+        except AgentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        scope = _decode(lambda: str(data["scope"]), "whoami")
+        self.scope = scope
+        return scope
+
+    async def models(self) -> list[ModelDetail]:
+        """``GET /api/v1/models``: every model with percentiles, outcomes, info, incident."""
+        data = await self._get_json("/api/v1/models")
+        return _decode(lambda: [ModelDetail.from_json(m) for m in data["models"]], "models")
+
+    async def probe_runs(self, model: str, limit: int = 50) -> list[ProbeRun]:
+        """``GET /api/v1/probe_runs``: the model's last runs, newest first."""
+        params = {"model": model, "limit": str(limit)}
+        data = await self._get_json("/api/v1/probe_runs", params)
+        return _decode(lambda: [ProbeRun.from_json(r) for r in data["probe_runs"]], "probe_runs")
+
+    async def incidents(
+        self, state: str | None = None, subject: str | None = None, limit: int = 200
+    ) -> list[Incident]:
+        """``GET /api/v1/incidents``, newest first.
+
+        Args:
+            state: ``open``, ``acknowledged``, ``resolved``; None for all.
+            subject: Only incidents about this subject (``"process:vllm"``).
+            limit: At most this many.
+        """
+        params = {"limit": str(limit)}
+        if state:
+            params["state"] = state
+        if subject:
+            params["subject"] = subject
+        data = await self._get_json("/api/v1/incidents", params)
+        return _decode(lambda: [Incident.from_json(i) for i in data["incidents"]], "incidents")
+
+    async def processes(self) -> list[ProcessStatus]:
+        """``GET /api/v1/processes``: every supervised process with its state and why."""
+        data = await self._get_json("/api/v1/processes")
+        return _decode(lambda: [ProcessStatus.from_json(p) for p in data["processes"]], "processes")
+
+    async def process_logs(self, name: str, lines: int = 200) -> list[str]:
+        """``GET /api/v1/processes/{name}/logs``: the tail of its captured output."""
+        data = await self._get_json(f"/api/v1/processes/{_seg(name)}/logs", {"lines": str(lines)})
+        return _decode(lambda: [str(line) for line in data["lines"]], "logs")
+
+    async def process_action(self, name: str, action: str) -> ProcessStatus:
+        """``POST /api/v1/processes/{name}/{action}`` (start, stop, restart or release).
+
+        Returns:
+            The process as it was when the agent accepted the action.
+
+        Raises:
+            AgentError: ``forbidden`` for a read-only token, ``http`` with status 404 or 409
+                (unknown process, or the action does not apply), or any transport failure.
+        """
+        data = await self._post_json(f"/api/v1/processes/{_seg(name)}/{_seg(action)}")
+        return _decode(lambda: ProcessStatus.from_json(data["process"]), "process action")
+
+    async def probe_now(self, model: str) -> None:
+        """``POST /api/v1/models/{name}/probe``: the agent probes the model right away."""
+        await self._post_json(f"/api/v1/models/{_seg(model)}/probe")
+
+    async def acknowledge(self, incident_id: int) -> Incident:
+        """``POST /api/v1/incidents/{id}/acknowledge``; 409 when it is not open."""
+        data = await self._post_json(f"/api/v1/incidents/{int(incident_id)}/acknowledge")
+        return _decode(lambda: Incident.from_json(data["incident"]), "acknowledge")
+
+    async def resolve(self, incident_id: int) -> Incident:
+        """``POST /api/v1/incidents/{id}/resolve``; 409 when it is already resolved."""
+        data = await self._post_json(f"/api/v1/incidents/{int(incident_id)}/resolve")
+        return _decode(lambda: Incident.from_json(data["incident"]), "resolve")
+
+    async def report(self, fmt: str = "html", since: str = "7d") -> bytes:
+        """``GET /api/v1/report``: the host report as the agent renders it, naming the
+        operator so the export is audited.
+
+        Args:
+            fmt: ``html``, ``md`` or ``json``.
+            since: The window, a duration such as ``7d``.
+        """
+        return await self._send(
+            "GET", "/api/v1/report", {"format": fmt, "since": since}, operator=True
+        )
+
+    async def _post_json(self, path: str) -> Any:
+        return _parse_json(await self._send("POST", path, operator=True), path)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        operator: bool = False,
+    ) -> bytes:
+        """One request; the body of a 2xx answer, every failure an :class:`AgentError`."""
         session = self._ensure_session()
+        headers = {"X-Vigil-Operator": self.operator or operator_identity()} if operator else {}
         try:
             # No redirects: the token must only ever go to the agent we were pointed at.
-            async with session.get(self.url + path, params=params, allow_redirects=False) as resp:
+            async with session.request(
+                method, self.url + path, params=params, headers=headers, allow_redirects=False
+            ) as resp:
                 body = await resp.read()
                 if resp.status == 401:
-                    raise AgentError("token rejected", "rejected")
+                    raise AgentError("token rejected", "rejected", resp.status)
                 if resp.status == 403:
+                    if method != "GET":
+                        self.scope = "read"  # the agent said so: stop offering actions
                     reason = _error_text(body) or "forbidden"
-                    raise AgentError(f"token lacks the scope for {path}: {reason}", "forbidden")
+                    raise AgentError(
+                        f"token lacks the scope for {path}: {reason}", "forbidden", resp.status
+                    )
                 if resp.status >= 300:
                     reason = _error_text(body) or resp.reason or ""
                     raise AgentError(
-                        f"HTTP {resp.status} from {path}: {reason}".rstrip(": "), "http"
+                        f"HTTP {resp.status} from {path}: {reason}".rstrip(": "),
+                        "http",
+                        resp.status,
                     )
+                return body
         except AgentError:
             raise
         # Before ClientError: aiohttp's timeout errors subclass both.
@@ -184,8 +335,6 @@ class AgentClient:
         except aiohttp.InvalidURL as exc:
             raise AgentError(f"bad agent URL {self.url!r}", "config") from exc
         except aiohttp.ClientConnectorError as exc:
-            # asyncio puts "Connect call failed ('127.0.0.1', 9)" in strerror; errno says it
-            # in words people know ("Connection refused").
             err = exc.os_error
             reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
             raise AgentError(
@@ -195,10 +344,41 @@ class AgentClient:
             raise AgentError(
                 f"{self.url}: {exc.__class__.__name__}: {exc}".rstrip(": "), "unreachable"
             ) from exc
-        try:
-            return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AgentError(f"bad JSON from {path}: {exc}", "protocol") from exc
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=self.unix_socket)
+                if self.unix_socket
+                else None,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+            )
+        return self._session
+
+    async def _get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        return _parse_json(await self._send("GET", path, params), path)
+
+
+def operator_identity() -> str:
+    """``user@host`` of whoever runs the TUI, as the CLI names operators in the audit trail."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _seg(value: str) -> str:
+    """One path segment, percent-encoded: names come from the agent and may hold anything."""
+    return quote(value, safe="")
+
+
+def _parse_json(body: bytes, path: str) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AgentError(f"bad JSON from {path}: {exc}", "protocol") from exc
 
 
 def _error_text(body: bytes) -> str:

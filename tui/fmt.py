@@ -9,6 +9,7 @@ is shown literally and does nothing.
 from __future__ import annotations
 
 import re
+import time
 
 from rich.text import Text
 
@@ -17,7 +18,9 @@ from storage.units import format_bytes, format_duration
 __all__ = [
     "bar",
     "clean",
+    "format_age",
     "format_bytes",
+    "format_clock",
     "format_duration",
     "format_ms",
     "format_percent",
@@ -138,3 +141,20 @@ def bar(percent: float | None, width: int = 10) -> Text:
     out = Text(filled, style=level_style(percent))
     out.append("·" * (width - len(filled)), style="dim")
     return out
+
+
+def format_age(now_ms: int, ts_ms: int | None) -> str:
+    """How long before ``now_ms`` (the agent's clock) ``ts_ms`` was: ``12s``, ``3m4s``."""
+    if ts_ms is None:
+        return "-"
+    seconds = max(0, now_ms - ts_ms) // 1000
+    return format_duration(seconds) if seconds else "0s"
+
+
+def format_clock(ts_ms: int | None, short: bool = False) -> str:
+    """A timestamp in local time, to the second: ``2026-05-01 14:20:03`` (``05-01 14:20:03``
+    when ``short``, for table cells)."""
+    if ts_ms is None:
+        return "-"
+    pattern = "%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S"
+    return time.strftime(pattern, time.localtime(ts_ms / 1000))

@@ -197,3 +197,16 @@ async def fake_agent() -> AsyncIterator[FakeAgent]:
         yield agent
     finally:
         await agent.stop()
+
+
+@pytest.fixture
+async def triage_agent() -> AsyncIterator[FakeAgent]:
+    """The fake agent with every route of the triage views (see tests/tui/triage_fake.py)."""
+    from tests.tui.triage_fake import TriageAgent
+
+    agent = TriageAgent()
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()

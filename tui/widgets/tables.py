@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from storage.records import AgentStatus, ModelStatus, ProcessStatus
-from tui.fmt import format_bytes, format_duration, format_ms, format_percent, safe
+from tui.fmt import clean, format_bytes, format_duration, format_ms, format_percent, safe
 from tui.hostview import HostView, ProcessUsage
 
 MODEL_STATE_STYLES = {"up": "green", "degraded": "yellow", "down": "bold red", "unknown": "dim"}
@@ -82,43 +83,40 @@ def process_row(proc: ProcessStatus, usage: ProcessUsage | None, now_ms: int) ->
     ]
 
 
-class StatusTable(DataTable[Text]):
-    """A DataTable kept in step with a list of keyed rows without losing the cursor."""
+class KeyedTable(DataTable[Text]):
+    """A row-cursor DataTable of keyed rows, kept in step without losing the cursor.
 
-    DEFAULT_CSS = """
-    StatusTable {
-        height: 1fr;
-        min-height: 4;
-    }
+    ``j``/``k`` move like ``down``/``up`` and ``g``/``G`` jump to the ends (k9s, vi).
     """
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "scroll_top", "Top", show=False),
+        Binding("G", "scroll_bottom", "Bottom", show=False),
+    ]
 
     COLUMNS: tuple[tuple[str, str], ...] = ()
     """(key, label) of each column."""
-    EMPTY = "nothing here"
-    """Shown in the border subtitle when there are no rows."""
-
-    status: reactive[AgentStatus | None] = reactive(None)
-    """The status whose rows are shown."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        """Add the columns, then any rows that arrived first."""
+        """Add the columns, then let subclasses show what arrived first."""
         for key, label in self.COLUMNS:
             self.add_column(Text(label, style="bold"), key=key)
-        self.watch_status(self.status)
+        self.columns_added()
 
-    def rows_for(self, status: AgentStatus) -> list[Row]:
-        """The rows to show, each with a unique key; subclasses say which."""
-        raise NotImplementedError
+    def columns_added(self) -> None:
+        """Called once the columns exist; subclasses fill in rows that arrived earlier."""
 
-    def watch_status(self, status: AgentStatus | None) -> None:
-        """Bring the rows in step with the new status."""
-        if status is None or not self.is_mounted or not self.columns:
-            return
-        self.sync_rows(self.rows_for(status))
-        self.border_subtitle = "" if self.row_count else self.EMPTY
+    @property
+    def selected_key(self) -> str | None:
+        """The key of the row under the cursor, or None in an empty table."""
+        if self.row_count and 0 <= self.cursor_row < self.row_count:
+            return self.ordered_rows[self.cursor_row].key.value
+        return None
 
     def sync_rows(self, rows: Sequence[Row]) -> None:
         """Update cells in place when the same rows are present, else rebuild in order.
@@ -135,14 +133,66 @@ class StatusTable(DataTable[Text]):
                         self.update_cell(key, column_key, cell, update_width=True)
             return
         # Rows came or went: rebuild, keeping the cursor on the same key when it survives.
-        selected: str | None = None
-        if self.row_count and 0 <= self.cursor_row < self.row_count:
-            selected = self.ordered_rows[self.cursor_row].key.value
+        selected = self.selected_key
         self.clear()
         for key, cells in rows:
             self.add_row(*cells, key=key)
         if selected in keys:
             self.move_cursor(row=keys.index(selected), animate=False)
+
+
+class StatusTable(KeyedTable):
+    """A table whose rows come from the agent's status, narrowed by a filter text."""
+
+    DEFAULT_CSS = """
+    StatusTable {
+        height: 1fr;
+        min-height: 4;
+    }
+    """
+
+    EMPTY = "nothing here"
+    """Shown in the border subtitle when there are no rows."""
+
+    status: reactive[AgentStatus | None] = reactive(None)
+    """The status whose rows are shown."""
+    filter_text: reactive[str] = reactive("")
+    """Only rows whose name contains this (any case) are shown; empty shows all."""
+
+    def columns_added(self) -> None:
+        """Show any rows that arrived before the columns."""
+        self.watch_status(self.status)
+
+    def rows_for(self, status: AgentStatus) -> list[Row]:
+        """The rows to show, each with a unique key; subclasses say which."""
+        raise NotImplementedError
+
+    def watch_status(self, status: AgentStatus | None) -> None:
+        """Bring the rows in step with the new status."""
+        if status is None or not self.is_mounted or not self.columns:
+            return
+        rows = self.rows_for(status)
+        needle = self.filter_text.casefold()
+        if needle:
+            rows = [r for r in rows if needle in clean(name_of(r[0])).casefold()]
+        self.sync_rows(rows)
+        if not needle:
+            self.border_subtitle = "" if self.row_count else self.EMPTY
+        else:
+            # A Text: a str subtitle would be parsed as markup, and the filter is typed text.
+            shown = clean(self.filter_text, 30)
+            self.border_subtitle = Text(
+                f"filter: {shown}" if self.row_count else f"nothing matches {shown!r}"
+            )
+
+    def watch_filter_text(self, _text: str) -> None:
+        """Re-filter the rows at once."""
+        self.watch_status(self.status)
+
+
+def name_of(key: str) -> str:
+    """The model or process name a row key stands for (see :func:`_unique`)."""
+    return key.split("\x00", 1)[0]
 
 
 def _unique(keys: Sequence[str]) -> list[str]:

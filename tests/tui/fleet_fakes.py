@@ -1,0 +1,81 @@
+"""Fake agents for fleet tests: the TUI conftest's fake, plus ``/api/v1/models`` (latency
+percentiles) and ``/api/v1/incidents`` answers, and GPUs in the status."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from aiohttp import web
+
+from storage.records import AgentStatus
+from tests.tui.conftest import FakeAgent, GiB, res, sample_status
+
+
+def gpu_status(host: str, util: float = 80.0, cpu: float = 23.4) -> AgentStatus:
+    """The conftest's sample status with two GPUs."""
+    status = sample_status(host=host, cpu=cpu)
+    now = status.now_ms
+    gpus = [
+        res("gpu.util.percent", util, now, gpu=0),
+        res("gpu.util.percent", util / 2, now, gpu=1),
+        res("gpu.mem.used_bytes", 60 * GiB, now, gpu=0),
+        res("gpu.mem.used_bytes", 20 * GiB, now, gpu=1),
+        res("gpu.mem.total_bytes", 80 * GiB, now, gpu=0),
+        res("gpu.mem.total_bytes", 80 * GiB, now, gpu=1),
+    ]
+    return replace(status, resources=(*status.resources, *gpus), gpu_available=True)
+
+
+def models_json(ttft_p95: dict[str, float | None]) -> dict[str, Any]:
+    """A ``/api/v1/models`` answer with these p95 TTFTs (None: no streaming probe)."""
+
+    def summary(p95: float | None) -> dict[str, Any]:
+        return {"count": 0 if p95 is None else 10, "p50": p95, "p95": p95, "p99": p95}
+
+    return {
+        "models": [
+            {
+                "name": name,
+                "state": "up",
+                "latency": {
+                    "5m": {
+                        "ttft_ms": summary(p95),
+                        "e2e_ms": summary(50.0),
+                        "itl_ms": summary(None),
+                    }
+                },
+            }
+            for name, p95 in ttft_p95.items()
+        ]
+    }
+
+
+@dataclass
+class FleetFake(FakeAgent):
+    """A fake agent that also answers the routes the fleet reads."""
+
+    ttft_p95: dict[str, float | None] = field(default_factory=lambda: {"llama": 120.0})
+    open_incidents: int = 0
+
+    def _answer(self, request: web.Request) -> dict[str, Any]:
+        if request.path == "/api/v1/models":
+            return models_json(self.ttft_p95)
+        if request.path == "/api/v1/incidents":
+            now = int(time.time() * 1000)
+            return {
+                "incidents": [
+                    {
+                        "id": i + 1,
+                        "subject": "model:llama",
+                        "kind": "model_down",
+                        "state": "open",
+                        "severity": "critical",
+                        "cause": "x",
+                        "opened_ms": now,
+                    }
+                    for i in range(self.open_incidents)
+                ]
+            }
+        return super()._answer(request)

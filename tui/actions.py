@@ -1,0 +1,163 @@
+"""What an operator can ask of an agent from the TUI, and how each is carried out.
+
+Every action is confirmed first (:class:`tui.screens.confirm.ConfirmScreen`), sent with the
+operator's ``user@host`` (the agent records it in its audit trail), and hidden when the token
+is known to be read-only. This module holds no Textual: it describes an action, says what to
+ask and performs it through the client, so it is tested without an app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from rich.text import Text
+
+from tui.client import AgentClient, AgentError
+from tui.fmt import clean
+
+Verb = Literal["start", "stop", "restart", "release", "probe", "acknowledge", "resolve", "export"]
+PROCESS_VERBS: tuple[Verb, ...] = ("start", "stop", "restart", "release")
+
+# What each verb does, said to the person about to confirm it.
+_CONSEQUENCES: dict[Verb, str] = {
+    "start": "The agent starts it and supervises it again.",
+    "stop": "The agent stops it (stop signal, then SIGKILL) and will not restart it.",
+    "restart": "The agent stops the whole process tree, then starts it again.",
+    "release": "The agent lifts the quarantine and starts restarting it again.",
+    "probe": "The agent sends a canary request now, besides its schedule.",
+    "acknowledge": "The incident stays open, marked as taken by you.",
+    "resolve": "The incident is closed by hand, even if its cause is still there.",
+    "export": "The agent renders its host report of the last 7 days.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAction:
+    """One thing to ask of an agent.
+
+    Attributes:
+        verb: What to do.
+        target: The process or model name, the incident id, or the host for an export.
+        path: For an export, where the report is written.
+    """
+
+    verb: Verb
+    target: str
+    path: Path | None = None
+
+    @property
+    def needs_operate(self) -> bool:
+        """Whether the token must have the ``operate`` scope (an export only reads)."""
+        return self.verb != "export"
+
+    @property
+    def noun(self) -> str:
+        """What the action is about: ``process``, ``model``, ``incident`` or ``host``."""
+        if self.verb in PROCESS_VERBS:
+            return "process"
+        if self.verb == "probe":
+            return "model"
+        if self.verb in ("acknowledge", "resolve"):
+            return "incident"
+        return "host"
+
+    def question(self) -> Text:
+        """``Restart process vllm?``, the target escaped (it is agent data)."""
+        out = Text()
+        if self.verb == "export":
+            out.append("Export the host report of ")
+        elif self.verb == "probe":
+            out.append("Probe model ")
+        else:
+            out.append(f"{self.verb.capitalize()} {self.noun} ")
+        if self.noun == "incident":
+            out.append(f"#{clean(self.target, 20)}", style="bold")
+        else:
+            out.append(clean(self.target, 64), style="bold")
+        out.append(" now?" if self.verb == "probe" else "?")
+        return out
+
+    def consequence(self) -> Text:
+        """What will happen, and where an export goes."""
+        out = Text(_CONSEQUENCES[self.verb])
+        if self.path is not None:
+            out.append("\nSaved to ")
+            out.append(str(self.path), style="bold")
+        return out
+
+    def label(self) -> str:
+        """The confirm button: ``Restart``, ``Probe now``, ``Export``."""
+        return "Probe now" if self.verb == "probe" else self.verb.capitalize()
+
+
+async def perform(client: AgentClient, action: OperatorAction) -> str:
+    """Carry out ``action`` against the agent.
+
+    Returns:
+        What happened, in words for a notification.
+
+    Raises:
+        AgentError: the agent refused (read-only token, action does not apply) or was not
+            reached; the message says which.
+    """
+    name = clean(action.target, 64)
+    if action.verb in PROCESS_VERBS:
+        before = await client.process_action(action.target, action.verb)
+        return f"{action.verb} of {name} accepted (was {clean(before.state, 16)})"
+    if action.verb == "probe":
+        await client.probe_now(action.target)
+        return f"probe of {name} requested"
+    if action.verb in ("acknowledge", "resolve"):
+        try:
+            incident_id = int(action.target)
+        except ValueError:
+            raise AgentError(f"not an incident number: {name!r}", "config") from None
+        if action.verb == "acknowledge":
+            await client.acknowledge(incident_id)
+            return f"incident #{incident_id} acknowledged"
+        await client.resolve(incident_id)
+        return f"incident #{incident_id} resolved"
+    if action.path is None:
+        raise AgentError("no path to save the report to", "config")
+    body = await client.report("html")
+    path = await asyncio.to_thread(write_new_file, action.path, body)
+    return f"report saved to {path}"
+
+
+def report_path(directory: Path, host: str, now_s: float | None = None) -> Path:
+    """Where an export of ``host``'s report goes: ``DIR/vigil-report-HOST-DATE-TIME.html``.
+
+    The host name is agent data: anything but letters, digits, ``.``, ``_`` and ``-`` becomes
+    ``_`` so that a host called ``../../etc/x`` cannot steer the file elsewhere.
+    """
+    safe_host = re.sub(r"[^A-Za-z0-9._-]", "_", clean(host, 64)).lstrip(".") or "host"
+    stamp = time.strftime("%Y-%m-%d-%H%M%S", time.localtime(now_s))
+    return directory / f"vigil-report-{safe_host}-{stamp}.html"
+
+
+def write_new_file(path: Path, body: bytes) -> Path:
+    """Write ``body`` to ``path``, or to ``path`` with ``-2``, ``-3``... if it exists: an export
+    never overwrites an earlier one.
+
+    Returns:
+        The path written.
+
+    Raises:
+        AgentError: the file could not be written (kind ``config``), with the reason.
+    """
+    candidate = path
+    for n in range(2, 100):
+        try:
+            with candidate.open("xb") as fh:
+                fh.write(body)
+            return candidate
+        except FileExistsError:
+            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        except OSError as exc:
+            raise AgentError(f"cannot write {candidate}: {exc.strerror or exc}", "config") from exc
+    raise AgentError(f"cannot write {path}: too many reports of that name", "config")
