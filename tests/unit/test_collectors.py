@@ -210,8 +210,10 @@ def test_host_collector_dedupes_devices_and_skips_unreadable_mounts(
 # to reap an orphan.
 PARENT_SCRIPT = """
 import signal, subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", "import time\\nend = time.time() + 60\\n"
-                          "while time.time() < end: pass"], stdout=subprocess.DEVNULL)
+child = subprocess.Popen([sys.executable, "-c", "import time\\nprint('up', flush=True)\\n"
+                          "end = time.time() + 60\\nwhile time.time() < end: pass"],
+                         stdout=subprocess.PIPE)
+child.stdout.readline()  # the worker's interpreter is up: its RSS is what the test sums
 def stop(*_):
     child.kill()
     child.wait()
@@ -241,7 +243,7 @@ def forking_parent() -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen([sys.executable, "-c", PARENT_SCRIPT], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     try:
-        # "ready" comes after the worker is forked and the SIGTERM handler is in place.
+        # "ready" comes after the worker's interpreter is up and the SIGTERM handler is in place.
         assert proc.stdout.readline() == b"ready\n"
         yield proc
     finally:
