@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -544,3 +545,34 @@ def test_a_bad_process_config_exits_2_naming_file_field_and_expectation(tmp_path
     assert out.returncode == 2
     assert out.stderr.startswith(f"vigil: config refused: {bad}:4: process[0].depends_on: ")
     assert "names process 'b', but no [[process]] has that name" in out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a process as another user needs root")
+def test_a_process_runs_as_its_configured_user(tmp_path: Path) -> None:
+    # /bin/sh rather than Python: the test interpreter may live where "nobody" cannot read.
+    cfg = write_config(
+        tmp_path,
+        """
+[[process]]
+name = "unprivileged"
+command = ["/bin/sh", "-c", "echo uid=$(id -u) user=$(id -un) home=$HOME; exec sleep 600"]
+user = "nobody"
+cwd = "/"
+""",
+    )
+    with running_agent(cfg) as agent:
+        pid = wait_for(lambda: agent.status()["processes"][0]["pid"], what="the process")
+        line = wait_for(
+            lambda: next(
+                (
+                    ln
+                    for ln in agent.get("/api/v1/processes/unprivileged/logs?lines=5")[1]["lines"]
+                    if ln.startswith("uid=")
+                ),
+                None,
+            ),
+            what="its first line",
+        )
+        nobody = pwd.getpwnam("nobody")
+        assert line.split()[:2] == [f"uid={nobody.pw_uid}", "user=nobody"]
+        assert psutil.Process(pid).uids().real == nobody.pw_uid
