@@ -67,6 +67,8 @@ def shoot(
             host = app.screen
             assert isinstance(host, HostScreen)
             await wait_for(pilot, lambda: client.scope is not None)
+            # The CPU history answers on its own: a picture taken before it lands differs.
+            await wait_for(pilot, lambda: host.history_done)
             if then is not None:
                 then(app, host)
             await wait_for(pilot, lambda: rows(app, table) > 0)

@@ -153,6 +153,9 @@ class HostScreen(ActionScreen):
         yield processes
         yield Footer()
 
+    history_done = False
+    """Whether the CPU history fetch has answered (tests wait on it for stable pictures)."""
+
     def on_mount(self) -> None:
         """Fetch now and then every ``refresh_s``; pre-fill the CPU sparkline; learn the
         token's scope so actions a read-only token may not take are hidden."""
@@ -209,6 +212,7 @@ class HostScreen(ActionScreen):
         except AgentError as exc:
             # Only a nicety: the live values fill the sparkline anyway.
             self.log.warning(f"cpu history unavailable: {exc.message}")
+            self.history_done = True
             return
         self.post_message(self.HistoryFetched(points))
 
@@ -254,6 +258,7 @@ class HostScreen(ActionScreen):
         """Put the older points in front of the live ones already collected."""
         older = tuple(p.avg for p in message.points)
         self.cpu_history = (*older, *self.cpu_history)[-CPU_HISTORY_LEN:]
+        self.history_done = True
 
     # --- triage: navigation, filter and actions on the row under the cursor --------------
 
