@@ -17,9 +17,10 @@ statuses, wrong content, a missing end marker.
 
 Steering: in-process tests change ``app[STATE].behaviour``; a subprocess instance takes
 ``POST /_control`` with Behaviour fields as JSON (``"reset": true`` also clears the record).
-Every generation request is recorded (headers, body, handler start, the perf_counter_ns after
-each content write): ``GET /_stats``. Timestamps are ``time.perf_counter_ns()``, which is
-CLOCK_MONOTONIC on Linux, shared by all processes, so a client on the same host can compare.
+Every generation request is recorded (headers, body, handler start, the perf_counter_ns before
+and after each content write): ``GET /_stats``. Timestamps are ``time.perf_counter_ns()``,
+which is CLOCK_MONOTONIC on Linux, shared by all processes, so a client on the same host can
+compare.
 
 Run standalone: ``python -m tests.fakes.llm_server --port 0 --ttft-ms 50 --itl-ms 20``; it
 prints ``listening on http://127.0.0.1:PORT`` and serves until SIGTERM/SIGINT.
@@ -85,8 +86,11 @@ class Served:
     headers: dict[str, str]
     start_ns: int
     body: Any = None
+    write_ns: list[int] = field(default_factory=list)
+    """perf_counter_ns right before each content token's write: the token is on its way."""
     sent_ns: list[int] = field(default_factory=list)
-    """perf_counter_ns right after each content token's write returned."""
+    """perf_counter_ns right after each content token's write returned (on a loaded host the
+    receiver may already have run by then: loopback wake-ups can preempt the sender)."""
     end_ns: int | None = None
 
 
@@ -155,6 +159,7 @@ async def _stream(
                     await resp.write(faults["error"])
                     break
                 await asyncio.sleep((b.ttft_ms if sent == 0 else b.itl_ms) / 1000)
+                rec.write_ns.append(time.perf_counter_ns())
             await resp.write(payload)
             if kind == CONTENT:
                 rec.sent_ns.append(time.perf_counter_ns())
