@@ -22,20 +22,24 @@ from typing import Any
 
 import aiohttp
 
-from probes.base import Probe, ProbeTarget, register
+from probes.base import ProbeTarget, register
 from probes.common import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_PROMPT,
     GENERATION_OPTIONS,
-    Bounds,
     RunFailed,
-    check_bool,
-    check_generation_options,
     check_status,
     parse_json,
     stream_object,
 )
-from probes.streaming import GenerationRun, JSONLine, NDJSONParser, StreamTimer, read_stream
+from probes.streaming import (
+    GenerationProbe,
+    GenerationRun,
+    JSONLine,
+    NDJSONParser,
+    StreamTimer,
+    read_stream,
+)
 from storage.records import ProbeRun
 
 _SERVER_PHASES = {
@@ -56,25 +60,17 @@ def _count(value: object) -> int | None:
 
 
 @register
-class OllamaProbe(Probe):
+class OllamaProbe(GenerationProbe):
     """Sends one canary generation to Ollama and times it."""
 
     protocol = "ollama"
-    allowed_options = GENERATION_OPTIONS | {"check_tags"}
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        """Validate keys and value types; raise OptionError naming the key."""
-        super().check_options(options)
-        check_generation_options(options)
-        check_bool(options, "check_tags")
+    flags = ("check_tags",)
+    allowed_options = GENERATION_OPTIONS | set(flags)
 
     def __init__(self, target: ProbeTarget) -> None:
         super().__init__(target)
         opts = target.options
         self._model = str(opts.get("model") or target.name)
-        self._base = target.url.rstrip("/")
-        self._bounds = Bounds.from_options(opts)
         self._payload = {
             "model": self._model,
             "prompt": str(opts.get("prompt") or DEFAULT_PROMPT),
@@ -84,11 +80,6 @@ class OllamaProbe(Probe):
                 "temperature": opts.get("temperature", 0),
             },
         }
-
-    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
-        """Probe once (tags, canary, judgement); never raises."""
-        run = GenerationRun(self.target, self._bounds)
-        return await run.guard(self._attempt(session, run))
 
     async def _attempt(self, session: aiohttp.ClientSession, run: GenerationRun) -> ProbeRun:
         if self.target.options.get("check_tags", True):

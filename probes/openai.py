@@ -34,22 +34,26 @@ from typing import Any
 
 import aiohttp
 
-from probes.base import OptionError, Probe, ProbeTarget, register
+from probes.base import OptionError, ProbeTarget, register
 from probes.common import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_PROMPT,
     GENERATION_OPTIONS,
-    Bounds,
     RunFailed,
-    check_bool,
-    check_generation_options,
     check_status,
     error_message,
     parse_data,
     parse_json,
     read_body,
 )
-from probes.streaming import GenerationRun, SSEEvent, SSEParser, StreamTimer, read_stream
+from probes.streaming import (
+    GenerationProbe,
+    GenerationRun,
+    SSEEvent,
+    SSEParser,
+    StreamTimer,
+    read_stream,
+)
 from storage.records import ProbeRun
 
 _ENDPOINTS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
@@ -70,22 +74,20 @@ def _check_messages(value: object) -> None:
 
 
 @register
-class OpenAIProbe(Probe):
+class OpenAIProbe(GenerationProbe):
     """Sends one canary completion to an OpenAI-compatible server and times it."""
 
     protocol = "openai"
-    allowed_options = GENERATION_OPTIONS | {"endpoint", "messages", "stream", "check_models"}
+    flags = ("stream", "check_models")
+    allowed_options = GENERATION_OPTIONS | {"endpoint", "messages", *flags}
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Validate keys and value types; raise OptionError naming the key."""
         super().check_options(options)
-        check_generation_options(options)
         endpoint = options.get("endpoint", "chat")
         if endpoint not in _ENDPOINTS:
             raise OptionError("endpoint", f'expected "chat" or "completions", got {endpoint!r}')
-        check_bool(options, "stream")
-        check_bool(options, "check_models")
         if "messages" in options:
             _check_messages(options["messages"])
             if "prompt" in options:
@@ -106,9 +108,7 @@ class OpenAIProbe(Probe):
         self._model = str(opts.get("model") or target.name)
         self._chat = opts.get("endpoint", "chat") == "chat"
         self._stream = bool(opts.get("stream", True))
-        self._bounds = Bounds.from_options(opts)
-        base = target.url.rstrip("/")
-        self._base = base.removesuffix("/v1")
+        self._base = self._base.removesuffix("/v1")
         self._path = _ENDPOINTS["chat" if self._chat else "completions"]
         prompt = str(opts.get("prompt") or DEFAULT_PROMPT)
         payload: dict[str, Any] = {
@@ -126,11 +126,6 @@ class OpenAIProbe(Probe):
         if self._stream:
             payload["stream_options"] = {"include_usage": True}
         self._payload = payload
-
-    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
-        """Probe once (model list, canary, judgement); never raises."""
-        run = GenerationRun(self.target, self._bounds)
-        return await run.guard(self._attempt(session, run))
 
     async def _attempt(self, session: aiohttp.ClientSession, run: GenerationRun) -> ProbeRun:
         if self.target.options.get("check_models", True):

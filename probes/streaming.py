@@ -21,17 +21,20 @@ import json
 import re
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import aiohttp
 
-from probes.base import ProbeTarget, now_ms
+from probes.base import Probe, ProbeTarget, now_ms
 from probes.common import (
+    GENERATION_OPTIONS,
     Bounds,
     Deadline,
     RunFailed,
+    check_bool,
+    check_generation_options,
     check_status,
     classify_exception,
     elapsed_ms,
@@ -494,3 +497,33 @@ class GenerationRun:
             output_tokens=tokens,
             tokens_per_s=tps,
         )
+
+
+class GenerationProbe(Probe):
+    """What the text-generation probes (openai, ollama, tgi) share: the generation options,
+    the latency bounds, and one run guarded by its deadline. A subclass names its own boolean
+    options in ``flags`` and does the requests in ``_attempt``."""
+
+    allowed_options = GENERATION_OPTIONS
+    flags: tuple[str, ...] = ()
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Validate keys and value types; raise OptionError naming the key."""
+        super().check_options(options)
+        check_generation_options(options)
+        for key in cls.flags:
+            check_bool(options, key)
+
+    def __init__(self, target: ProbeTarget) -> None:
+        super().__init__(target)
+        self._base = target.url.rstrip("/")
+        self._bounds = Bounds.from_options(target.options)
+
+    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+        """Probe once (side request, canary, judgement); never raises."""
+        run = GenerationRun(self.target, self._bounds)
+        return await run.guard(self._attempt(session, run))
+
+    async def _attempt(self, session: aiohttp.ClientSession, run: GenerationRun) -> ProbeRun:
+        raise NotImplementedError

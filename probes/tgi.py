@@ -22,41 +22,37 @@ from typing import Any
 
 import aiohttp
 
-from probes.base import Probe, ProbeTarget, register
+from probes.base import ProbeTarget, register
 from probes.common import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_PROMPT,
     GENERATION_OPTIONS,
-    Bounds,
     RunFailed,
-    check_bool,
-    check_generation_options,
     check_status,
     parse_data,
 )
-from probes.streaming import GenerationRun, SSEEvent, SSEParser, StreamTimer, read_stream
+from probes.streaming import (
+    GenerationProbe,
+    GenerationRun,
+    SSEEvent,
+    SSEParser,
+    StreamTimer,
+    read_stream,
+)
 from storage.records import ProbeRun
 
 
 @register
-class TgiProbe(Probe):
+class TgiProbe(GenerationProbe):
     """Sends one canary generation to a TGI server and times it."""
 
     protocol = "tgi"
-    allowed_options = GENERATION_OPTIONS | {"check_health"}
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        """Validate keys and value types; raise OptionError naming the key."""
-        super().check_options(options)
-        check_generation_options(options)
-        check_bool(options, "check_health")
+    flags = ("check_health",)
+    allowed_options = GENERATION_OPTIONS | set(flags)
 
     def __init__(self, target: ProbeTarget) -> None:
         super().__init__(target)
         opts = target.options
-        self._base = target.url.rstrip("/")
-        self._bounds = Bounds.from_options(opts)
         parameters: dict[str, Any] = {
             "max_new_tokens": int(opts.get("max_tokens", DEFAULT_MAX_TOKENS)),
             "details": True,
@@ -68,11 +64,6 @@ class TgiProbe(Probe):
             "inputs": str(opts.get("prompt") or DEFAULT_PROMPT),
             "parameters": parameters,
         }
-
-    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
-        """Probe once (health, canary, judgement); never raises."""
-        run = GenerationRun(self.target, self._bounds)
-        return await run.guard(self._attempt(session, run))
 
     async def _attempt(self, session: aiohttp.ClientSession, run: GenerationRun) -> ProbeRun:
         if self.target.options.get("check_health", True):
