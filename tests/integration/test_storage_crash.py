@@ -313,11 +313,19 @@ stop_timeout = "2s"
 
         filler.unlink()  # space returns
         wait_for(lambda: agent.status()["storage_ok"], timeout=60, what="storage recovered")
-        code, body = agent.get("/api/v1/events?kind=storage.&limit=20")
-        assert code == 200, body
-        kinds = [e["kind"] for e in body["events"]][::-1]
+
+        def storage_events() -> list[dict] | None:  # type: ignore[type-arg]
+            # storage_ok turns true at the commit that works; the storage.recovered event is
+            # queued then and lands with the next batch: wait for it rather than race it.
+            code, body = agent.get("/api/v1/events?kind=storage.&limit=20")
+            assert code == 200, body
+            events = body["events"]
+            return events if any(e["kind"] == "storage.recovered" for e in events) else None
+
+        events = wait_for(storage_events, timeout=30, what="the storage.recovered event")
+        kinds = [e["kind"] for e in events][::-1]
         assert kinds[:2] == ["storage.failing", "storage.recovered"], kinds
-        assert "full" in body["events"][-1]["data"]["error"]
+        assert "full" in events[-1]["data"]["error"]
         # What happened during the outage was kept in memory and written afterwards.
         code, body = agent.get("/api/v1/events?kind=process.&limit=50")
         exits = [e for e in body["events"] if e["kind"] == "process.exited"]
