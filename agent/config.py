@@ -525,13 +525,14 @@ def _model(t: _Table) -> ModelConfig:
             field=f"{t.where('canary')}.{exc.field}",
             line=t.locator.find_nested("model", t.index, "canary", exc.field),
         ) from None
+    interval_s = t.duration("interval", 10.0)
     cfg = ModelConfig(
         name=name,
         protocol=protocol,
         url=url,
-        interval_s=t.duration("interval", 10.0),
+        interval_s=interval_s,
         timeout_s=t.duration("timeout", 5.0),
-        jitter_s=_jitter(t),
+        jitter_s=_jitter(t, interval_s),
         process=t.string("process", None),
         down_after_failures=_positive_int(t, "down_after_failures", 2),
         incident_after_degraded_s=t.duration("incident_after_degraded", 300.0),
@@ -581,10 +582,14 @@ def _api_key(t: _Table, cfg: ModelConfig) -> str | None:
     return None
 
 
-def _jitter(t: _Table) -> float | None:
+def _jitter(t: _Table, interval_s: float) -> float | None:
     value = t.duration("jitter", None, positive=False)
     if value is not None and value < 0:
         raise t.error("jitter", "expected a duration of 0s or more")
+    if value is not None and value >= interval_s:
+        # Each run is jittered within its own interval; a longer jitter would let two runs
+        # land in one interval and none in the next.
+        raise t.error("jitter", f"expected a duration shorter than the interval ({interval_s}s)")
     return value
 
 

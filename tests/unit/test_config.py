@@ -271,6 +271,18 @@ def test_bad_model_interval(extra: str, expected: str) -> None:
     check_error(err, field="model[1].interval", line=line_of(text, "interval"), expected=expected)
 
 
+@pytest.mark.parametrize("jitter", ["10s", "12s"])
+def test_jitter_not_shorter_than_the_interval_is_refused(jitter: str) -> None:
+    text = second_model(f'interval = "10s"\njitter = "{jitter}"')
+    err = refused(text)
+    check_error(
+        err,
+        field="model[1].jitter",
+        line=line_of(text, "jitter"),
+        expected="expected a duration shorter than the interval (10.0s)",
+    )
+
+
 def test_integer_interval_message_names_the_type() -> None:
     text = second_model("interval = 10")
     msg = str(refused(text))
