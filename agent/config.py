@@ -93,6 +93,29 @@ class AgentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DriftConfig:
+    """``[model.drift]``: when a model's recent answers differ from its own recent past.
+
+    Latency and throughput: the median of the last ``window`` answered runs against the
+    median of the ``baseline`` runs before them. Output: answers that had been identical for
+    ``output_stable_runs`` runs in a row change, and the new answer persists for
+    ``output_confirm_runs`` runs.
+    """
+
+    enabled: bool = True
+    window: int = 20
+    baseline: int = 100
+    ratio: float = 1.5
+    """How much worse the recent median must be: latency x ratio, tokens/s / ratio."""
+    min_delta_ms: float = 20.0
+    """A latency shift smaller than this is never drift (1 ms -> 2 ms is noise, not news)."""
+    accept_after_s: float = 3600.0
+    """A shift that lasts this long becomes the new baseline (recorded as accepted)."""
+    output_stable_runs: int = 5
+    output_confirm_runs: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """One ``[[model]]``: a served model and how to probe it."""
 
@@ -115,6 +138,7 @@ class ModelConfig:
     api_key: str | None = field(default=None, repr=False)
     """Resolved from ``api_key_env`` or ``api_key_file`` at load; never printed or served."""
     canary: Mapping[str, Any] = field(default_factory=dict)
+    drift: DriftConfig = DriftConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +381,29 @@ class _Table:
                 raise self.error(key, f"unknown key; expected one of: {known}")
 
 
+class _SubTable(_Table):
+    """A table inside one of the file's tables (``[model.drift]``): its errors name the
+    nested field (``model[1].drift.ratio``) and its line."""
+
+    def __init__(self, parent: _Table, key: str) -> None:
+        super().__init__(
+            parent.subtable(key), parent.path, parent.locator, parent.table, parent.index
+        )
+        self.key = key
+
+    def where(self, key: str | None = None) -> str:
+        base = super().where(self.key)
+        return f"{base}.{key}" if key else base
+
+    def error(self, key: str | None, reason: str) -> ConfigError:
+        line = (
+            self.locator.find_nested(self.table, self.index, self.key, key)
+            if key
+            else self.locator.find(self.table, self.index, self.key)
+        )
+        return ConfigError(self.path, reason, field=self.where(key), line=line)
+
+
 def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
     return t if isinstance(t, tuple) else (t,)
 
@@ -539,8 +586,25 @@ def _model(t: _Table) -> ModelConfig:
         api_key_env=t.string("api_key_env", None),
         api_key_file=_opt_path(t.string("api_key_file", None)),
         canary=canary,
+        drift=_drift(_SubTable(t, "drift")),
     )
     cfg = replace(cfg, api_key=_api_key(t, cfg))
+    t.finish()
+    return cfg
+
+
+def _drift(t: _Table) -> DriftConfig:
+    d = DriftConfig()
+    cfg = DriftConfig(
+        enabled=t._get("enabled", bool, "true or false", d.enabled),
+        window=_count(t, "window", d.window, low=3),
+        baseline=_count(t, "baseline", d.baseline, low=3),
+        ratio=_number(t, "ratio", d.ratio, low=1.01),
+        min_delta_ms=_non_negative(t, "min_delta", d.min_delta_ms / 1000) * 1000,
+        accept_after_s=t.duration("accept_after", d.accept_after_s),
+        output_stable_runs=_count(t, "output_stable_runs", d.output_stable_runs, low=2),
+        output_confirm_runs=_count(t, "output_confirm_runs", d.output_confirm_runs, low=1),
+    )
     t.finish()
     return cfg
 

@@ -43,6 +43,7 @@ from probes.gpu import GpuCollector
 from probes.host import HostCollector
 from probes.process import ProcessCollector
 from storage.db import DB_FILENAME, connect
+from storage.queries import recent_probe_runs
 from storage.records import AgentStatus, Event, Labels, ResourceValue, Sample
 from storage.retention import RetentionPolicy, RetentionResult, retention_steps
 from storage.writer import Writer
@@ -330,6 +331,24 @@ class Agent:
         finally:
             conn.close()
 
+    def _seed_drift(self, monitors: list[ModelMonitor]) -> None:
+        """Rebuild new monitors' drift windows from stored runs, so an agent restart does not
+        cost the baseline; without storage the windows simply start empty."""
+        try:
+            conn = connect(self.data_dir / DB_FILENAME, readonly=True)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("drift baselines not restored error=%s", exc)
+            return
+        try:
+            for mon in monitors:
+                d = mon.config.drift
+                runs = recent_probe_runs(conn, mon.config.name, limit=d.window + d.baseline)
+                mon.drift.seed(reversed(runs))
+        except sqlite3.Error as exc:
+            log.warning("drift baselines not restored error=%s", exc)
+        finally:
+            conn.close()
+
     def request_reload(self) -> None:
         """Ask the main loop to reload (signal handlers and the file watcher call this)."""
         self._reload_requested.set()
@@ -405,6 +424,9 @@ class Agent:
                 len(self.config.processes),
             )
             await self.apply(self.config)
+            # Only at start: after a reload a changed model's stored runs measured the old
+            # config (another canary, another server) and are no baseline for the new one.
+            await asyncio.to_thread(self._seed_drift, list(self.monitors.values()))
             # What exists now (modules, config, monitors, the API) lives as long as the agent:
             # keep it out of the cyclic collector's way. Otherwise every full collection walks
             # all of it with the loop stopped (67 ms with 200 models on a small VM), and as

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 MODEL_STATES = ("up", "degraded", "down", "unknown")
+DRIFT_GROUPS = ("latency", "throughput")
+"""Drift kinds with a lasting state; output drift is a one-off event, counted in reports."""
 PROCESS_STATES = (
     "starting",
     "running",
@@ -158,8 +160,15 @@ class AgentMetrics(Collector):
             "When the model was last probed",
             labels=["model"],
         )
+        drift = GaugeMetricFamily(
+            "vigil_model_drift",
+            "1 while drift of this kind is detected on the model and not yet cleared",
+            labels=["model", "kind"],
+        )
         for m in status.models:
             up.add_metric([m.name, m.protocol], 1.0 if m.state == "up" else 0.0)
+            for kind in DRIFT_GROUPS:
+                drift.add_metric([m.name, kind], 1.0 if kind in m.drift else 0.0)
             for s in MODEL_STATES:
                 state.add_metric([m.name, s], 1.0 if m.state == s else 0.0)
             run = m.last_run
@@ -169,6 +178,7 @@ class AgentMetrics(Collector):
                     tps.add_metric([m.name], run.tokens_per_s)
         yield up
         yield state
+        yield drift
         yield tps
         yield last
         yield from self.agent.probe_metrics.collect()

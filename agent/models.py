@@ -26,6 +26,7 @@ from collections.abc import Callable
 import aiohttp
 
 from agent.config import ModelConfig
+from agent.drift import ModelDrift
 from agent.incidents import IncidentBook
 from probes.base import Probe, ProbeTarget, now_ms, redact
 from probes.registry import PROBES
@@ -80,6 +81,7 @@ class ModelMonitor:
         self.failing_since_ms: int | None = None
         self.degraded_since_ms: int | None = None
         self.artifact_sha256: str | None = None
+        self.drift = ModelDrift(self.subject, config.drift)
 
     def status(self) -> ModelStatus:
         """The record the API serves."""
@@ -90,6 +92,7 @@ class ModelMonitor:
             state=self.state,
             since_ms=self.since_ms,
             last_run=self.last_run,
+            drift=self.drift.active(),
         )
 
     async def run_once(self, session: aiohttp.ClientSession) -> ProbeRun:
@@ -161,6 +164,14 @@ class ModelMonitor:
                 )
             )
         self._artifact(run, emit)
+        for event in self.drift.observe(run, self.probe.last_output):
+            log.warning(
+                "model drift model=%s kind=%s message=%s",
+                self.config.name,
+                event.kind,
+                event.message,
+            )
+            emit(event)
         if book is not None:
             self._incidents(run, book, root_id)
 

@@ -108,6 +108,9 @@ class Probe(ABC):
         self.info: dict[str, Any] = {}
         """What the probe learned about the model (ONNX opset and sha256, server-reported
         model metadata, ...), JSON-serialisable; the API shows it beside the model."""
+        self.last_output: str | None = None
+        """The answer text of the last run, where the protocol has one (drift checks compare
+        it run to run); None where it has none or the run got no answer."""
 
     def add_sample(self, name: str, value: float, ts_ms: int, **labels: str) -> None:
         """Queue a series value measured during a run (the model label is added).

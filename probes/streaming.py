@@ -523,7 +523,11 @@ class GenerationProbe(Probe):
     async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
         """Probe once (side request, canary, judgement); never raises."""
         run = GenerationRun(self.target, self._bounds)
-        return await run.guard(self._attempt(session, run))
+        result = await run.guard(self._attempt(session, run))
+        self.last_output = (
+            run.timer.text if run.timer is not None and result.category in ("ok", "slow") else None
+        )
+        return result
 
     async def _attempt(self, session: aiohttp.ClientSession, run: GenerationRun) -> ProbeRun:
         raise NotImplementedError

@@ -165,6 +165,8 @@ class ModelStatus:
     state: str
     since_ms: int
     last_run: ProbeRun | None = None
+    drift: Mapping[str, int] = field(default_factory=dict)
+    """Drift detected and not yet cleared: group (``latency``, ``throughput``) -> since (ms)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form."""
@@ -175,6 +177,7 @@ class ModelStatus:
             "state": self.state,
             "since_ms": self.since_ms,
             "last_run": self.last_run.to_json() if self.last_run else None,
+            "drift": dict(self.drift),
         }
 
     @classmethod
@@ -188,6 +191,8 @@ class ModelStatus:
             state=str(data["state"]),
             since_ms=int(data["since_ms"]),
             last_run=ProbeRun.from_json(last) if last else None,
+            # Older agents send no drift: nothing detected, as far as we can tell.
+            drift={str(k): int(v) for k, v in (data.get("drift") or {}).items()},
         )
 
 

@@ -19,7 +19,7 @@ What the numbers mean (the README's "Reports" section says the same for users):
   names when the failure began (model incidents do); **time to recover** is the incident's
   ``ttr_ms`` (resolved - opened); MTTR is their mean over incidents resolved in the window.
 - **Deployments** are ``model.artifact`` events whose sha256 differs from the model's previous
-  one. **Drift detections** are ``drift.*`` events (nothing emits them yet).
+  one. **Drift detections** are ``drift.*`` events (the agent's drift checks, agent/drift.py).
 """
 
 from __future__ import annotations

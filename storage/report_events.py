@@ -222,5 +222,6 @@ def drift_in(conn: sqlite3.Connection, window: Window) -> Drift:
         rows=rows,
         note=None
         if rows
-        else "no drift detections recorded: drift checks (drift.* events) are not built yet",
+        else "no drift detected in this window (latency, throughput and output checks on "
+        "each model's answered probe runs)",
     )

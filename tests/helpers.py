@@ -163,3 +163,38 @@ def running_agent(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@contextmanager
+def fake_llm(*args: str) -> Iterator[str]:
+    """``tests.fakes.llm_server`` in its own process with these arguments; yields its URL.
+
+    Steer it with ``POST {url}/_control`` (:func:`control_fake`).
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.llm_server", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=child_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on" in line, line
+        yield line.split("listening on", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def control_fake(url: str, **behaviour: Any) -> None:
+    """Change a running fake LLM server's behaviour (Behaviour fields)."""
+    req = urllib.request.Request(
+        url + "/_control",
+        method="POST",
+        data=json.dumps(behaviour).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200, resp.status

@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import ROOT, RunningAgent, child_env, running_agent, wait_for, write_config
+from tests.helpers import ROOT, RunningAgent, fake_llm, running_agent, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -33,39 +32,8 @@ needs_prometheus = pytest.mark.skipif(
 
 
 @contextmanager
-def fake_llm() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes.llm_server",
-            "--ttft-ms",
-            "30",
-            "--itl-ms",
-            "5",
-            "--tokens",
-            "8",
-            "--model",
-            "llama",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=child_env(),
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        yield line.split("listening on", 1)[1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextmanager
 def agent_with_llm(tmp_path: Path) -> Iterator[RunningAgent]:
-    with fake_llm() as url:
+    with fake_llm("--ttft-ms", "30", "--itl-ms", "5", "--tokens", "8", "--model", "llama") as url:
         cfg = write_config(
             tmp_path,
             f"""

@@ -96,6 +96,10 @@ def title_text(name: str, detail: ModelDetail | None, now_ms: int) -> Text:
     out.append(" · ", style="dim")
     out.append_text(safe(status.state, style=MODEL_STATE_STYLES.get(status.state, ""), max_len=16))
     out.append(f" for {format_age(now_ms, status.since_ms)}", style="dim")
+    for group, since in sorted(status.drift.items()):
+        out.append(" · ", style="dim")
+        out.append_text(safe(f"{group} drift", style="yellow", max_len=24))
+        out.append(f" for {format_age(now_ms, since)}", style="dim")
     out.append(" · ", style="dim")
     out.append_text(safe(status.url, style="dim", max_len=80))
     return out
