@@ -16,10 +16,8 @@ stores the time to recover. Every state change is an audit event carrying the ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable
 
@@ -80,7 +78,7 @@ class ModelMonitor:
         self.hard_failures = 0
         self.failing_since_ms: int | None = None
         self.degraded_since_ms: int | None = None
-        self.artifact_sha256: str | None = None
+        self.artifact: str | None = None
         self.drift = ModelDrift(self.subject, config.drift)
 
     def status(self) -> ModelStatus:
@@ -176,34 +174,37 @@ class ModelMonitor:
             self._incidents(run, book, root_id)
 
     def _artifact(self, run: ProbeRun, emit: Callable[[Event], None]) -> None:
-        """Record the model artifact's sha256 when a probe reports one that is new to us.
+        """Record the artifact a probe reports (``info["artifact"]``) when it is new to us.
 
         The first one a monitor sees is recorded too, so that reports can tell a change made
-        while the agent was stopped (a deployment) from an agent restart (same sha256).
+        while the agent was stopped (a deployment) from an agent restart (same artifact).
         """
-        sha = self.probe.info.get("sha256")
-        if not isinstance(sha, str) or not sha or sha == self.artifact_sha256:
+        info = self.probe.info
+        artifact = info.get("artifact")
+        if not isinstance(artifact, str) or not artifact or artifact == self.artifact:
             return
-        previous, self.artifact_sha256 = self.artifact_sha256, sha
+        previous, self.artifact = self.artifact, artifact
+        kind = str(info.get("artifact_kind") or "artifact")
         data: dict[str, object] = {
-            "sha256": sha,
-            "previous_sha256": previous,
+            "artifact": artifact,
+            "artifact_kind": kind,
+            "previous_artifact": previous,
             "run": {"category": run.category, "ok": run.ok},
         }
-        path = self.probe.info.get("path")
-        if isinstance(path, str):
-            with contextlib.suppress(OSError):
-                data["artifact_mtime_ms"] = os.stat(path).st_mtime_ns // 1_000_000
-        for key in ("size_bytes", "reloaded_at"):
-            if key in self.probe.info:
-                data[key] = self.probe.info[key]
+        if kind == "sha256":
+            data["sha256"], data["previous_sha256"] = artifact, previous
+        for key in ("artifact_time_ms", "size_bytes", "reloaded_at"):
+            if key in info:
+                data[key] = info[key]
+        short = artifact if len(artifact) <= 40 else artifact[:12]
+        was = previous if previous is None or len(previous) <= 40 else previous[:12]
         emit(
             Event(
                 ts_ms=run.ts_ms,
                 kind="model.artifact",
                 subject=self.subject,
-                message=f"artifact sha256 {sha[:12]}"
-                + (f" (was {previous[:12]})" if previous else " (first seen by this agent)"),
+                message=f"{kind} {short}"
+                + (f" (was {was})" if was else " (first seen by this agent)"),
                 data=data,
             )
         )

@@ -80,6 +80,25 @@ class ProbeTarget:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
+def artifact_info(identity: object, kind: str, time_ms: int | None = None) -> dict[str, Any]:
+    """The ``info`` keys naming what a server serves; the agent records each change of
+    ``artifact`` as a deployment.
+
+    Args:
+        identity: the artifact's identity (a file sha256, Ollama's digest, TGI's model_sha,
+            the path vLLM serves from); nothing is recorded when it is empty or not a string.
+        kind: what the identity is (``sha256``, ``ollama_digest``, ``tgi_model_sha``,
+            ``served_root``), so a report can say what changed.
+        time_ms: when the artifact was made (file mtime, Ollama's modified_at), for lead time.
+    """
+    if not isinstance(identity, str) or not identity:
+        return {}
+    out: dict[str, Any] = {"artifact": identity, "artifact_kind": kind}
+    if time_ms is not None:
+        out["artifact_time_ms"] = time_ms
+    return out
+
+
 def redact(text: str, secret: str | None) -> str:
     """Remove a secret from a text (a server may echo the key back in an error)."""
     if secret and len(secret) >= 4:

@@ -18,11 +18,12 @@ model is ``wrong_output``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import aiohttp
 
-from probes.base import ProbeTarget, register
+from probes.base import ProbeTarget, artifact_info, register
 from probes.common import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_PROMPT,
@@ -117,6 +118,9 @@ class OllamaProbe(GenerationProbe):
             "name": entry.get("name"),
             "digest": entry.get("digest"),
             "size_bytes": entry.get("size"),
+            **artifact_info(
+                entry.get("digest"), "ollama_digest", _time_ms(entry.get("modified_at"))
+            ),
         }
         if isinstance(details, Mapping):
             for key in ("family", "parameter_size", "quantization_level"):
@@ -151,3 +155,16 @@ def _on_line(timer: StreamTimer, final: dict[str, Any]) -> Callable[[JSONLine], 
         return False
 
     return on_line
+
+
+def _time_ms(value: object) -> int | None:
+    """Ollama's ``modified_at`` (RFC 3339, nanoseconds and an offset) as epoch ms."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if when.tzinfo is None:  # not what Ollama sends; a naive time would be read as local
+        return None
+    return int(when.timestamp() * 1000)

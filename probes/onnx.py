@@ -45,7 +45,7 @@ from urllib.parse import unquote, urlparse
 
 import aiohttp
 
-from probes.base import OptionError, Probe, ProbeTarget, now_ms, register
+from probes.base import OptionError, Probe, ProbeTarget, artifact_info, now_ms, register
 from probes.common import (
     RunFailed,
     check_duration,
@@ -333,6 +333,7 @@ class OnnxProbe(Probe):
         meta = {k: v for k, v in answer.items() if k not in ("ok", "id", "error", "kind")}
         reloaded = self.info.get("reloaded_at")
         self.info = {"path": str(self._path), **meta}
+        self.info.update(artifact_info(meta.get("sha256"), "sha256", signature[2] // 1_000_000))
         if not answer.get("ok"):
             await self._stop_worker()
             raise RunFailed("protocol_error", f"cannot load {self._path}: {answer.get('error')}")

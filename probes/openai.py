@@ -34,7 +34,7 @@ from typing import Any
 
 import aiohttp
 
-from probes.base import OptionError, ProbeTarget, register
+from probes.base import OptionError, ProbeTarget, artifact_info, register
 from probes.common import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_PROMPT,
@@ -164,6 +164,9 @@ class OpenAIProbe(GenerationProbe):
             raise RunFailed("wrong_output", f"model {self._model!r} not served; served: {served}")
         entry = next(m for m in data if isinstance(m, Mapping) and m.get("id") == self._model)
         self.info = {k: entry[k] for k in ("id", "owned_by", "root", "max_model_len") if k in entry}
+        # vLLM's root is the path or repository the served name points at: another root under
+        # the same name is another model deployed. llama.cpp and others send none.
+        self.info.update(artifact_info(entry.get("root"), "served_root"))
 
     def _on_event(self, timer: StreamTimer) -> Callable[[SSEEvent], bool]:
         chat = self._chat

@@ -12,7 +12,8 @@ the target's name), ``prompt``, ``max_tokens`` (sent as ``max_new_tokens``, defa
 ``temperature`` (TGI refuses 0, so 0 means "not sent", which is greedy decoding),
 ``expect_contains``, ``expect_regex``, ``expect_exact``, ``max_latency``, ``max_ttft``,
 ``max_itl``, ``min_tokens_per_s``, and ``check_health`` (ask ``/health`` first, default true;
-non-2xx is ``http_error``).
+non-2xx is ``http_error``; then ``/info`` for the model id and the repository revision served,
+``model_sha``, whose changes are deployments; a server without ``/info`` still passes).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from probes.base import ProbeTarget, register
+from probes.base import ProbeTarget, artifact_info, register
 from probes.common import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_PROMPT,
@@ -30,6 +31,7 @@ from probes.common import (
     RunFailed,
     check_status,
     parse_data,
+    parse_json,
 )
 from probes.streaming import (
     GenerationProbe,
@@ -69,6 +71,7 @@ class TgiProbe(GenerationProbe):
         if self.target.options.get("check_health", True):
             run.step = "GET /health"
             await run.get(session, f"{self._base}/health", "health_ms")
+            await self._read_info(session, run)
         run.step = "POST /generate_stream"
         timer = run.start_timer()
         async with session.post(
@@ -82,6 +85,17 @@ class TgiProbe(GenerationProbe):
             on_event = _on_event(timer)
             await read_stream(resp, SSEParser(), timer, on_event, end="the final generated_text")
         return run.finish()
+
+    async def _read_info(self, session: aiohttp.ClientSession, run: GenerationRun) -> None:
+        run.step = "GET /info"
+        try:
+            info = parse_json(await run.get(session, f"{self._base}/info", "info_ms"), run.step)
+        except RunFailed:
+            return  # /info is for the record, not part of the verdict
+        if isinstance(info, Mapping):
+            keys = ("model_id", "model_sha", "model_dtype", "version")
+            self.info = {k: info[k] for k in keys if k in info}
+            self.info.update(artifact_info(info.get("model_sha"), "tgi_model_sha"))
 
 
 def _on_event(timer: StreamTimer) -> Callable[[SSEEvent], bool]:

@@ -144,8 +144,13 @@ def restarts_in(conn: sqlite3.Connection, window: Window) -> Restarts:
     )
 
 
+def _artifact_of(data: dict[str, Any]) -> Any:
+    # Events written before artifacts had kinds carry the file's sha256 only.
+    return data.get("artifact") or data.get("sha256")
+
+
 def deployments_in(conn: sqlite3.Connection, window: Window) -> Deployments:
-    """Artifact changes (``model.artifact`` events with a new sha256) in the window."""
+    """Artifact changes (``model.artifact`` events with a new artifact) in the window."""
     # The whole history up to the window's end: the artifact a model had before the window
     # decides whether the first one seen inside it is a change.
     events = conn.execute(
@@ -159,9 +164,9 @@ def deployments_in(conn: sqlite3.Connection, window: Window) -> Deployments:
     rows: list[DeploymentRow] = []
     for model, seen in by_model.items():
         for i, (ts, data) in enumerate(seen):
-            previous = seen[i - 1][1].get("sha256") if i else None
-            sha = data.get("sha256")
-            if not i or sha == previous or ts < window.since_ms:
+            previous = _artifact_of(seen[i - 1][1]) if i else None
+            artifact = _artifact_of(data)
+            if not i or artifact == previous or ts < window.since_ms:
                 continue
             upto = seen[i + 1][0] if i + 1 < len(seen) else window.until_ms + 1
             verified = scalar(
@@ -171,22 +176,24 @@ def deployments_in(conn: sqlite3.Connection, window: Window) -> Deployments:
                 ts,
                 upto,
             )
-            mtime = data.get("artifact_mtime_ms")
-            mtime_ms = int(mtime) if isinstance(mtime, int | float) else None
+            made = data.get("artifact_time_ms", data.get("artifact_mtime_ms"))
+            made_ms = int(made) if isinstance(made, int | float) else None
+            kind = data.get("artifact_kind") or ("sha256" if data.get("sha256") else None)
             run_data = data.get("run")
             run = run_data if isinstance(run_data, dict) else {}
             rows.append(
                 DeploymentRow(
                     ts_ms=ts,
                     model=model,
-                    sha256=str(sha) if sha is not None else None,
-                    previous_sha256=str(previous) if previous is not None else None,
+                    artifact=str(artifact) if artifact is not None else None,
+                    artifact_kind=str(kind) if kind else None,
+                    previous_artifact=str(previous) if previous is not None else None,
                     first_run_category=str(run.get("category")) if run.get("category") else None,
                     verified_ms=int(verified) if verified is not None else None,
-                    artifact_mtime_ms=mtime_ms,
+                    artifact_time_ms=made_ms,
                     lead_time_ms=(
-                        max(0, int(verified) - mtime_ms)
-                        if verified is not None and mtime_ms is not None
+                        max(0, int(verified) - made_ms)
+                        if verified is not None and made_ms is not None
                         else None
                     ),
                 )
@@ -202,8 +209,9 @@ def deployments_in(conn: sqlite3.Connection, window: Window) -> Deployments:
         rows=tuple(rows),
         note=None
         if rows
-        else "no deployment events recorded: a deployment is recorded when a probe reports a "
-        "new sha256 for a model's artifact (the onnx probe does); other protocols expose none",
+        else "no deployments in this window: a deployment is a change of the artifact a probe "
+        "reports (onnx: the file's sha256; ollama: the digest; tgi: model_sha; openai: the "
+        "served root, where the server sends one; http, tcp, kserve_v2 and metrics report none)",
     )
 
 

@@ -165,16 +165,19 @@ class Restarts:
 
 @dataclass(frozen=True, slots=True)
 class DeploymentRow:
-    """A model's artifact changed (new sha256). ``verified_ms`` is its first ok probe run;
-    ``lead_time_ms`` runs from the artifact file's mtime to that run."""
+    """A model's artifact changed. ``artifact`` is its identity as the probe reported it, of
+    ``artifact_kind`` (``sha256`` of a model file, ``ollama_digest``, ``tgi_model_sha``,
+    ``served_root``). ``verified_ms`` is its first ok probe run; ``lead_time_ms`` runs from
+    the artifact's time (file mtime, Ollama's modified_at) to that run."""
 
     ts_ms: int
     model: str
-    sha256: str | None
-    previous_sha256: str | None
+    artifact: str | None
+    artifact_kind: str | None
+    previous_artifact: str | None
     first_run_category: str | None
     verified_ms: int | None
-    artifact_mtime_ms: int | None
+    artifact_time_ms: int | None
     lead_time_ms: int | None
 
 

@@ -22,3 +22,15 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
     if not keep_newlines:
         s = s.replace("\n", " ")
     return _CONTROL.sub("?", s)
+
+
+_HEX = re.compile(r"(?:sha256:)?[0-9a-fA-F]{16,}")
+
+
+def short_artifact(value: object, width: int = 24) -> str:
+    """A model artifact's identity, short: a hash's first 12 digits; a path or repository's
+    end, which is the part that differs (``…/Llama-3.1-8B-Instruct``)."""
+    text = str(value)
+    if _HEX.fullmatch(text):
+        return text.removeprefix("sha256:")[:12]
+    return text if len(text) <= width else "…" + text[-(width - 1) :]

@@ -14,6 +14,7 @@ from typing import Any
 from rich.text import Text
 
 from storage.records import Event, Incident, ProbeRun
+from storage.text import short_artifact
 from tui.fmt import clean, format_age, format_clock, format_duration, format_ms, safe
 
 CATEGORY_STYLES = {"ok": "green", "slow": "yellow"}
@@ -172,18 +173,21 @@ def event_detail(event: Event) -> Text:
 
 
 def deployment_row(event: Event) -> list[Text]:
-    """A ``model.artifact`` event: when, new sha256, previous sha256, the run's category."""
+    """A ``model.artifact`` event: when, new artifact, previous artifact, the run's category."""
     data = event.data
 
-    def short(key: str) -> Text:
-        value = data.get(key)
-        return safe(str(value)[:12], max_len=12) if value else Text("-", style="dim")
+    def short(*keys: str) -> Text:
+        # Events from agents before artifact kinds carry sha256 / previous_sha256 only.
+        value = next((data[k] for k in keys if data.get(k)), None)
+        return safe(short_artifact(value), max_len=24) if value else Text("-", style="dim")
 
-    category = str(data.get("category") or "")
+    run = data.get("run")
+    category = str((run.get("category") if isinstance(run, dict) else None) or "")
+    category = category or str(data.get("category") or "")
     return [
         Text(format_clock(event.ts_ms, short=True), style="dim"),
-        short("sha256"),
-        short("previous_sha256"),
+        short("artifact", "sha256"),
+        short("previous_artifact", "previous_sha256"),
         safe(category or "-", style=category_style(category) if category else "dim", max_len=16),
     ]
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storage.report_model import Report
+from storage.text import short_artifact
 from storage.units import format_bytes, format_duration
 
 Row = Mapping[str, Any]
@@ -79,7 +80,7 @@ def human(value: Any, kind: str, row: Row | None = None) -> str:
         "frac": format_frac,
         "pct": lambda v: f"{float(v):.1f} %",
         "bytes": format_bytes,
-        "sha": lambda v: str(v)[:12],
+        "sha": short_artifact,
         "signed_pct": lambda v: f"{float(v):+.1f} %",
         "bool": lambda v: "yes" if v else "no",
     }
@@ -249,8 +250,9 @@ def tables(report: Report) -> list[Table]:
         {
             "ts_ms": d.ts_ms,
             "model": d.model,
-            "sha256": d.sha256,
-            "previous_sha256": d.previous_sha256,
+            "artifact": d.artifact,
+            "artifact_kind": d.artifact_kind,
+            "previous_artifact": d.previous_artifact,
             "first_run_category": d.first_run_category,
             "verified_ms": d.verified_ms,
             "lead_time_ms": d.lead_time_ms,
@@ -387,8 +389,9 @@ def tables(report: Report) -> list[Table]:
             (
                 t("ts_ms", "Detected", "ts"),
                 t("model", "Model"),
-                t("sha256", "sha256", "sha"),
-                t("previous_sha256", "Previous", "sha"),
+                t("artifact_kind", "Kind"),
+                t("artifact", "Artifact", "sha"),
+                t("previous_artifact", "Previous", "sha"),
                 t("first_run_category", "First run"),
                 t("verified_ms", "Verified", "ts"),
                 t("lead_time_ms", "Lead time", "ms"),

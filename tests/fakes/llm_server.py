@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import hashlib
 import json
 import re
 import signal
@@ -70,12 +71,18 @@ class Behaviour:
     echo_key_status: int | None = None
     """Refuse generation requests with this status, echoing the Authorization header."""
     health_status: int = 200
+    info_status: int = 200
+    """TGI's /info: a non-200 answers with that status and no body."""
     malformed_after: int | None = None
     error_after: int | None = None
     disconnect_after: int | None = None
     stall_after: int | None = None
     slowloris_ms: float | None = None
     record: bool = True
+    revision: str = "rev-1"
+    """What is deployed: Ollama's digest, TGI's model_sha and vLLM's root derive from it."""
+    modified_at: str = "2026-11-01T09:00:00.123456789+01:00"
+    """Ollama's modified_at for the listed models."""
 
 
 @dataclass
@@ -205,7 +212,14 @@ def _sse(obj: object) -> bytes:
 async def models(request: web.Request) -> web.Response:
     b = request.app[STATE].behaviour
     data = [
-        {"id": m, "object": "model", "owned_by": "fake", "max_model_len": 4096} for m in b.models
+        {
+            "id": m,
+            "object": "model",
+            "owned_by": "fake",
+            "root": f"/models/{m}@{b.revision}",
+            "max_model_len": 4096,
+        }
+        for m in b.models
     ]
     return web.json_response({"object": "list", "data": data})
 
@@ -290,7 +304,8 @@ async def tags(request: web.Request) -> web.Response:
             "name": m,
             "model": m,
             "size": 1_000_000,
-            "digest": "0" * 64,
+            "digest": hashlib.sha256(f"{m}@{b.revision}".encode()).hexdigest(),
+            "modified_at": b.modified_at,
             "details": {"family": "fake", "parameter_size": "1M", "quantization_level": "Q4_0"},
         }
         for m in listed
@@ -354,6 +369,22 @@ async def generate(request: web.Request) -> web.StreamResponse:
 
 async def health(request: web.Request) -> web.Response:
     return web.Response(status=request.app[STATE].behaviour.health_status)
+
+
+async def info(request: web.Request) -> web.Response:
+    b = request.app[STATE].behaviour
+    if b.info_status != 200:
+        return web.Response(status=b.info_status)
+    return web.json_response(
+        {
+            "model_id": b.models[0],
+            "model_sha": hashlib.sha1(
+                b.revision.encode()
+            ).hexdigest(),  # a git commit id, as TGI reports
+            "model_dtype": "torch.float16",
+            "version": "2.4.0",
+        }
+    )
 
 
 async def generate_stream(request: web.Request) -> web.StreamResponse:
@@ -450,6 +481,7 @@ def build_app(behaviour: Behaviour | None = None) -> web.Application:
     app.router.add_get("/api/tags", tags)
     app.router.add_post("/api/generate", generate)
     app.router.add_get("/health", health)
+    app.router.add_get("/info", info)
     app.router.add_post("/generate_stream", generate_stream)
     app.router.add_post("/_control", control)
     app.router.add_route("GET", "/_stats", stats)

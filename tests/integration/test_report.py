@@ -13,9 +13,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,16 @@ import pytest
 from agent.demo import MODEL_PATH
 from agent.report import load_schema
 from agent.report.html import CSP
-from tests.helpers import RunningAgent, child_env, running_agent, vigil_cmd, wait_for, write_config
+from tests.helpers import (
+    RunningAgent,
+    child_env,
+    control_fake,
+    fake_llm,
+    running_agent,
+    vigil_cmd,
+    wait_for,
+    write_config,
+)
 from tests.schema_subset import errors
 
 pytestmark = pytest.mark.integration
@@ -200,6 +211,46 @@ def test_api_serves_the_same_report(history: tuple[RunningAgent, Path]) -> None:
     assert agent.get("/api/v1/report", token=None)[0] == 401
 
 
+def test_deployments_of_an_ollama_model(tmp_path: Path) -> None:
+    # A new digest for the same tag is a deployment; its lead time runs from Ollama's own
+    # modified_at (set here to a minute ago) to the first ok run on it.
+    with fake_llm("--ttft-ms", "1", "--itl-ms", "1", "--tokens", "2", "--model", "llama3") as url:
+        cfg = write_config(
+            tmp_path,
+            f"""
+[[model]]
+name = "llama3"
+protocol = "ollama"
+url = "{url}"
+interval = "200ms"
+jitter = "0s"
+[model.canary]
+max_tokens = 2
+""",
+        )
+        with running_agent(cfg) as agent:
+
+            def artifacts() -> list[dict[str, Any]]:
+                return agent.get("/api/v1/events?kind=model.artifact")[1]["events"]
+
+            first = wait_for(artifacts, 30, what="the first artifact event")[0]["data"]
+            assert first["artifact_kind"] == "ollama_digest"
+            pulled = time.time() - 60
+            stamp = datetime.fromtimestamp(pulled, UTC).isoformat().replace("+00:00", "Z")
+            control_fake(url, revision="rev-2", modified_at=stamp)
+            wait_for(lambda: len(artifacts()) >= 2, 30, what="the new digest seen")
+            code, _, body = _request(agent, "/api/v1/report?since=1h")
+            assert code == 200
+    dep = json.loads(body)["deployments"]
+    assert dep["count"] == 1, dep
+    row = dep["rows"][0]
+    assert row["artifact_kind"] == "ollama_digest"
+    assert row["artifact"] != row["previous_artifact"] == first["artifact"]
+    assert row["artifact_time_ms"] == pytest.approx(pulled * 1000, abs=1)
+    # Verified by the first ok run after the change, a few hundred ms after it was seen.
+    assert 60_000 <= row["lead_time_ms"] < 90_000
+
+
 def test_deployments_of_a_real_onnx_model(tmp_path: Path) -> None:
     from tests import onnx_models
 
@@ -239,7 +290,8 @@ jitter = "0s"
     dep = live["deployments"]
     assert dep["count"] == 1 and dep["note"] is None
     row = dep["rows"][0]
-    assert (row["model"], row["sha256"], row["previous_sha256"]) == ("clf", second, first)
+    assert (row["model"], row["artifact"], row["previous_artifact"]) == ("clf", second, first)
+    assert row["artifact_kind"] == "sha256"
     assert row["verified_ms"] >= row["ts_ms"] and row["lead_time_ms"] >= 0
     assert dep["median_lead_time_ms"] == row["lead_time_ms"]
 

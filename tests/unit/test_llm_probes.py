@@ -408,3 +408,48 @@ def test_option_errors_name_the_key(protocol: str, options: dict[str, Any], key:
 
 def test_protocols_are_registered() -> None:
     assert {p: probe_for(p).protocol for p in PROTOCOLS} == {p: p for p in PROTOCOLS}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "kind"),
+    [("openai", "served_root"), ("ollama", "ollama_digest"), ("tgi", "tgi_model_sha")],
+)
+async def test_generation_probes_report_what_is_deployed(
+    fake: Fake, session: aiohttp.ClientSession, protocol: str, kind: str
+) -> None:
+    # What a deployment changes (vLLM's root, Ollama's digest, TGI's model_sha) is the
+    # artifact the agent records; another revision on the server is another artifact.
+    probe = make(protocol, fake.url, max_tokens=2)
+    assert (await probe.run(session)).ok
+    first = probe.info["artifact"]
+    assert probe.info["artifact_kind"] == kind
+    assert isinstance(first, str) and first
+    assert (await probe.run(session)).ok
+    assert probe.info["artifact"] == first
+    fake.b.revision = "rev-2"
+    assert (await probe.run(session)).ok
+    assert probe.info["artifact"] not in (first, None)
+    if protocol == "ollama":
+        # modified_at "2026-11-01T09:00:00.123456789+01:00": nanoseconds and an offset.
+        assert probe.info["artifact_time_ms"] == 1_793_520_000_123  # 08:00:00.123 UTC
+    else:
+        assert "artifact_time_ms" not in probe.info
+
+
+async def test_tgi_without_info_still_passes(fake: Fake, session: aiohttp.ClientSession) -> None:
+    fake.b.info_status = 404  # TGI before 0.9 has no /info
+    probe = make("tgi", fake.url, max_tokens=2)
+    run = await probe.run(session)
+    assert run.ok, run
+    assert "artifact" not in probe.info
+
+
+async def test_last_output_is_the_answer_of_an_answered_run(
+    fake: Fake, session: aiohttp.ClientSession
+) -> None:
+    probe = make("openai", fake.url, max_tokens=4)
+    assert (await probe.run(session)).ok
+    assert probe.last_output == "The quick brown fox "
+    fake.b.status = 500
+    assert not (await probe.run(session)).ok
+    assert probe.last_output is None

@@ -16,6 +16,7 @@ from agent.config import ModelConfig
 from agent.models import ModelMonitor
 from agent.report import load_schema, parse_since, render, write_csv
 from agent.report.markdown import md_escape
+from probes.base import artifact_info
 from storage.db import connect
 from storage.incidents import save_incident
 from storage.records import Event, Incident, ProbeRun, Sample, make_labels
@@ -256,7 +257,9 @@ def test_deployments_are_artifact_changes(report: Report) -> None:
     dep = report.deployments
     assert dep.count == 1 and dep.note is None
     row = dep.rows[0]
-    assert (row.model, row.sha256, row.previous_sha256) == ("alpha", "b" * 64, "a" * 64)
+    # These events are in the format of agents before artifact kinds (sha256 only): still read.
+    assert (row.model, row.artifact, row.previous_artifact) == ("alpha", "b" * 64, "a" * 64)
+    assert row.artifact_kind == "sha256"
     assert row.first_run_category == "slow"
     assert row.verified_ms == T0 + 7 * H  # hour 6 was slow; hour 7 the first ok run after it
     assert row.lead_time_ms == 2 * H  # from the file's mtime (5 h) to the verified run (7 h)
@@ -293,7 +296,7 @@ def test_empty_database_reports_zero_with_notes(tmp_path: Path) -> None:
     conn = connect(tmp_path / "v.db", readonly=True)
     r = build_report(conn, since_ms=T0, until_ms=UNTIL)
     assert r.models == () and r.availability is None and r.monitoring.share is None
-    assert r.deployments.count == 0 and "no deployment events recorded" in (
+    assert r.deployments.count == 0 and "no deployments in this window" in (
         r.deployments.note or ""
     )
     assert r.drift.count == 0 and "drift" in (r.drift.note or "")
@@ -454,26 +457,34 @@ url = "tcp://127.0.0.1:9"
     }
 
 
-def test_monitor_records_artifact_changes(tmp_path: Path) -> None:
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"v1")
+def test_monitor_records_artifact_changes() -> None:
     mon = ModelMonitor(ModelConfig(name="m", protocol="tcp", url="tcp://127.0.0.1:9"))
     events: list[Event] = []
 
-    def record(ts: int, sha: str | None) -> None:
-        if sha is not None:
-            mon.probe.info.update(sha256=sha, path=str(model))
+    def record(ts: int, artifact: str | None, kind: str = "sha256") -> None:
+        if artifact is not None:
+            mon.probe.info.update(artifact_info(artifact, kind, 1000 + ts))
         mon.record(ProbeRun(model="m", ts_ms=ts, ok=True, category="ok"), events.append)
 
     record(1, None)  # a probe that reports no artifact: nothing to record
     record(2, "a" * 64)
     record(3, "a" * 64)
     record(4, "b" * 64)
+    record(5, "/models/Llama-3.1-8B-Instruct", "served_root")
     artifacts = [e for e in events if e.kind == "model.artifact"]
-    assert [(e.ts_ms, e.data["sha256"], e.data["previous_sha256"]) for e in artifacts] == [
+    assert [(e.ts_ms, e.data["artifact"], e.data["previous_artifact"]) for e in artifacts] == [
         (2, "a" * 64, None),
         (4, "b" * 64, "a" * 64),
+        (5, "/models/Llama-3.1-8B-Instruct", "b" * 64),
     ]
-    assert artifacts[1].data["artifact_mtime_ms"] == model.stat().st_mtime_ns // 1_000_000
+    # A file hash keeps the sha256 keys older readers know; other identities do not claim them.
+    assert (artifacts[1].data["sha256"], artifacts[1].data["previous_sha256"]) == (
+        "b" * 64,
+        "a" * 64,
+    )
+    assert "sha256" not in artifacts[2].data
+    assert artifacts[2].data["artifact_kind"] == "served_root"
+    assert artifacts[2].message == "served_root /models/Llama-3.1-8B-Instruct (was bbbbbbbbbbbb)"
+    assert artifacts[1].data["artifact_time_ms"] == 1004
     assert artifacts[1].data["run"] == {"category": "ok", "ok": True}
     assert artifacts[1].subject == "model:m"

@@ -77,7 +77,7 @@ class DeploymentsTable(KeyedTable):
 
     COLUMNS = (
         ("when", "when"),
-        ("sha256", "sha256"),
+        ("artifact", "artifact"),
         ("previous", "previous"),
         ("category", "first run"),
     )
