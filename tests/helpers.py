@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -166,13 +167,11 @@ def running_agent(
 
 
 @contextmanager
-def fake_llm(*args: str) -> Iterator[str]:
-    """``tests.fakes.llm_server`` in its own process with these arguments; yields its URL.
-
-    Steer it with ``POST {url}/_control`` (:func:`control_fake`).
-    """
+def serving_process(module: str, *args: str) -> Iterator[str]:
+    """``python -m module args`` as its own process, for a server that prints
+    ``listening on URL`` once it listens; yields the URL and terminates it after."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.llm_server", *args],
+        [sys.executable, "-m", module, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -188,8 +187,16 @@ def fake_llm(*args: str) -> Iterator[str]:
         proc.wait(10)
 
 
+def fake_llm(*args: str) -> contextlib.AbstractContextManager[str]:
+    """``tests.fakes.llm_server`` in its own process with these arguments; yields its URL.
+
+    Steer it with ``POST {url}/_control`` (:func:`control_fake`).
+    """
+    return serving_process("tests.fakes.llm_server", *args)
+
+
 def control_fake(url: str, **behaviour: Any) -> None:
-    """Change a running fake LLM server's behaviour (Behaviour fields)."""
+    """Change a running fake server's behaviour (``POST /_control`` with the fields)."""
     req = urllib.request.Request(
         url + "/_control",
         method="POST",

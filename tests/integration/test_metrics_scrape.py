@@ -2,53 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import RunningAgent, child_env, running_agent, wait_for, write_config
+from tests.helpers import (
+    RunningAgent,
+    control_fake,
+    running_agent,
+    serving_process,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
 
-@contextmanager
-def metrics_server(*args: str) -> Iterator[str]:
+def metrics_server(*args: str) -> contextlib.AbstractContextManager[str]:
     """The fake metrics server as its own process; yields its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.metrics_server", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=child_env(),
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        yield line.split("listening on", 1)[1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def control(base: str, **changes: Any) -> None:
-    req = urllib.request.Request(
-        base + "/_control",
-        data=json.dumps(changes).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        assert resp.status == 200
+    return serving_process("tests.fakes.metrics_server", "--port", "0", *args)
 
 
 def points(agent: RunningAgent, name: str, labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -98,7 +76,7 @@ stall_after = 3
             )
             assert tokens[-1]["avg"] > tokens[0]["avg"]  # the raw counter, growing
 
-            control(base, advance=0)  # generation hangs; requests stay running
+            control_fake(base, advance=0)  # generation hangs; requests stay running
             wait_for(lambda: model()["state"] == "down", what="llm down")
             incident = wait_for(lambda: model()["incident"], what="an open incident")
             assert incident["kind"] == "model_down"
@@ -110,5 +88,5 @@ stall_after = 3
             assert runs[0]["category"] == "stalled"
             assert re.search(r"flat at \d+ for \d+ scrapes \(\d", runs[0]["error"]), runs[0]
 
-            control(base, advance=5)
+            control_fake(base, advance=5)
             wait_for(lambda: model()["state"] == "up", what="llm up again")
