@@ -59,16 +59,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gzip
 import itertools
 import json
 import math
 import os
-import platform
 import re
 import resource
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -82,17 +79,11 @@ from typing import IO, Any
 
 import aiohttp
 import psutil
+from benchlib import ROOT, BenchError, child_env, machine, percentiles, stop
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, bench/ is sys.path[0], where bench/storage.py would shadow the storage
-# package: import Vigil from this checkout's root, and nothing from bench/.
-sys.path[:] = [str(ROOT)] + [
-    p for p in sys.path if Path(p or ".").resolve() not in (ROOT, ROOT / "bench")
-]
-
-from probes.base import ProbeTarget  # noqa: E402
-from probes.registry import PROBES  # noqa: E402
-from probes.streaming import GenerationRun, StreamTimer  # noqa: E402
+from probes.base import ProbeTarget
+from probes.registry import PROBES
+from probes.streaming import GenerationRun, StreamTimer
 
 PROTOCOLS = ("openai", "ollama", "tgi")
 SIDE_CHECKS = {"openai": "check_models", "ollama": "check_tags", "tgi": "check_health"}
@@ -136,22 +127,7 @@ sys.exit(main(["agent", "run", "--config", sys.argv[1]]))
 _SERVER_SEQ = itertools.count()
 
 
-class BenchError(Exception):
-    """The benchmark could not run (not a target miss)."""
-
-
 # --- statistics --------------------------------------------------------------------------
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """The q-th percentile, linearly interpolated (numpy's default)."""
-    if not values:
-        return math.nan
-    data = sorted(values)
-    k = (len(data) - 1) * q / 100
-    lo = math.floor(k)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (k - lo)
 
 
 @dataclass
@@ -170,14 +146,8 @@ class Dist:
         """Summarise ``values`` (rounded to the microsecond)."""
         if not values:
             return cls(0, math.nan, math.nan, math.nan, math.nan, math.nan)
-        return cls(
-            n=len(values),
-            p50=round(pct(values, 50), 3),
-            p99=round(pct(values, 99), 3),
-            max=round(max(values), 3),
-            mean=round(statistics.fmean(values), 3),
-            min=round(min(values), 3),
-        )
+        p = percentiles(values, qs=(50, 99), digits=3)
+        return cls(len(values), p["p50"], p["p99"], p["max"], p["mean"], p["min"])
 
 
 @contextlib.contextmanager
@@ -205,28 +175,6 @@ def host_load(into: dict[str, Any]) -> Iterator[None]:
 
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def child_env() -> dict[str, str]:
-    """Environment for child Python processes: import Vigil from this checkout."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-    )
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
-    """SIGTERM a child and return its exit code (SIGKILL if it will not go)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise BenchError(f"pid {proc.pid} ignored SIGTERM for {timeout_s:.0f}s") from None
 
 
 @contextlib.contextmanager
@@ -635,51 +583,6 @@ def analyse_drift(
 # --- report ------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    """Where the numbers were taken."""
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-
-    def git(*args: str) -> str:
-        try:
-            out = subprocess.run(
-                ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-            )
-        except (OSError, subprocess.SubprocessError):
-            return "unknown"
-        return out.stdout.strip()
-
-    # The tick rate and preemption model bound how late a woken process can run when the
-    # CPUs are busy (HZ=250: a 4 ms tick), which is what the tails measure on a shared host.
-    kconfig: dict[str, str] = {}
-    with contextlib.suppress(OSError), gzip.open("/proc/config.gz", "rt") as config:
-        for line in config:
-            m = re.match(r"(CONFIG_HZ|CONFIG_PREEMPT_(?:NONE|VOLUNTARY|LAZY))=(.*)", line)
-            if m:
-                kconfig[m.group(1)] = m.group(2).strip()
-    preempt = next(
-        (k.removeprefix("CONFIG_") for k in kconfig if k.startswith("CONFIG_PREEMPT")), None
-    )
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "ram_bytes": psutil.virtual_memory().total,
-        "kernel": platform.release(),
-        "kernel_hz": int(kconfig["CONFIG_HZ"]) if "CONFIG_HZ" in kconfig else None,
-        "kernel_preempt": preempt,
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "git_dirty": git("status", "--porcelain", "--untracked-files=no") != "",
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
 def judge(result: dict[str, Any]) -> dict[str, bool]:
     """Which targets were met."""
     verdict: dict[str, bool] = {}
@@ -833,7 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     protocols = [p for p in PROTOCOLS if not args.protocol or p in args.protocol]
     tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-probe-"))
     result: dict[str, Any] = {
-        "machine": machine(),
+        "machine": machine(aiohttp=aiohttp.__version__),
         "command": "bench/probe_accuracy.py " + " ".join(argv or sys.argv[1:]),
         "settings": {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms},
     }

@@ -60,8 +60,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import platform
-import re
 import shutil
 import signal
 import socket
@@ -71,14 +69,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import psutil
+from benchlib import (
+    ROOT,
+    BenchError,
+    child_env,
+    machine,
+    percentiles,
+    stop,
+    version,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 EXIT_OK, EXIT_MISSED, EXIT_ERROR = 0, 1, 2
 TARGET_P99_MS = 50.0
 TARGET_NOISE_S = 600.0
@@ -231,10 +238,6 @@ while True:
 """
 
 
-class BenchError(Exception):
-    """The benchmark could not run (not a target miss)."""
-
-
 @dataclass(frozen=True)
 class Msg:
     """One datagram from a child: kind, pid, its CLOCK_MONOTONIC time, extra words."""
@@ -312,40 +315,6 @@ class Inbox:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def child_env() -> dict[str, str]:
-    """Environment for child Python processes: import Vigil from this checkout."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-    )
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``predicate`` until truthy, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise BenchError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-
-
-def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
-    """SIGTERM a child and return its exit code (SIGKILL to its group if it will not go)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise BenchError(f"pid {proc.pid} ignored SIGTERM for {timeout_s:.0f}s") from None
-
-
 def free_port() -> int:
     """A loopback port nobody listens on now."""
     with socket.socket() as s:
@@ -370,28 +339,6 @@ def kill_quietly(pid: int, sig: int) -> None:
     """Signal ``pid`` if it still exists."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    """n, min, p50, p95, p99, max and mean (nearest-rank percentiles), rounded to 0.01 ms."""
-    if not values:
-        return {}
-    s = sorted(values)
-
-    def rank(p: float) -> float:
-        k = max(1, -(-len(s) * p // 100))  # nearest rank: ceil(p/100 * n)
-        return s[int(k) - 1]
-
-    out = {
-        "n": len(s),
-        "min": s[0],
-        "p50": rank(50),
-        "p95": rank(95),
-        "p99": rank(99),
-        "max": s[-1],
-        "mean": statistics.fmean(s),
-    }
-    return {k: (v if k == "n" else round(v, 2)) for k, v in out.items()}
 
 
 # --- the children ---------------------------------------------------------------------------
@@ -447,7 +394,7 @@ def crash_loop(
         ms = (nxt.ns - gone.ns) / 1e6
         (run.warmup_ms if i < warmup else run.latencies_ms).append(round(ms, 3))
         current = nxt
-    run.stats = percentiles(run.latencies_ms)
+    run.stats = percentiles(run.latencies_ms, qs=(50, 95, 99), digits=2)
 
 
 def spawn_floor(argv: list[str], inbox: Inbox, count: int) -> dict[str, float]:
@@ -461,7 +408,7 @@ def spawn_floor(argv: list[str], inbox: Inbox, count: int) -> dict[str, float]:
         proc.kill()
         proc.wait()
     inbox.drain()
-    return percentiles(samples)
+    return percentiles(samples, qs=(50, 95, 99), digits=2)
 
 
 # --- Vigil ----------------------------------------------------------------------------------
@@ -588,12 +535,7 @@ def supervisord_version() -> str | None:
     """The installed supervisor's version, or None when it is not importable."""
     if importlib.util.find_spec("supervisor") is None:
         return None
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("supervisor")
-    except PackageNotFoundError:
-        return "unknown"
+    return version("supervisor") or "unknown"
 
 
 def supervisord_crashes(
@@ -819,46 +761,8 @@ def noise_verdict(noise: dict[str, Any] | None) -> bool | None:
 # --- report ---------------------------------------------------------------------------------
 
 
-def _git(*args: str) -> str:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip()
-
-
-def machine() -> dict[str, Any]:
-    """Where the numbers were taken."""
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    os_name = platform.platform()
-    with contextlib.suppress(OSError):
-        m = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', Path("/etc/os-release").read_text(), re.M)
-        if m:
-            os_name = m.group(1)
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "ram_bytes": psutil.virtual_memory().total,
-        "os": os_name,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "supervisord": supervisord_version(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "git_commit": _git("rev-parse", "--short", "HEAD"),
-        "git_dirty": _git("status", "--porcelain", "--untracked-files=no") != "",
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
 def _row(label: str, s: dict[str, float]) -> str:
-    if not s:
+    if not s.get("n"):
         return f"{label:14} (not run)"
     return (
         f"{label:14} {s['n']:>4} {s['p50']:>8.2f} {s['p95']:>8.2f} {s['p99']:>8.2f} "
@@ -974,7 +878,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
     inbox = Inbox(tmp / "inbox.sock")
-    result: dict[str, Any] = {"machine": machine()}
+    result: dict[str, Any] = {"machine": machine(supervisord=supervisord_version())}
     try:
         crasher, what = build_crasher(tmp, args.child)
         result["child"] = what

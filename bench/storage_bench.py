@@ -33,7 +33,7 @@ writer thread), ``storage.queries`` and ``storage.retention``.
    so that latency is what a long lock would cost. Then a steady-state pass 5 minutes later.
    Target: producer commit p99 <= 250 ms during a pass.
 
-Run from the repo root: ``.venv/bin/python bench/storage.py [--quick] [--json FILE]``.
+Run from the repo root: ``.venv/bin/python bench/storage_bench.py [--quick] [--json FILE]``.
 ``--quick`` shrinks every phase (for a smoke run; the numbers are not the recorded ones).
 Exit code: 0 all targets met, 1 a target missed, 2 the benchmark itself failed.
 """
@@ -41,17 +41,12 @@ Exit code: 0 all targets met, 1 a target missed, 2 the benchmark itself failed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import platform
 import random
-import re
 import shutil
 import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -61,16 +56,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchlib import BenchError, machine, percentiles
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: import Vigil from this checkout
-    sys.path.insert(0, str(ROOT))
-
-from storage import queries, samples  # noqa: E402
-from storage.db import MIGRATIONS, connect, migrate, open_database  # noqa: E402
-from storage.records import Labels, Sample, make_labels  # noqa: E402
-from storage.retention import RetentionPolicy, RetentionResult, retention_steps  # noqa: E402
-from storage.writer import Writer  # noqa: E402
+from storage import queries, samples
+from storage.db import MIGRATIONS, connect, migrate, open_database
+from storage.records import Labels, Sample, make_labels
+from storage.retention import RetentionPolicy, RetentionResult, retention_steps
+from storage.writer import Writer
 
 T0 = 1_700_002_800_000  # an hour boundary
 DAY = 86_400_000
@@ -79,10 +71,6 @@ TARGET_BYTES = 16.0
 TARGET_QUERY_MS = 50.0
 TARGET_COMMIT_MS = 250.0
 KINDS = ("percent", "bytes", "rate", "latency")
-
-
-class BenchError(Exception):
-    """The benchmark could not run (exit 2)."""
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -110,23 +98,6 @@ def make_series(count: int, prefix: str) -> list[tuple[str, Labels, str]]:
 
 
 # --- 1. ingest --------------------------------------------------------------------------------
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    data = sorted(values)
-
-    def q(p: float) -> float:
-        return data[min(len(data) - 1, max(0, math.ceil(p / 100 * len(data)) - 1))]
-
-    return {
-        "n": len(data),
-        "p50": round(q(50), 3),
-        "p99": round(q(99), 3),
-        "max": round(data[-1], 3),
-        "mean": round(statistics.fmean(data), 3),
-    }
 
 
 class ChartReader(threading.Thread):
@@ -213,7 +184,7 @@ def bench_ingest(work: Path, n_series: int, seconds: int, batch_size: int) -> di
         "batch_size": batch_size,
         "commits": w.stats.commits,
         "build_samples_s": round(build_s, 2),
-        "reader_queries": percentiles(reader.latencies_ms),
+        "reader_queries": percentiles(reader.latencies_ms, qs=(50, 99), digits=3),
         "target_samples_per_s": TARGET_INGEST,
         "ok": written / elapsed >= TARGET_INGEST,
     }
@@ -360,7 +331,7 @@ def bench_day(work: Path, n_series: int, reps: int) -> dict[str, Any]:
         conn.close()
     baseline = baseline_rows(work, data)
     sizes = {ps: round(blocks_at_page_size(work, data, ps), 3) for ps in (4096, 16384, 65536)}
-    q = percentiles(tier_ms)
+    q = percentiles(tier_ms, qs=(50, 99), digits=3)
     return {
         "series": n_series,
         "samples": n,
@@ -382,7 +353,7 @@ def bench_day(work: Path, n_series: int, reps: int) -> dict[str, Any]:
             "step_ms": step,
             "points": points,
             "rollup_ms": q,
-            "raw_blocks_ms": percentiles(raw_ms),
+            "raw_blocks_ms": percentiles(raw_ms, qs=(50, 99), digits=3),
             "target_p99_ms": TARGET_QUERY_MS,
             "ok": points == 300 and q.get("p99", 1e9) <= TARGET_QUERY_MS,
         },
@@ -489,7 +460,7 @@ def retention_pass(db: Path, now: int, n_series: int) -> dict[str, Any]:
         "steps": result.steps,
         "max_step_ms": round(result.max_step_s * 1000, 2),
         "max_step_ms_by": {k: round(v * 1000, 2) for k, v in result.max_step_s_by.items()},
-        "producer_commit_ms": percentiles(commit_ms),
+        "producer_commit_ms": percentiles(commit_ms, qs=(50, 99), digits=3),
     }
 
 
@@ -519,42 +490,6 @@ def bench_retention(work: Path, n_series: int, days: int) -> dict[str, Any]:
 
 
 # --- report -----------------------------------------------------------------------------------
-
-
-def _git(*args: str) -> str | None:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=5, check=False
-        )
-        if out.returncode == 0:
-            return out.stdout.strip()
-    return None
-
-
-def machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    os_name = platform.platform()
-    with contextlib.suppress(OSError):
-        m = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', Path("/etc/os-release").read_text(), re.M)
-        if m:
-            os_name = m.group(1)
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "os": os_name,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "numpy": np.__version__,
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "git_commit": _git("rev-parse", "--short", "HEAD"),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
 
 
 def render(r: dict[str, Any]) -> str:
@@ -648,7 +583,9 @@ def main(argv: list[str] | None = None) -> int:
         args.retention_series, args.retention_days = 10, 5
     phases = set(args.only or ("ingest", "day", "retention"))
     work = args.dir or Path(tempfile.mkdtemp(prefix="vigil-bench-storage-"))
-    result: dict[str, Any] = {"machine": machine()}
+    result: dict[str, Any] = {
+        "machine": machine(sqlite=sqlite3.sqlite_version, numpy=np.__version__)
+    }
     try:
         work.mkdir(parents=True, exist_ok=True)
         runs: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -669,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"running {name} ...", file=sys.stderr, flush=True)
                 result[name] = fn()
     except (BenchError, OSError, sqlite3.Error) as exc:
-        print(f"bench/storage.py: {exc}", file=sys.stderr)
+        print(f"bench/storage_bench.py: {exc}", file=sys.stderr)
         return 2
     finally:
         if not args.keep and args.dir is None:

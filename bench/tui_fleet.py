@@ -38,22 +38,17 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchlib import BenchError, machine, percentiles, version
 
-from storage.records import (  # noqa: E402
+from storage.records import (
     AgentStatus,
     ModelStatus,
     ProbeRun,
@@ -66,10 +61,6 @@ REFRESH_TARGET_S = 1.0
 KEY_TARGET_S = 0.100
 TOKEN = "bench-token"  # a throwaway token for simulated agents
 GiB = 1024**3
-
-
-class BenchError(Exception):
-    """The benchmark could not run (exit 2)."""
 
 
 # --- the simulated agents -------------------------------------------------------------------
@@ -275,23 +266,6 @@ async def serve(count: int, seed: int) -> None:
 # --- the measurements -----------------------------------------------------------------------
 
 
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    data = sorted(values)
-    if not data:
-        return {}
-
-    def pick(q: float) -> float:
-        return data[min(len(data) - 1, max(0, round(q / 100 * (len(data) - 1))))]
-
-    return {
-        "n": len(data),
-        "p50": pick(50),
-        "p95": pick(95),
-        "max": data[-1],
-        "mean": statistics.fmean(data),
-    }
-
-
 class FrameProbe:
     """Wraps ``App._display``: renders each frame's terminal output and checks a predicate."""
 
@@ -399,8 +373,8 @@ async def measure(ports: list[int], refreshes: int, keys: int, refresh_s: float)
                 raise BenchError("a full refresh did not end in 6 s")
             refresh_times.append(screen.rendered_at - t_mono)
             poll_times.append(last - t_mono)
-        result["refresh_s"] = percentiles(refresh_times)
-        result["all_polls_answered_s"] = percentiles(poll_times)
+        result["refresh_s"] = percentiles(refresh_times, qs=(50, 95))
+        result["all_polls_answered_s"] = percentiles(poll_times, qs=(50, 95))
         result["errors_during_refresh"] = sum(1 for m in members if m.error is not None) + failures
 
         # 2. Key to repaint, with the fleet polled every refresh_s meanwhile.
@@ -445,35 +419,13 @@ async def measure(ports: list[int], refreshes: int, keys: int, refresh_s: float)
             await one("escape (clear)", "escape", None, lambda: screen.filter_text == "")
             sent += 10
         all_keys = [v for vs in latencies.values() for v in vs]
-        result["key_s"] = percentiles(all_keys)
-        result["key_s_by_key"] = {k: percentiles(v) for k, v in latencies.items()}
-        result["frame_render_s"] = percentiles(probe.render_s)
+        result["key_s"] = percentiles(all_keys, qs=(50, 95))
+        result["key_s_by_key"] = {k: percentiles(v, qs=(50, 95)) for k, v in latencies.items()}
+        result["frame_render_s"] = percentiles(probe.render_s, qs=(50, 95))
         result["rows"] = len(table.keys())
         result["polls_total"] = sum(m.polls for m in members)
         await pilot.press("q")
     return result
-
-
-def machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for dist in ("textual", "aiohttp", "rich"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[dist] = metadata.version(dist)
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        **versions,
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
 
 
 def fmt_ms(p: dict[str, float]) -> str:
@@ -508,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    info = machine()
+    info = machine(textual=version("textual"), aiohttp=version("aiohttp"), rich=version("rich"))
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(args.agents), "--seed", str(args.seed)],
         stdin=subprocess.PIPE,
