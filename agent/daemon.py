@@ -30,6 +30,7 @@ from agent import __version__
 from agent.api import build_app
 from agent.config import Config, ConfigError, load_config
 from agent.daemon_files import API_FILE
+from agent.drift import ANSWERED
 from agent.incidents import IncidentBook
 from agent.metrics import ProbeMetrics
 from agent.models import ModelMonitor, samples_for
@@ -44,7 +45,7 @@ from probes.host import HostCollector
 from probes.process import ProcessCollector
 from storage.db import DB_FILENAME, connect
 from storage.queries import recent_probe_runs
-from storage.records import AgentStatus, Event, Labels, ResourceValue, Sample
+from storage.records import AgentStatus, Event, Labels, ProbeRun, ResourceValue, Sample
 from storage.retention import RetentionPolicy, RetentionResult, retention_steps
 from storage.writer import Writer
 
@@ -236,8 +237,13 @@ class Agent:
                 origin=origin,
             )
 
-    async def apply(self, config: Config) -> None:
-        """Make ``config`` the running one: models, processes and schedules."""
+    async def apply(self, config: Config, *, seed_drift: bool = False) -> None:
+        """Make ``config`` the running one: models, processes and schedules.
+
+        ``seed_drift`` (at start only: after a reload a changed model's stored runs measured
+        the old config, and are no baseline for the new one) rebuilds the drift windows from
+        stored runs before anything can probe.
+        """
         old = {m.name: m for m in self.config.models}
         self.config = config
         monitors: dict[str, ModelMonitor] = {}
@@ -248,9 +254,16 @@ class Agent:
         for name, mon in self.monitors.items():
             if monitors.get(name) is not mon:
                 await mon.probe.close()
+                for event in mon.drift.ended_by_config(now_ms()):
+                    self.emit(event)
             if name not in monitors:
                 self.probe_metrics.forget(name)
         self.monitors = monitors
+        if seed_drift:
+            # Read in a thread, replayed here on the loop: the windows are the loop's alone.
+            stored = await asyncio.to_thread(self._stored_runs, list(monitors.values()))
+            for name, runs in stored.items():
+                monitors[name].drift.seed(reversed(runs))
         links: dict[str, list[str]] = {}
         for m in config.models:
             if m.process is not None:
@@ -331,23 +344,26 @@ class Agent:
         finally:
             conn.close()
 
-    def _seed_drift(self, monitors: list[ModelMonitor]) -> None:
-        """Rebuild new monitors' drift windows from stored runs, so an agent restart does not
-        cost the baseline; without storage the windows simply start empty."""
+    def _stored_runs(self, monitors: list[ModelMonitor]) -> dict[str, list[ProbeRun]]:
+        """Each model's last answered runs, newest first, enough to fill its drift windows;
+        without storage the windows simply start empty."""
+        out: dict[str, list[ProbeRun]] = {}
         try:
             conn = connect(self.data_dir / DB_FILENAME, readonly=True)
         except (sqlite3.Error, OSError) as exc:
             log.warning("drift baselines not restored error=%s", exc)
-            return
+            return out
         try:
             for mon in monitors:
                 d = mon.config.drift
-                runs = recent_probe_runs(conn, mon.config.name, limit=d.window + d.baseline)
-                mon.drift.seed(reversed(runs))
+                out[mon.config.name] = recent_probe_runs(
+                    conn, mon.config.name, limit=d.window + d.baseline, categories=ANSWERED
+                )
         except sqlite3.Error as exc:
             log.warning("drift baselines not restored error=%s", exc)
         finally:
             conn.close()
+        return out
 
     def request_reload(self) -> None:
         """Ask the main loop to reload (signal handlers and the file watcher call this)."""
@@ -423,10 +439,7 @@ class Agent:
                 len(self.config.models),
                 len(self.config.processes),
             )
-            await self.apply(self.config)
-            # Only at start: after a reload a changed model's stored runs measured the old
-            # config (another canary, another server) and are no baseline for the new one.
-            await asyncio.to_thread(self._seed_drift, list(self.monitors.values()))
+            await self.apply(self.config, seed_drift=True)
             # What exists now (modules, config, monitors, the API) lives as long as the agent:
             # keep it out of the cyclic collector's way. Otherwise every full collection walks
             # all of it with the loop stopped (67 ms with 200 models on a small VM), and as

@@ -24,6 +24,7 @@ event (reports count them); clearing and acceptance are ``model.drift_*`` events
 from __future__ import annotations
 
 import hashlib
+import logging
 import statistics
 from collections import deque
 from collections.abc import Iterable
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 
 from agent.config import DriftConfig
 from storage.records import Event, ProbeRun
+
+log = logging.getLogger("vigil.drift")
 
 ANSWERED = frozenset({"ok", "slow"})
 EXCERPT_CHARS = 200
@@ -117,12 +120,17 @@ class MetricWindow:
         return not self.higher_is_worse or s.recent - s.baseline >= self.config.min_delta_ms
 
     def cleared(self, s: Shift) -> bool:
-        """Back within half the margin: hysteresis, so a level at the edge does not flap."""
-        return s.factor < 1 + (self.config.ratio - 1) / 2
+        """Back within half the margin, of either test: hysteresis, so a level at the edge
+        does not flap, and a level that would never have been detected is not kept."""
+        if s.factor < 1 + (self.config.ratio - 1) / 2:
+            return True
+        return self.higher_is_worse and s.recent - s.baseline < self.config.min_delta_ms / 2
 
     def accept(self) -> None:
-        """Make the recent level the baseline."""
+        """Make the recent level the baseline; the window fills afresh, so no run counts
+        twice."""
         self.baseline = deque(self.recent, maxlen=self.config.baseline)
+        self.recent.clear()
         self.frozen = False
 
 
@@ -239,19 +247,19 @@ class OutputDrift:
         if self.stable is None:
             self.seen.add(fp)
             if len(self.seen) >= 3:
-                self.varies = True
+                self._varies(subject, "three different answers while learning")
             elif len(self.history) == self.history.maxlen and len(set(self.history)) == 1:
                 self.stable, self.seen = (fp, excerpt), set()
             return []
         if fp == self.stable[0]:
             if self.changed:
-                self.varies = True  # away and back: the answer is not a constant
+                self._varies(subject, "the answer changed and came back")
             return []
         self.changed.append((fp, excerpt))
         if len(self.changed) < self.config.output_confirm_runs:
             return []
         if len({c[0] for c in self.changed}) > 1:
-            self.varies = True
+            self._varies(subject, "the answer changed to several new ones")
             return []
         old, new = self.stable, self.changed[-1]
         # Learn the new answer afresh, counting the runs that confirmed it: a later change
@@ -278,6 +286,10 @@ class OutputDrift:
                 },
             )
         ]
+
+    def _varies(self, subject: str, why: str) -> None:
+        self.varies = True
+        log.info("output drift check off subject=%s reason=%r (a sampled canary)", subject, why)
 
 
 class ModelDrift:
@@ -308,6 +320,21 @@ class ModelDrift:
         whatever they would have detected is history, not news, so no events come out."""
         for run in runs:
             self.observe(run)
+
+    def ended_by_config(self, ts_ms: int) -> list[Event]:
+        """Events for drift still active when the model's config changes: the new config
+        starts new windows, so what was detected under the old one is closed here."""
+        return [
+            Event(
+                ts_ms=ts_ms,
+                kind="model.drift_cleared",
+                subject=self.subject,
+                message=f"{g.group} drift cleared: the model's config changed",
+                data={"group": g.group, "since_ms": g.since_ms, "reason": "config changed"},
+            )
+            for g in self.groups
+            if g.since_ms is not None
+        ]
 
     def active(self) -> dict[str, int]:
         """Drifted groups and since when (epoch ms)."""

@@ -29,6 +29,7 @@ from agent.incidents import IncidentBook
 from probes.base import Probe, ProbeTarget, now_ms, redact
 from probes.registry import PROBES
 from storage.records import Event, ModelStatus, ProbeRun, Sample, make_labels
+from storage.text import short_artifact
 
 log = logging.getLogger("vigil.models")
 
@@ -196,8 +197,8 @@ class ModelMonitor:
         for key in ("artifact_time_ms", "size_bytes", "reloaded_at"):
             if key in info:
                 data[key] = info[key]
-        short = artifact if len(artifact) <= 40 else artifact[:12]
-        was = previous if previous is None or len(previous) <= 40 else previous[:12]
+        short = short_artifact(artifact, 40)
+        was = short_artifact(previous, 40) if previous else None
         emit(
             Event(
                 ts_ms=run.ts_ms,

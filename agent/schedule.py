@@ -44,7 +44,10 @@ class GridTrigger(BaseTrigger):
         self.interval_s = interval_s
         self.origin = origin
         self.jitter_s = jitter_s
-        self._rng = rng or random.Random()  # noqa: S311 - spreading load, not secrecy
+        # One offset per slot, the same however often it is asked for: APScheduler asks twice
+        # for the same previous time after a late wake-up (collecting missed runs, then the
+        # next one), and two different draws could make the job due again at once.
+        self._seed = (rng or random.Random()).getrandbits(64)  # noqa: S311 - spreading load
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
@@ -58,8 +61,13 @@ class GridTrigger(BaseTrigger):
         else:
             # The previous run sat in slot floor(...): its jitter is below one interval.
             slot = math.floor((previous_fire_time - self.origin) / step) + 1
-        offset = self._rng.uniform(0, self.jitter_s) if self.jitter_s else 0.0
-        return self.origin + slot * step + timedelta(seconds=offset)
+        return self.origin + slot * step + timedelta(seconds=self.offset(slot))
+
+    def offset(self, slot: int) -> float:
+        """This job's jitter in ``slot``: random across slots and jobs, fixed for a slot."""
+        if not self.jitter_s:
+            return 0.0
+        return random.Random(self._seed ^ slot).uniform(0, self.jitter_s)  # noqa: S311
 
     def __str__(self) -> str:
         return f"grid[interval={self.interval_s}s, jitter={self.jitter_s}s]"

@@ -80,6 +80,9 @@ class ProbeTarget:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
+ARTIFACT_MAX_CHARS = 256
+
+
 def artifact_info(identity: object, kind: str, time_ms: int | None = None) -> dict[str, Any]:
     """The ``info`` keys naming what a server serves; the agent records each change of
     ``artifact`` as a deployment.
@@ -93,7 +96,8 @@ def artifact_info(identity: object, kind: str, time_ms: int | None = None) -> di
     """
     if not isinstance(identity, str) or not identity:
         return {}
-    out: dict[str, Any] = {"artifact": identity, "artifact_kind": kind}
+    # A server's string, kept in every deployment event: bounded like any text it sends.
+    out: dict[str, Any] = {"artifact": identity[:ARTIFACT_MAX_CHARS], "artifact_kind": kind}
     if time_ms is not None:
         out["artifact_time_ms"] = time_ms
     return out

@@ -167,4 +167,5 @@ def _time_ms(value: object) -> int | None:
         return None
     if when.tzinfo is None:  # not what Ollama sends; a naive time would be read as local
         return None
-    return int(when.timestamp() * 1000)
+    ms = int(when.timestamp() * 1000)
+    return ms if ms > 0 else None  # Go's zero time (0001-01-01) means "unknown"

@@ -90,7 +90,7 @@ class TgiProbe(GenerationProbe):
         run.step = "GET /info"
         try:
             info = parse_json(await run.get(session, f"{self._base}/info", "info_ms"), run.step)
-        except RunFailed:
+        except (RunFailed, aiohttp.ClientError):
             return  # /info is for the record, not part of the verdict
         if isinstance(info, Mapping):
             keys = ("model_id", "model_sha", "model_dtype", "version")

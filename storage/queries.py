@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,8 +135,9 @@ def recent_probe_runs(
     *,
     limit: int = 50,
     since_ms: int | None = None,
+    categories: Collection[str] = (),
 ) -> list[ProbeRun]:
-    """Probe runs, newest first, optionally for one model and since a time."""
+    """Probe runs, newest first, optionally for one model, since a time, of some categories."""
     sql = (
         "SELECT model, ts, ok, category, e2e_ms, ttft_ms, itl_ms, output_tokens, "
         "tokens_per_s, status, error, phases FROM probe_runs WHERE 1=1"
@@ -147,6 +149,9 @@ def recent_probe_runs(
     if since_ms is not None:
         sql += " AND ts >= ?"
         args.append(since_ms)
+    if categories:
+        sql += f" AND category IN ({','.join('?' * len(categories))})"
+        args.extend(categories)
     sql += " ORDER BY ts DESC, id DESC LIMIT ?"
     args.append(limit)
     return [

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# 2: deployment rows name the artifact (artifact, artifact_kind, previous_artifact,
+#    artifact_time_ms) instead of sha256, previous_sha256, artifact_mtime_ms.
 """Bumped when a field changes meaning or goes away (adding one does not bump it)."""
 
 

@@ -142,13 +142,16 @@ def test_failed_runs_do_not_feed_the_windows() -> None:
 
 
 def test_no_judgement_before_the_baseline_is_half_full() -> None:
+    # A full window of fast runs, then slow ones: each slow run pushes a fast one into the
+    # baseline. The window's median is slow from the 6th; the baseline is half full (20 of
+    # 40) only at the 20th, and only then may the step be judged.
     f = Feed()
-    f.latency(CFG.window + CFG.baseline // 2 - 1, 100.0)
-    f.latency(1, 1000.0)
-    f.latency(5, 1000.0)
-    # The first slow runs arrive while the baseline fills; only once it is half full (and
-    # the window's median is slow) can a detection happen.
-    assert f.kinds()[:1] == ["drift.latency"]
+    f.latency(CFG.window, 100.0, ttft=100.0)
+    slow_runs = 0
+    while not f.events and slow_runs < 25:
+        f.latency(1, 1000.0, ttft=1000.0)
+        slow_runs += 1
+    assert slow_runs == 20 and f.kinds()[0] == "drift.latency"
 
 
 def test_disabled_detects_nothing() -> None:
@@ -210,15 +213,71 @@ def test_excerpts_are_bounded() -> None:
     assert len(f.events[0].data["new_excerpt"]) == 201
 
 
-def test_seeding_from_stored_runs_restores_the_baseline_without_events() -> None:
+def test_seeding_from_stored_runs_restores_the_baseline() -> None:
     stored = Feed()
     runs = [stored.run(e2e_ms=100.0, ttft_ms=25.0) for _ in range(60)]
     f = Feed()
     f.ts = stored.ts
     f.drift.seed(runs)
-    assert f.events == []
+    assert f.drift.active() == {}
     f.latency(10, 400.0, ttft=100.0)
     assert f.kinds()[:1] == ["drift.latency"]
+
+
+def test_seeding_replays_a_drift_that_was_already_on() -> None:
+    # The slowdown happened before the restart: the rebuilt state knows it (the API and
+    # /metrics show it), it is not announced again, and its end is.
+    stored = Feed()
+    runs = [stored.run(e2e_ms=100.0, ttft_ms=25.0) for _ in range(60)]
+    runs += [stored.run(e2e_ms=400.0, ttft_ms=100.0) for _ in range(15)]
+    f = Feed(DriftConfig(window=10, baseline=40, accept_after_s=1e6))
+    f.ts = stored.ts
+    f.drift.seed(runs)
+    assert set(f.drift.active()) == {"latency"}
+    f.latency(10, 400.0, ttft=100.0)
+    assert f.events == []
+    f.latency(10, 100.0, ttft=25.0)
+    assert f.kinds() == ["model.drift_cleared"]
+
+
+def test_a_level_under_the_floor_clears() -> None:
+    # 10 ms -> 40 ms is drift (4x, 30 ms over); back to 18 ms is still 1.8x but only 8 ms
+    # over, under half the 20 ms floor: a level that would never have been detected does not
+    # keep the drift on. (Throughput has no floor: 1.8x fewer tokens/s stays drifted.)
+    f = Feed(DriftConfig(window=10, baseline=40, accept_after_s=1e6))
+    f.latency(60, 10.0, ttft=10.0)
+    f.latency(20, 40.0, ttft=40.0)
+    assert "drift.latency" in f.kinds()
+    f.latency(20, 18.0, ttft=18.0)
+    cleared = [e for e in f.events if e.kind == "model.drift_cleared"]
+    assert [e.data["group"] for e in cleared] == ["latency"]
+    assert set(f.drift.active()) == {"throughput"}
+
+
+def test_an_accepted_level_counts_each_run_once() -> None:
+    f = Feed(DriftConfig(window=10, baseline=40, accept_after_s=100.0))
+    f.latency(60, 100.0)
+    while "model.drift_accepted" not in f.kinds():
+        f.latency(1, 250.0)
+    latency = next(g for g in f.drift.groups if g.group == "latency")
+    e2e = next(w for w in latency.windows if w.metric == "e2e_ms")
+    # The baseline holds the last window's runs and the window starts empty: each later run
+    # passes through the window once before it reaches the baseline.
+    assert (len(e2e.baseline), len(e2e.recent)) == (10, 0)
+    f.latency(15, 250.0)
+    assert len(e2e.baseline) == 15
+    assert len(set(e2e.baseline)) == len(e2e.baseline)
+
+
+def test_a_config_change_closes_active_drift() -> None:
+    f = Feed(DriftConfig(window=10, baseline=40, accept_after_s=1e6))
+    f.latency(60, 100.0)
+    f.latency(20, 300.0)
+    ended = f.drift.ended_by_config(f.ts + 1)
+    assert sorted(e.data["group"] for e in ended) == ["latency", "throughput"]
+    assert {e.kind for e in ended} == {"model.drift_cleared"}
+    assert all(e.data["reason"] == "config changed" for e in ended)
+    assert Feed().drift.ended_by_config(1) == []
 
 
 def config_with(drift: str) -> str:

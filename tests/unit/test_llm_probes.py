@@ -453,3 +453,12 @@ async def test_last_output_is_the_answer_of_an_answered_run(
     fake.b.status = 500
     assert not (await probe.run(session)).ok
     assert probe.last_output is None
+
+
+async def test_ollama_zero_modified_at_is_no_time(
+    fake: Fake, session: aiohttp.ClientSession
+) -> None:
+    fake.b.modified_at = "0001-01-01T00:00:00Z"  # Go's zero time: unknown
+    probe = make("ollama", fake.url, max_tokens=2)
+    assert (await probe.run(session)).ok
+    assert probe.info["artifact"] and "artifact_time_ms" not in probe.info

@@ -79,3 +79,26 @@ async def test_scheduler_jobs_use_the_grid() -> None:
     sched.every("now", 60.0, job, jitter_s=1.0)
     await asyncio.wait_for(ran.wait(), 10)
     sched.shutdown()
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_after_a_late_wake_up_the_next_run_is_in_the_future(seed: int) -> None:
+    # APScheduler collects the missed run times (asking the trigger for each) and then asks
+    # again for the time after the last one: both answers for a slot must agree, or the job
+    # is due again at once. This is APScheduler's own collection, not a copy of it.
+    loop = asyncio.new_event_loop()
+    sched = Scheduler(loop)
+    loop.close()  # never started: the scheduler only computes times here
+
+    async def job() -> None:
+        return None
+
+    sched.every("j", 5.0, job, jitter_s=1.0, origin=ORIGIN)
+    aps_job = sched._sched.get_job("j")  # the trigger is what is under test
+    aps_job.trigger = GridTrigger(5.0, ORIGIN, 1.0, rng=random.Random(seed))
+    now = ORIGIN + timedelta(seconds=10.0 + random.Random(seed).uniform(0, 1.0))
+    missed = aps_job._get_run_times(now)
+    assert missed and missed[-1] <= now
+    upcoming = aps_job.trigger.get_next_fire_time(missed[-1], now)
+    assert upcoming > now
+    assert upcoming == aps_job.trigger.get_next_fire_time(missed[-1], now)
