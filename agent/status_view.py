@@ -95,6 +95,13 @@ def render_status(
             if last is None
             else (last.category if last.ok else f"{last.category}: {last.error or ''}")
         )
+        if m.drift:
+            # Drift is news even while the last run is ok: it leads the column.
+            drifts = ", ".join(
+                f"{group} drift {format_duration(max(0, now - since) / 1000)}"
+                for group, since in sorted(m.drift.items())
+            )
+            detail = f"{drifts}; {detail}" if detail else drifts
         d = details.get(m.name, {})
         avail = d.get("availability_1h")
         rows.append(

@@ -75,6 +75,15 @@ def test_latency_and_output_drift_from_a_real_server(tmp_path: Path) -> None:
         assert code == 200 and "latency" in body["models"][0]["drift"], body
         code, metrics = agent.get("/metrics")
         assert 'vigil_model_drift{kind="latency",model="llama"} 1.0' in metrics, metrics
+        status = subprocess.run(
+            vigil_cmd("status", "--config", str(agent.config_path)),
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            timeout=60,
+            check=True,
+        )
+        assert "latency drift" in status.stdout, status.stdout
 
         control_fake(url, ttft_ms=5.0)
         wait_for(lambda: events(agent, "model.drift_cleared"), 30, what="the drift cleared")
