@@ -19,6 +19,7 @@ from tui.rows import (
     outcomes_text,
     tail_update,
 )
+from tui.screens.model import title_text
 
 
 async def test_client_reads_every_triage_route(triage_agent: TriageAgent) -> None:
@@ -208,3 +209,27 @@ def test_rows_are_text_not_markup() -> None:
     assert event_matches(event, "red]no")
     assert event_matches(event, "u001b")
     assert not event_matches(event, "absent")
+
+
+def test_model_title_shows_drift_as_text() -> None:
+    detail = ModelDetail.from_json(
+        {
+            "name": "llama",
+            "protocol": "openai",
+            "url": "http://x",
+            "state": "up",
+            "since_ms": 0,
+            "last_run": None,
+            "drift": {"latency": 60_000, "[@click=app.quit]": 0},
+            "info": {},
+            "incident": None,
+        }
+    )
+    title = title_text("llama", detail, 360_000)
+    assert "latency drift for 5m" in title.plain
+    assert "[@click=app.quit] drift" in title.plain  # an agent's text, shown, not run
+    styles = {title.plain[s.start : s.end]: str(s.style) for s in title.spans}
+    assert styles["latency drift"] == "yellow"
+    # An agent from before drift detection sends no drift: nothing is shown.
+    old = ModelDetail.from_json({**detail.status.to_json(), "drift": None, "info": {}})
+    assert "drift" not in title_text("llama", old, 360_000).plain
