@@ -8,9 +8,8 @@ much past ``timeout_s``, checked with a generous 3x.
 
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,20 +46,6 @@ async def fake() -> AsyncIterator[Fake]:
     app = build_app(Behaviour(tokens=8))
     async with serving(app) as url:
         yield Fake(url, app[STATE])
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    yield port
 
 
 def make(

@@ -8,9 +8,8 @@ still between scrapes.
 from __future__ import annotations
 
 import math
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,20 +198,6 @@ async def fake() -> AsyncIterator[Fake]:
     app = build_app()
     async with serving(app) as url:
         yield Fake(url + "/metrics", app[STATE])
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    yield port
 
 
 def make(url: str, timeout_s: float = 5.0, **options: Any) -> MetricsScrapeProbe:
