@@ -1,7 +1,10 @@
 """The KServe V2 (Open Inference Protocol) probe: Triton, KServe, MLServer, the Vigil demo.
 
-One run optionally asks ``GET /v2/models/{model}/ready``, then sends one canary
-``POST /v2/models/{model}/infer`` and judges the answer. Options, all optional:
+One run asks the server's ``GET /v2/health/live`` and ``/v2/health/ready``, the model's
+``GET /v2/models/{model}/ready`` and its metadata ``GET /v2/models/{model}``, then sends one
+canary ``POST /v2/models/{model}/infer`` and judges the answer. The metadata (platform,
+versions, inputs, outputs) is kept in ``info``; the versions the server lists for the model are
+its artifact, so loading a new version is recorded as a deployment. Options, all optional:
 
 - ``model``: the model's name on the server; default the target's name.
 - ``inputs``: the canary's V2 ``inputs`` list, each ``{name, shape, datatype, data}``. Without
@@ -14,12 +17,16 @@ One run optionally asks ``GET /v2/models/{model}/ready``, then sends one canary
   that shape and numbers within ``tolerance`` (absolute, default 1e-4) of ``data`` (flat or
   nested). Any difference is ``wrong_output``.
 - ``max_latency``: a duration (``"500ms"``); a slower infer is ``slow`` (ok=False).
-- ``check_ready``: ask the ready endpoint first; default true.
+- ``check_ready``: ask the model's ready endpoint first; default true.
+- ``check_health``: ask the server's live and ready endpoints first; default true. A server
+  that is not live or not ready is ``http_error`` before the model is asked anything.
 
 Whatever the options, an output holding NaN is ``wrong_output``: it is how a numerically broken
 model usually shows itself. ``e2e_ms`` is the infer request alone (start before sending, end
-after the body is read); ``phases_ms`` has ``ready``, ``metadata`` (runs that fetched it) and
-``infer``. The whole run shares one ``timeout_s`` budget.
+after the body is read); ``phases_ms`` has ``live``, ``server_ready``, ``ready``, ``metadata``
+and ``infer`` (those the run reached). The whole run shares one ``timeout_s`` budget. With
+configured ``inputs`` a failing metadata request is not a failure (the canary does not need
+it); without, it is.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from probes.base import OptionError, Probe, ProbeTarget, now_ms, register
+from probes.base import OptionError, Probe, ProbeTarget, artifact_info, now_ms, register
 from probes.common import (
     Deadline,
     body_snippet,
@@ -199,7 +206,9 @@ class KServeV2Probe(Probe):
     """Sends a canary inference over the KServe V2 REST protocol."""
 
     protocol = "kserve_v2"
-    allowed_options = frozenset({"model", "inputs", "expect_output", "max_latency", "check_ready"})
+    allowed_options = frozenset(
+        {"model", "inputs", "expect_output", "max_latency", "check_ready", "check_health"}
+    )
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
@@ -212,12 +221,14 @@ class KServeV2Probe(Probe):
             _check_expect(options["expect_output"])
         check_duration(options, "max_latency")
         check_bool(options, "check_ready")
+        check_bool(options, "check_health")
 
     def __init__(self, target: ProbeTarget) -> None:
         super().__init__(target)
         opts = target.options
         self._model = str(opts.get("model") or target.name)
-        self._base = f"{target.url.rstrip('/')}/v2/models/{quote(self._model, safe='')}"
+        self._server = f"{target.url.rstrip('/')}/v2"
+        self._base = f"{self._server}/models/{quote(self._model, safe='')}"
         configured = opts.get("inputs")
         self._configured = configured is not None
         self._inputs: list[dict[str, Any]] | None = list(configured) if configured else None
@@ -229,14 +240,14 @@ class KServeV2Probe(Probe):
         deadline = Deadline(self.target.timeout_s)
         start: int | None = None
         try:
+            if self.target.options.get("check_health", True):
+                await self._get(session, "/health/live", deadline, phases, "live", server=True)
+                await self._get(
+                    session, "/health/ready", deadline, phases, "server_ready", server=True
+                )
             if self.target.options.get("check_ready", True):
                 await self._get(session, "/ready", deadline, phases, "ready")
-            if self._inputs is None:
-                metadata = await self._get(session, "", deadline, phases, "metadata")
-                try:
-                    self._inputs = generate_inputs(json.loads(metadata))
-                except ValueError as exc:  # JSONDecodeError is a ValueError too
-                    raise _Failed("protocol_error", f"model metadata: {exc}") from exc
+            await self._metadata(session, deadline, phases)
             start = time.perf_counter_ns()
             async with session.post(
                 f"{self._base}/infer",
@@ -292,6 +303,40 @@ class KServeV2Probe(Probe):
         slow = over_bound(e2e, duration_ms(self.target.options, "max_latency"), "max_latency")
         return result("slow", slow) if slow else result("ok")
 
+    async def _metadata(
+        self, session: aiohttp.ClientSession, deadline: Deadline, phases: dict[str, float]
+    ) -> None:
+        """Fetch the model metadata into ``info`` (and the generated inputs, if needed)."""
+        try:
+            raw = await self._get(session, "", deadline, phases, "metadata")
+            metadata = json.loads(raw)
+            if not isinstance(metadata, Mapping):
+                raise ValueError("expected a JSON object")
+        except (_Failed, ValueError) as exc:
+            if self._inputs is not None:
+                return  # the canary's inputs are configured: the metadata is for the record
+            if isinstance(exc, _Failed):
+                raise
+            raise _Failed("protocol_error", f"model metadata: {exc}") from exc
+        if self._inputs is None:
+            try:
+                self._inputs = generate_inputs(metadata)
+            except ValueError as exc:
+                raise _Failed("protocol_error", f"model metadata: {exc}") from exc
+        info = {k: metadata[k] for k in ("name", "platform", "versions") if k in metadata}
+        for key in ("inputs", "outputs"):
+            tensors = metadata.get(key)
+            if isinstance(tensors, list):
+                info[key] = [
+                    {k: t.get(k) for k in ("name", "datatype", "shape")}
+                    for t in tensors
+                    if isinstance(t, Mapping)
+                ]
+        versions = metadata.get("versions")
+        if isinstance(versions, list) and versions:
+            info.update(artifact_info(",".join(map(str, versions)), "model_versions"))
+        self.info = info
+
     async def _get(
         self,
         session: aiohttp.ClientSession,
@@ -299,20 +344,26 @@ class KServeV2Probe(Probe):
         deadline: Deadline,
         phases: dict[str, float],
         phase: str,
+        *,
+        server: bool = False,
     ) -> bytes:
-        """GET a model endpoint, timing it as ``phase``; non-2xx ends the run."""
+        """GET a model (or with ``server``, a server) endpoint, timing it as ``phase``;
+        non-2xx ends the run."""
         start = time.perf_counter_ns()
+        url = (self._server if server else self._base) + path
         async with session.get(
-            self._base + path, timeout=deadline.timeout(), headers=self.target.auth_headers()
+            url, timeout=deadline.timeout(), headers=self.target.auth_headers()
         ) as resp:
             body = await resp.read()
         phases[phase] = elapsed_ms(start)
         if not 200 <= resp.status <= 299:
-            what = "not ready" if phase == "ready" else f"{phase} unavailable"
+            what = {
+                "ready": f"model {self._model!r} not ready",
+                "live": "server not live",
+                "server_ready": "server not ready",
+            }.get(phase, f"model {self._model!r} {phase} unavailable")
             raise _Failed(
-                "http_error",
-                f"model {self._model!r} {what}: HTTP {resp.status}: {_v2_error(body)}",
-                resp.status,
+                "http_error", f"{what}: HTTP {resp.status}: {_v2_error(body)}", resp.status
             )
         return body
 

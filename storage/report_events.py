@@ -211,7 +211,8 @@ def deployments_in(conn: sqlite3.Connection, window: Window) -> Deployments:
         if rows
         else "no deployments in this window: a deployment is a change of the artifact a probe "
         "reports (onnx: the file's sha256; ollama: the digest; tgi: model_sha; openai: the "
-        "served root, where the server sends one; http, tcp, kserve_v2 and metrics report none)",
+        "served root, where the server sends one; kserve_v2: the model's versions; http, tcp "
+        "and metrics report none)",
     )
 
 

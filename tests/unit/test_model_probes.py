@@ -99,21 +99,24 @@ async def test_kserve_ok_with_generated_inputs(
     probe = kserve(demo_url)
     first = await probe.run(session)
     assert (first.ok, first.category, first.status, first.error) == (True, "ok", 200, None)
-    assert set(first.phases_ms) == {"ready", "metadata", "infer"}
+    assert set(first.phases_ms) == {"live", "server_ready", "ready", "metadata", "infer"}
     assert first.e2e_ms is not None and first.e2e_ms == first.phases_ms["infer"] > 0
+    assert probe.info["platform"] == "onnxruntime_onnx"
+    assert probe.info["inputs"][0]["name"] == "input"
+    assert (probe.info["artifact"], probe.info["artifact_kind"]) == ("1", "model_versions")
     second = await probe.run(session)
-    assert second.ok and set(second.phases_ms) == {"ready", "infer"}  # metadata is cached
+    assert second.ok, second
 
 
 async def test_kserve_ok_with_golden_expectation(
     demo_url: str, session: aiohttp.ClientSession
 ) -> None:
     expect = {"name": "probabilities", "shape": [1, 3], "data": golden(SAMPLE)}
-    run = await kserve(demo_url, inputs=INPUTS, expect_output=expect, check_ready=False).run(
-        session
-    )
+    run = await kserve(
+        demo_url, inputs=INPUTS, expect_output=expect, check_ready=False, check_health=False
+    ).run(session)
     assert run.ok, run
-    assert set(run.phases_ms) == {"infer"}
+    assert set(run.phases_ms) == {"metadata", "infer"}
 
 
 @pytest.mark.parametrize(
@@ -202,7 +205,7 @@ async def test_kserve_timeout_budget_covers_the_whole_run(session: aiohttp.Clien
     routes = {f"/v2/models/{MODEL}/ready": ready, f"/v2/models/{MODEL}/infer": hang}
     async with serving(app_with(routes)) as url:
         start = time.monotonic()
-        run = await kserve(url, timeout_s=0.3, inputs=INPUTS).run(session)
+        run = await kserve(url, timeout_s=0.3, inputs=INPUTS, check_health=False).run(session)
         took = time.monotonic() - start
         never.set()
     assert_failed(run, "timeout")
@@ -225,9 +228,47 @@ async def test_kserve_not_ready(session: aiohttp.ClientSession) -> None:
         return web.Response(status=503)
 
     async with serving(app_with({"/{tail:.*}": unavailable})) as url:
+        server = await kserve(url, inputs=INPUTS).run(session)
+        model = await kserve(url, inputs=INPUTS, check_health=False).run(session)
+    assert_failed(server, "http_error", "server not live", "503")
+    assert set(server.phases_ms) == {"live"}
+    assert_failed(model, "http_error", f"model {MODEL!r} not ready", "503")
+    assert set(model.phases_ms) == {"ready"}
+
+
+async def test_kserve_server_live_but_not_ready(session: aiohttp.ClientSession) -> None:
+    async def live(_: web.Request) -> web.Response:
+        return web.Response()
+
+    async def loading(_: web.Request) -> web.Response:
+        return web.json_response({"error": "models still loading"}, status=503)
+
+    routes = {"/v2/health/live": live, "/v2/health/ready": loading}
+    async with serving(app_with(routes)) as url:
         run = await kserve(url, inputs=INPUTS).run(session)
-    assert_failed(run, "http_error", "not ready", "503")
-    assert set(run.phases_ms) == {"ready"}
+    assert_failed(run, "http_error", "server not ready", "models still loading")
+    assert set(run.phases_ms) == {"live", "server_ready"}
+
+
+async def test_kserve_metadata_failure_with_configured_inputs_is_not_a_failure(
+    demo_url: str, session: aiohttp.ClientSession
+) -> None:
+    # A gateway in front of the model may pass only /infer: the configured canary still runs.
+    async def gone(_: web.Request) -> web.Response:
+        return web.Response(status=404)
+
+    async def infer(request: web.Request) -> web.Response:
+        async with session.post(
+            f"{demo_url}/v2/models/{MODEL}/infer", data=await request.read()
+        ) as r:
+            return web.Response(body=await r.read(), content_type="application/json")
+
+    routes = {f"/v2/models/{MODEL}": gone, f"/v2/models/{MODEL}/infer": infer}
+    async with serving(app_with(routes)) as url:
+        probe = kserve(url, inputs=INPUTS, check_ready=False, check_health=False)
+        run = await probe.run(session)
+    assert run.ok, run
+    assert probe.info == {}
 
 
 @pytest.mark.parametrize(
@@ -474,3 +515,22 @@ def test_registry() -> None:
     assert {"kserve_v2", "http", "tcp"} <= set(PROBES)
     with pytest.raises(KeyError, match=r"known: .*http"):
         probe_for("grpc")
+
+
+async def test_kserve_a_new_model_version_is_a_new_artifact(session: aiohttp.ClientSession) -> None:
+    versions = ["1"]
+
+    async def meta(_: web.Request) -> web.Response:
+        return web.json_response({"name": MODEL, "versions": versions, "platform": "x"})
+
+    async def infer(_: web.Request) -> web.Response:
+        return web.json_response({"outputs": [{"name": "p", "shape": [1], "data": [1.0]}]})
+
+    routes = {f"/v2/models/{MODEL}": meta, f"/v2/models/{MODEL}/infer": infer}
+    async with serving(app_with(routes)) as url:
+        probe = kserve(url, inputs=INPUTS, check_ready=False, check_health=False)
+        assert (await probe.run(session)).ok
+        first = probe.info["artifact"]
+        versions.append("2")  # Triton loaded version 2 beside 1
+        assert (await probe.run(session)).ok
+    assert (first, probe.info["artifact"]) == ("1", "1,2")
