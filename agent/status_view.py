@@ -35,6 +35,17 @@ def _p(details: Mapping[str, Any], window: str, column: str, q: str) -> float | 
     return float(value) if value is not None else None
 
 
+LAT = {"ttft_ms": "TTFT", "itl_ms": "ITL", "e2e_ms": "E2E"}
+
+
+def _triple(details: Mapping[str, Any], window: str, column: str) -> str:
+    """``51.2/55.0/60.1`` (p50/p95/p99), or ``-`` where the protocol has no such phase."""
+    values = [_p(details, window, column, q) for q in ("p50", "p95", "p99")]
+    if all(v is None for v in values):
+        return "-"
+    return "/".join(_opt(v, ".1f") for v in values)
+
+
 def render_status(
     status: AgentStatus,
     now_ms: int | None = None,
@@ -111,30 +122,21 @@ def render_status(
                 m.state.upper(),
                 since,
                 _opt(last.e2e_ms if last else None, ".1f"),
-                _opt(_p(d, "5m", "ttft_ms", "p95"), ".1f"),
-                _opt(_p(d, "5m", "e2e_ms", "p50"), ".1f"),
-                _opt(_p(d, "5m", "e2e_ms", "p95"), ".1f"),
-                _opt(_p(d, "5m", "e2e_ms", "p99"), ".1f"),
                 "-" if avail is None else f"{avail * 100:.1f}%",
                 printable(detail)[:60],
             ]
         )
-    out += _table(
-        [
-            "NAME",
-            "PROTOCOL",
-            "STATE",
-            "SINCE",
-            "LAST_MS",
-            "TTFT_P95",
-            "P50",
-            "P95",
-            "P99",
-            "AVAIL_1H",
-            "LAST",
-        ],
-        rows,
-    )
+    out += _table(["NAME", "PROTOCOL", "STATE", "SINCE", "LAST_MS", "AVAIL_1H", "LAST"], rows)
+    latency_rows = [
+        [printable(m.name), window, *(_triple(details.get(m.name, {}), window, c) for c in LAT)]
+        for m in status.models
+        for window in ("5m", "1h")
+        if any(_p(details.get(m.name, {}), window, c, "p50") is not None for c in LAT)
+    ]
+    if latency_rows:
+        out.append("")
+        out.append("latency of answered probe runs, ms")
+        out += _table(["MODEL", "WINDOW", *(f"{LAT[c]} P50/P95/P99" for c in LAT)], latency_rows)
     out.append("")
     out.append(f"processes ({len(status.processes)})")
     rows = [
