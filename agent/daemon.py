@@ -84,6 +84,7 @@ class Agent:
         self.first_collection = asyncio.Event()
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
+        self._reload_triggers: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
         self._scheduler: Scheduler | None = None
         self._runner: web.AppRunner | None = None
@@ -306,6 +307,8 @@ class Agent:
             )
             return False
         if new == self.config:
+            # Said, not recorded: a file watcher firing on a touch is no event worth keeping.
+            log.info("config unchanged reason=%s", reason)
             return True
         ignored = [
             k
@@ -365,8 +368,10 @@ class Agent:
             conn.close()
         return out
 
-    def request_reload(self) -> None:
-        """Ask the main loop to reload (signal handlers and the file watcher call this)."""
+    def request_reload(self, trigger: str = "signal") -> None:
+        """Ask the main loop to reload: SIGHUP (``signal``) or the file watcher
+        (``file change``); the reload's log line and event say which."""
+        self._reload_triggers.add(trigger)
         self._reload_requested.set()
 
     def request_stop(self) -> None:
@@ -392,6 +397,10 @@ class Agent:
         host, port = server.sockets[0].getsockname()[:2]  # type: ignore[attr-defined]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}"
+
+    def _publish_api(self) -> None:
+        """Write api.json, where local clients find the agent: only once the config is
+        applied, so nobody finds an agent that does not list its processes yet."""
         info = {"url": self.url, "pid": os.getpid(), "started_ms": self.started_ms}
         tmp = self.data_dir / (API_FILE + ".tmp")
         tmp.write_text(json.dumps(info) + "\n", encoding="utf-8")
@@ -440,6 +449,7 @@ class Agent:
                 len(self.config.processes),
             )
             await self.apply(self.config, seed_drift=True)
+            self._publish_api()
             # What exists now (modules, config, monitors, the API) lives as long as the agent:
             # keep it out of the cyclic collector's way. Otherwise every full collection walks
             # all of it with the loop stopped (67 ms with 200 models on a small VM), and as
@@ -449,7 +459,9 @@ class Agent:
             gc.freeze()
             self._scheduler.start()
             if self.config.path is not None:
-                self._watcher = ConfigWatcher(self.config.path, loop, self.request_reload)
+                self._watcher = ConfigWatcher(
+                    self.config.path, loop, functools.partial(self.request_reload, "file change")
+                )
                 self._watcher.start()
             ready = asyncio.create_task(self._notify_ready())
             self._watchdog = asyncio.create_task(self.notifier.watchdog_loop(self.summary))
@@ -484,7 +496,8 @@ class Agent:
                 t.cancel()
             if self._reload_requested.is_set() and not self._stop.is_set():
                 self._reload_requested.clear()
-                await self.reload("signal or file change")
+                triggers, self._reload_triggers = self._reload_triggers, set()
+                await self.reload(" and ".join(sorted(triggers)) or "signal")
 
     async def _shutdown(self) -> None:
         log.info("agent stopping")

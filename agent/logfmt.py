@@ -20,14 +20,23 @@ class LogfmtFormatter(logging.Formatter):
         self.timestamps = timestamps
 
     def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage().replace("\n", "\\n")
+        # Escaped as logfmt quotes values, so a quote inside (an error text, a model's answer)
+        # cannot end the field early and a newline cannot forge a second line.
+        msg = (
+            record.getMessage()
+            .replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
         parts = []
         if self.timestamps:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             parts.append(f"ts={stamp}.{int(record.msecs):03d}Z")
         parts.append(f"level={record.levelname.lower()}")
         parts.append(f"logger={record.name}")
-        parts.append(f'msg="{msg}"' if " " in msg or "=" in msg else f"msg={msg}")
+        quote = any(c in msg for c in ' ="\\') or not msg
+        parts.append(f'msg="{msg}"' if quote else f"msg={msg}")
         line = " ".join(parts)
         if record.exc_info:
             line += " exc=" + repr(self.formatException(record.exc_info))

@@ -157,6 +157,14 @@ interval = "1s"
     good = cfg.read_text()
     with running_agent(cfg) as agent:
         assert [m["name"] for m in agent.status()["models"]] == ["web"]
+
+        def reloads() -> list[dict]:
+            return agent.get("/api/v1/events?kind=config.reloaded")[1]["events"]
+
+        # SIGHUP alone, the file untouched: the signal reloads, and says it was the signal.
+        agent.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "config unchanged reason=signal" in agent.log(), what="SIGHUP reload")
+
         cfg.write_text(good.replace('interval = "1s"', 'interval = "often"'))
         agent.proc.send_signal(signal.SIGHUP)
 
@@ -175,10 +183,11 @@ interval = "1s"
             lambda: [m["name"] for m in agent.status()["models"]] == ["web2"],
             what="the reloaded model list",
         )
-        wait_for(
-            lambda: agent.get("/api/v1/events?kind=config.reloaded")[1]["events"],
-            what="a config.reloaded event",
+        by_file = wait_for(
+            lambda: [e for e in reloads() if e["data"]["trigger"] == "file change"],
+            what="a config.reloaded event from the file watcher",
         )
+        assert by_file[0]["data"]["models"] == ["web2"]
 
 
 def test_supervised_process_is_restarted(tmp_path: Path) -> None:
