@@ -63,6 +63,13 @@ def test_series_events_and_metrics(tmp_path: Path) -> None:
         pts = wait_for(points, what="three cpu points")
         assert all(0 <= p["avg"] <= 100 for p in pts)
         assert [p["ts_ms"] for p in pts] == sorted(p["ts_ms"] for p in pts)
+        # until= bounds the range: the points up to the second one, no later.
+        cut = pts[1]["ts_ms"]
+        code, body = agent.get(
+            f"/api/v1/series?name=host.cpu.percent&since={pts[0]['ts_ms']}&until={cut}"
+        )
+        assert code == 200, body
+        assert [p["ts_ms"] for p in body["points"]] == [p["ts_ms"] for p in pts[:2]]
 
         code, body = agent.get(
             "/api/v1/series?name=host.cpu.percent&labels=%7B%22core%22%3A%220"
