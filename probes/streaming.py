@@ -469,6 +469,11 @@ class GenerationRun:
         tokens = timer.reported_tokens
         if tokens is None and timer.streamed:
             tokens = len(timer.content_ns)
+        elif tokens is not None and timer.streamed:
+            # The server's count (usage, eval_count, generated_tokens) is the one reported;
+            # the chunks we saw stay beside it: a server batching tokens into fewer chunks
+            # shows as the two disagreeing.
+            self.phases["counted_chunks"] = float(len(timer.content_ns))
         ttft = itl = None
         if timer.content_ns:
             ttft = (timer.content_ns[0] - timer.start_ns) / 1e6

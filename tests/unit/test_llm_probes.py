@@ -447,3 +447,14 @@ async def test_ollama_zero_modified_at_is_no_time(
     probe = make("ollama", fake.url, max_tokens=2)
     assert (await probe.run(session)).ok
     assert probe.info["artifact"] and "artifact_time_ms" not in probe.info
+
+
+@pytest.mark.parametrize("protocol", ["openai", "ollama", "tgi"])
+async def test_the_servers_token_count_is_kept_beside_the_chunks_seen(
+    fake: Fake, session: aiohttp.ClientSession, protocol: str
+) -> None:
+    fake.b.usage_tokens = 9  # the server claims 9 tokens; it streams 6 chunks
+    run = await make(protocol, fake.url, max_tokens=6).run(session)
+    assert run.ok, run
+    assert run.output_tokens == 9
+    assert run.phases_ms["counted_chunks"] == 6
