@@ -7,6 +7,9 @@ finished poll marks its row; the marks are coalesced into at most one table upda
 ``RENDER_EVERY_S``, which repaints only the rows that changed. A short tick
 re-renders the rows that change without an answer (ages growing, polls turning slow). Nothing
 here waits on the network, so keys are answered while agents time out.
+
+``?`` lists the keys (the help of every view); ``:`` (or ``ctrl+p``) opens the command palette
+on the fleet's hosts, by name or address: picking one opens it as ``enter`` on its row does.
 """
 
 from __future__ import annotations
@@ -15,17 +18,24 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections.abc import Iterator
+from functools import partial
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
+from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from tui.commands import highlighted
 from tui.fleetcells import SORTABLE_COLUMNS, STATE_LABELS, STATE_STYLES, row_cells
 from tui.fleetview import SORT_KEYS, FleetMember, filter_words, matches, sort_members
+from tui.fmt import clean
+from tui.screens.help import HelpScreen, bindings_text
 from tui.screens.host import HostScreen
 from tui.widgets.fleet_table import FleetTable
 
@@ -38,6 +48,66 @@ the box around all changed lines, and with agents answering all the time nearly 
 visible row changes each second: fewer, fuller updates cost less than many small ones."""
 MIN_SPREAD_S = 0.005
 """Polls of a round start in groups at least this far apart (see ``poll_fleet``)."""
+
+
+class FleetJumpProvider(Provider):
+    """``:`` on the fleet screen: its hosts by name or address; picking one opens it.
+
+    Names and addresses come from the fleet file and are data: hits are built from literal
+    ``Content`` (a string prompt would be parsed as markup), and the help line, which the
+    palette always parses as markup, holds only our own words.
+    """
+
+    def _fleet(self) -> FleetScreen | None:
+        screen = self.screen
+        return screen if isinstance(screen, FleetScreen) else None
+
+    def hosts(self) -> Iterator[tuple[FleetMember, str, str]]:
+        """(member, name, address) of every host, in the table's sort order (unfiltered)."""
+        fleet = self._fleet()
+        if fleet is None:
+            return
+        now = time.monotonic()
+        for member in sort_members(fleet.members, fleet.sort_key, now, fleet.sort_reverse):
+            yield member, clean(member.name, 64), clean(member.entry.url, 120)
+
+    def _help(self, member: FleetMember) -> str:
+        state = member.state(time.monotonic())
+        return f"{STATE_LABELS.get(state, state)}: open its host screen"
+
+    def _open(self, member: FleetMember) -> partial[None]:
+        fleet = self._fleet()
+        assert fleet is not None
+        return partial(fleet.open_member, member.name)
+
+    async def discover(self) -> Hits:
+        """Every host, before anything is typed."""
+        for member, name, address in self.hosts():
+            prompt = Content.assemble((name, "bold"), "  ", (address, "dim"))
+            yield DiscoveryHit(prompt, self._open(member), text=name, help=self._help(member))
+
+    async def search(self, query: str) -> Hits:
+        """Fuzzy matches of what was typed, on the name or else the address."""
+        matcher = self.matcher(query)
+        for member, name, address in self.hosts():
+            score, prompt = _host_match(matcher, name, address)
+            if score > 0:
+                yield Hit(score, prompt, self._open(member), text=name, help=self._help(member))
+
+
+def _host_match(matcher: Matcher, name: str, address: str) -> tuple[float, Content]:
+    """The score of a host and its prompt with the matched letters styled: a match of the
+    name wins; one of the address only counts for less."""
+    by_name = matcher.match(name)
+    by_address = matcher.match(address) * 0.8
+    shown_name = highlighted(matcher, name) if by_name > 0 else Content(name)
+    shown_address = (
+        highlighted(matcher, address) if by_name == 0 and by_address > 0 else Content(address)
+    )
+    prompt = Content.assemble(
+        shown_name.stylize_before("bold"), "  ", shown_address.stylize_before("dim")
+    )
+    return (by_name or by_address), prompt
 
 
 class FleetScreen(Screen[None]):
@@ -75,7 +145,10 @@ class FleetScreen(Screen[None]):
         Binding("slash", "start_filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("r", "refresh_now", "Refresh"),
+        Binding("question_mark", "help", "Help"),
+        Binding("colon", "app.command_palette", "Jump to a host", show=False),
     ]
+    COMMANDS = {FleetJumpProvider}
 
     sort_key: reactive[str] = reactive("name")
     """One of :data:`tui.fleetview.SORT_KEYS`."""
@@ -304,6 +377,10 @@ class FleetScreen(Screen[None]):
             member.retry_now()  # a manual refresh also skips an ssh back-off: the person asked
         self._wake.set()
 
+    def action_help(self) -> None:
+        """``?``: the fleet's keys and the conventions of all views."""
+        self.app.push_screen(HelpScreen(bindings_text(self)))
+
     def action_start_filter(self) -> None:
         """Focus the filter input."""
         self.query_one("#filter", Input).focus()
@@ -338,12 +415,18 @@ class FleetScreen(Screen[None]):
     @on(FleetTable.RowSelected)
     def row_selected(self, event: FleetTable.RowSelected) -> None:
         """Open the host screen of the agent under the cursor."""
-        member = self._by_name.get(event.key)
+        self.open_member(event.key)
+
+    def open_member(self, name: str) -> None:
+        """Open the host screen of the agent called ``name`` (``enter`` on its row, or picked
+        in the palette); say why not when it is not connected."""
+        member = self._by_name.get(name)
         if member is None:
             return
         client = member.client
         if client is None:
             reason = member.error.message if member.error else "still connecting"
-            self.notify(f"{member.name}: not connected: {reason}", severity="warning")
+            # markup=False: the name and the reason are data (fleet file, agent, network).
+            self.notify(f"{member.name}: not connected: {reason}", severity="warning", markup=False)
             return
         self.app.push_screen(HostScreen(client, self.refresh_s))
