@@ -625,20 +625,26 @@ def _api_key(t: _Table, cfg: ModelConfig) -> str | None:
     if cfg.api_key_env and cfg.api_key_file:
         raise t.error("api_key_file", "expected api_key_env or api_key_file, not both")
     if cfg.api_key_env:
-        value = os.environ.get(cfg.api_key_env)
+        # Stripped before the check: a variable holding only whitespace holds no key.
+        value = os.environ.get(cfg.api_key_env, "").strip()
         if not value:
             raise t.error(
                 "api_key_env",
-                f"the environment variable {cfg.api_key_env} is not "
-                f"set (expected it to hold the API key)",
+                f"the environment variable {cfg.api_key_env} is unset or empty "
+                "(expected it to hold the API key)",
             )
-        return value.strip()
+        return value
     if cfg.api_key_file:
         try:
             value = cfg.api_key_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise t.error(
                 "api_key_file", f"cannot read {cfg.api_key_file}: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError:
+            # A ConfigError like any other: a reload catches only those.
+            raise t.error(
+                "api_key_file", f"{cfg.api_key_file} is not UTF-8 text (expected the API key)"
             ) from None
         if not value:
             raise t.error("api_key_file", f"{cfg.api_key_file} is empty (expected the API key)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -159,8 +158,19 @@ s.serve_forever()
 """
 
 
-def test_api_key_never_reaches_storage_logs_or_api(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["api_key_env", "api_key_file"])
+def test_api_key_never_reaches_storage_logs_or_api(tmp_path: Path, source: str) -> None:
     secret = "sk-test-9f8e7d6c5b4a"
+    if source == "api_key_env":
+        setting, env = 'api_key_env = "VIGIL_TEST_KEY"', {"VIGIL_TEST_KEY": secret}
+    else:
+        # Outside the data dir (which is searched below), ending in a newline as `echo` and
+        # editors leave it: the key sent is the stripped one.
+        key = tmp_path / "secrets" / "guarded.key"
+        key.parent.mkdir()
+        key.write_text(secret + "\n", encoding="utf-8")
+        key.chmod(0o600)
+        setting, env = f'api_key_file = "{key}"', {}
     echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
     try:
         assert echo.stdout is not None
@@ -173,31 +183,29 @@ name = "guarded"
 protocol = "http"
 url = "http://127.0.0.1:{port}/"
 interval = "200ms"
-api_key_env = "VIGIL_TEST_KEY"
+{setting}
 """,
         )
-        os.environ["VIGIL_TEST_KEY"] = secret
-        try:
-            with running_agent(cfg) as agent:
-                runs = wait_for(
-                    lambda: agent.get("/api/v1/probe_runs?model=guarded")[1]["probe_runs"],
-                    what="probe runs",
-                )
-                assert runs[0]["category"] == "http_error"
-                assert "Bearer ***" in runs[0]["error"]  # the server did get the key
-                for path in (
-                    "/api/v1/status",
-                    "/api/v1/models",
-                    "/api/v1/events",
-                    "/api/v1/probe_runs",
-                    "/api/v1/incidents",
-                    "/metrics",
-                ):
-                    assert secret not in json.dumps(agent.get(path)[1]), path
-                agent.stop()
-                assert secret not in agent.log()
-        finally:
-            del os.environ["VIGIL_TEST_KEY"]
+        with running_agent(cfg, env=env) as agent:
+            runs = wait_for(
+                lambda: agent.get("/api/v1/probe_runs?model=guarded")[1]["probe_runs"],
+                what="probe runs",
+            )
+            assert runs[0]["category"] == "http_error"
+            # The server echoes the header it got, the agent scrubs the key from the error:
+            # the server did get exactly the key.
+            assert runs[0]["error"].endswith("bad credentials: Bearer ***"), runs[0]["error"]
+            for path in (
+                "/api/v1/status",
+                "/api/v1/models",
+                "/api/v1/events",
+                "/api/v1/probe_runs",
+                "/api/v1/incidents",
+                "/metrics",
+            ):
+                assert secret not in json.dumps(agent.get(path)[1]), path
+            agent.stop()
+            assert secret not in agent.log()
         for f in agent.data_dir.rglob("*"):
             if f.is_file():
                 assert secret.encode() not in f.read_bytes(), f

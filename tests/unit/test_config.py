@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -606,6 +608,128 @@ def test_model_names_unknown_process() -> None:
 def test_model_names_process_when_there_are_none() -> None:
     text = '[[model]]\nname = "m"\nprotocol = "tcp"\nurl = "tcp://h:1"\nprocess = "x"\n'
     check_error(refused(text), field="model[0].process", line=5, expected="expected one of: none")
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+def keyed_model(extra: str) -> str:
+    """A model whose API key setting (``extra``) is on line 5."""
+    return f'[[model]]\nname = "m"\nprotocol = "http"\nurl = "http://h/"\n{extra}\n'
+
+
+def test_api_key_file_is_read_and_stripped(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("  sk-file-123 \n\n", encoding="utf-8")  # as `echo` and editors leave it
+    cfg = parse_config(keyed_model(f'api_key_file = "{key}"'), CFG)
+    model = cfg.models[0]
+    assert model.api_key == "sk-file-123"
+    assert model.api_key_file == key and model.api_key_env is None
+    assert "sk-file-123" not in repr(cfg)  # never printed, not even in a debug dump
+
+
+def test_api_key_file_expands_the_home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "key").write_text("sk-home\n", encoding="utf-8")
+    model = parse_config(keyed_model('api_key_file = "~/key"'), CFG).models[0]
+    assert (model.api_key_file, model.api_key) == (tmp_path / "key", "sk-home")
+
+
+@pytest.mark.parametrize("content", ["", "\n", "  \t\n\n"])
+def test_empty_api_key_file_is_refused(tmp_path: Path, content: str) -> None:
+    key = tmp_path / "key"
+    key.write_text(content, encoding="utf-8")
+    check_error(
+        refused(keyed_model(f'api_key_file = "{key}"')),
+        field="model[0].api_key_file",
+        line=5,
+        expected=f"{key} is empty (expected the API key)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda key: None, "No such file or directory"),
+        (lambda key: key.mkdir(), "Is a directory"),
+    ],
+    ids=["missing", "a-directory"],
+)
+def test_unreadable_api_key_file_is_refused(
+    tmp_path: Path, make: Callable[[Path], object], reason: str
+) -> None:
+    key = tmp_path / "key"
+    make(key)
+    check_error(
+        refused(keyed_model(f'api_key_file = "{key}"')),
+        field="model[0].api_key_file",
+        line=5,
+        expected=f"cannot read {key}: {reason}",
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_api_key_file_without_read_permission_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("sk-x\n", encoding="utf-8")
+    key.chmod(0)
+    check_error(
+        refused(keyed_model(f'api_key_file = "{key}"')),
+        field="model[0].api_key_file",
+        line=5,
+        expected=f"cannot read {key}: Permission denied",
+    )
+
+
+def test_api_key_file_that_is_not_text_is_refused(tmp_path: Path) -> None:
+    # A ConfigError, not a UnicodeDecodeError: a reload keeps the running config only on the
+    # former, and `vigil agent run` exits 2 naming the field rather than with a traceback.
+    key = tmp_path / "key"
+    key.write_bytes(b"\xff\xfe\x00k\x00e\x00y")  # UTF-16, as some Windows editors save
+    check_error(
+        refused(keyed_model(f'api_key_file = "{key}"')),
+        field="model[0].api_key_file",
+        line=5,
+        expected=f"{key} is not UTF-8 text (expected the API key)",
+    )
+
+
+def test_api_key_env_and_api_key_file_together_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Refused even when both would work: which one wins is not for the reader to guess.
+    monkeypatch.setenv("VIGIL_TEST_KEY", "sk-env")
+    key = tmp_path / "key"
+    key.write_text("sk-file\n", encoding="utf-8")
+    text = keyed_model(f'api_key_env = "VIGIL_TEST_KEY"\napi_key_file = "{key}"')
+    check_error(
+        refused(text),
+        field="model[0].api_key_file",
+        line=6,
+        expected="expected api_key_env or api_key_file, not both",
+    )
+
+
+def test_api_key_env_is_read_and_stripped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIGIL_TEST_KEY", " sk-env-456\n")
+    model = parse_config(keyed_model('api_key_env = "VIGIL_TEST_KEY"'), CFG).models[0]
+    assert model.api_key == "sk-env-456"
+
+
+@pytest.mark.parametrize("value", [None, "", "  \n"], ids=["unset", "empty", "blank"])
+def test_api_key_env_without_a_key_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    if value is None:
+        monkeypatch.delenv("VIGIL_TEST_KEY", raising=False)
+    else:
+        monkeypatch.setenv("VIGIL_TEST_KEY", value)
+    check_error(
+        refused(keyed_model('api_key_env = "VIGIL_TEST_KEY"')),
+        field="model[0].api_key_env",
+        line=5,
+        expected="the environment variable VIGIL_TEST_KEY is unset or empty",
+    )
 
 
 @pytest.mark.parametrize(
