@@ -20,6 +20,9 @@ start`` first, so a test can see in the captured log that it ran.
   serving; a forked worker is left behind, as a crash leaves it.
 - SIGUSR1 makes it print ``got SIGUSR1`` (output on demand, for the log tests).
 - ``--pidfile F``: write the pid to F (a process someone else started, found by pidfile).
+- ``--record-signals F``: on SIGTERM or SIGINT, append ``PID SIGNAME`` to F and exit 0 (what
+  a stop sent). ``PID ready`` is appended once the handlers are in place: a stop sent
+  earlier would meet Python's defaults instead.
 - ``--spawn``: start this same command line (minus ``--spawn``) in a new session and exit at
   once: a remediation command bringing back a process the agent does not own.
 
@@ -77,6 +80,22 @@ def _fork_worker(pidfile: Path) -> None:
         time.sleep(0.005)
 
 
+def _record_signals(path: Path) -> None:
+    def record(signum: int, _frame: object) -> None:
+        # One O_APPEND write per line: a signal sent to the group and to the pid may run this
+        # twice, and neither line may be torn.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(fd, f"{os.getpid()} {signal.Signals(signum).name}\n".encode())
+        os.close(fd)
+        os._exit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, record)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(fd, f"{os.getpid()} ready\n".encode())
+    os.close(fd)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int)
@@ -91,6 +110,7 @@ def main() -> None:
     p.add_argument("--run-for", type=float, default=0.0)
     p.add_argument("--pidfile", type=Path)
     p.add_argument("--spawn", action="store_true")
+    p.add_argument("--record-signals", type=Path)
     p.add_argument("tag", nargs="*")
     args = p.parse_args()
 
@@ -113,6 +133,8 @@ def main() -> None:
         tmp = args.pidfile.with_suffix(".tmp")
         tmp.write_text(str(os.getpid()))
         tmp.replace(args.pidfile)
+    if args.record_signals:
+        _record_signals(args.record_signals)
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for _ in range(args.spam // 100):

@@ -5,8 +5,10 @@ its rule unit tests; every metric the Grafana dashboard queries is one the agent
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import urllib.parse
 import urllib.request
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -164,6 +167,71 @@ def test_metrics_have_consistent_names_and_types(tmp_path: Path) -> None:
         if s.name == "vigil_probe_runs_total"
     }
     assert runs.get("ok", 0) >= 2
+
+
+def test_supervised_processes_are_exported(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path,
+        """
+[[process]]
+name = "sleeper"
+command = ["sleep", "300"]
+restart = "always"
+backoff_initial = "50ms"
+backoff_jitter = 0.0
+stop_timeout = "2s"
+""",
+        sample_interval="200ms",
+    )
+
+    def samples(fams: dict[str, Any], family: str, name: str | None = None) -> dict[str, Any]:
+        """The family's samples about process "sleeper", by their other labels."""
+        return {
+            tuple(sorted((k, v) for k, v in s.labels.items() if k != "process")): s.value
+            for s in fams[family].samples
+            if s.labels.get("process") == "sleeper" and s.name == (name or family)
+        }
+
+    def exported(pid: int) -> dict[str, Any] | None:
+        """The families once they describe the incarnation ``pid`` (running, measured)."""
+        fams = scrape(agent)
+        if not {"vigil_process_up", "vigil_process_rss_bytes"} <= set(fams):
+            return None
+        status = {p["name"]: p for p in agent.status()["processes"]}.get("sleeper")
+        if not status or status["pid"] != pid or not samples(fams, "vigil_process_rss_bytes"):
+            return None
+        return fams if samples(fams, "vigil_process_up") == {(): 1.0} else None
+
+    def running_pid(not_pid: int | None = None) -> int:
+        def check() -> int | None:
+            procs = {p["name"]: p for p in agent.status()["processes"]}
+            p = procs.get("sleeper")
+            ok = p and p["state"] == "running" and p["pid"] not in (None, not_pid)
+            return p["pid"] if ok else None
+
+        return wait_for(check, what="sleeper running")
+
+    with running_agent(cfg) as agent:
+        pid = running_pid()
+        fams = wait_for(lambda: exported(pid), what="the process's metrics")
+        types = {name: fams[name].type for name in fams if name.startswith("vigil_process_")}
+        assert types["vigil_process_up"] == "gauge"
+        assert types["vigil_process_restarts"] == "counter"
+        assert types["vigil_process_state"] == "gauge"
+        assert types["vigil_process_rss_bytes"] == "gauge"
+        assert samples(fams, "vigil_process_restarts", "vigil_process_restarts_total") == {(): 0.0}
+        states = samples(fams, "vigil_process_state")
+        assert {k[0][1] for k, v in states.items() if v == 1.0} == {"running"}
+        assert len(states) > 1 and set(states.values()) == {0.0, 1.0}
+        ((_, rss),) = samples(fams, "vigil_process_rss_bytes").items()
+        actual = psutil.Process(pid).memory_info().rss
+        assert actual / 2 <= rss <= actual * 2, (rss, actual)  # `sleep`'s, a few MB
+
+        # A crash and the supervisor's restart: the counter counts it.
+        os.kill(pid, signal.SIGKILL)
+        new = running_pid(not_pid=pid)
+        fams = wait_for(lambda: exported(new), what="the restarted process's metrics")
+        assert samples(fams, "vigil_process_restarts", "vigil_process_restarts_total") == {(): 1.0}
 
 
 @needs_prometheus

@@ -94,7 +94,12 @@ def wait_proc(
 
     def check() -> bool:
         nonlocal last
-        last = processes(agent)[name]
+        # The API answers before the agent has registered its processes: a read in that
+        # window lists none yet, which is "not yet", not a failure.
+        found = processes(agent).get(name)
+        if found is None:
+            return False
+        last = found
         return ok(last)
 
     try:
@@ -426,6 +431,49 @@ command = {server("--spam", 300)}
         assert agent.get("/api/v1/processes/nope/logs")[0] == 404
 
 
+def test_stop_signal_is_what_a_stop_delivers(tmp_path: Path) -> None:
+    record = tmp_path / "signals"
+    cfg = write_config(
+        tmp_path,
+        f"""
+[[process]]
+name = "srv"
+command = {server("--record-signals", record)}
+stop_signal = "SIGINT"
+stop_timeout = "10s"
+""",
+    )
+
+    def received(pid: int) -> list[str]:
+        """What ``pid`` wrote into the record: ``ready``, then the signals it got."""
+        lines = record.read_text().splitlines() if record.exists() else []
+        return [w[1] for w in map(str.split, lines) if w[0] == str(pid)]
+
+    with reaper(tmp_path) as strays, running_agent(cfg) as agent:
+        # By the operator's stop (API)...
+        pid = wait_state(agent, "srv", "running")["pid"]
+        strays.append(pid)
+        wait_for(lambda: "ready" in received(pid), what="its signal handlers in place")
+        code, _ = post(agent, "/api/v1/processes/srv/stop", agent.token, "ops")
+        assert code == 202
+        wait_state(agent, "srv", "stopped")
+        assert set(received(pid)) == {"ready", "SIGINT"}
+        stopped = wait_event(agent, "process.stopped", "srv")
+        assert stopped["data"]["killed"] is False  # it went on SIGINT, within stop_timeout
+
+        # ...and by the agent's own stop (on_exit = "stop").
+        code, _ = post(agent, "/api/v1/processes/srv/start", agent.token, "ops")
+        assert code == 202
+        pid = wait_proc(
+            agent, "srv", lambda p: p["state"] == "running" and p["pid"] != pid, "a new pid"
+        )["pid"]
+        strays.append(pid)
+        wait_for(lambda: "ready" in received(pid), what="its signal handlers in place")
+        assert agent.stop() == 0
+        assert set(received(pid)) == {"ready", "SIGINT"}
+        assert not alive(pid)
+
+
 def test_process_cli_commands_and_exit_codes(tmp_path: Path) -> None:
     cfg = write_config(
         tmp_path,
@@ -561,7 +609,10 @@ cwd = "/"
 """,
     )
     with running_agent(cfg) as agent:
-        pid = wait_for(lambda: agent.status()["processes"][0]["pid"], what="the process")
+        pid = wait_for(
+            lambda: next((p["pid"] for p in agent.status()["processes"]), None),
+            what="the process",
+        )
         line = wait_for(
             lambda: next(
                 (
