@@ -298,8 +298,16 @@ def test_grafana_dashboard_queries_only_exported_metrics(tmp_path: Path) -> None
         for name in re.findall(r"\b(vigil_[a-z0-9_]+)", expr):
             used.add(re.sub(r"_(bucket|count|sum|total)$", "", name))
     with agent_with_llm(tmp_path) as agent:
-        wait_for(lambda: "vigil_probe_ttft_seconds" in scrape(agent) or None, what="probe metrics")
-        exported = set(scrape(agent))
+        # Probe results and the first host collection arrive independently: wait for both.
+        exported = wait_for(
+            lambda: (
+                names
+                if {"vigil_probe_ttft_seconds", "vigil_host_cpu_percent"}
+                <= (names := set(scrape(agent)))
+                else None
+            ),
+            what="probe and host metrics",
+        )
     # GPU and process series exist only on hosts with a GPU or supervised processes.
     optional = {n for n in used if n.startswith(("vigil_gpu_", "vigil_process_"))}
     missing = used - exported - optional
