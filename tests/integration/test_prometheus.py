@@ -141,7 +141,8 @@ def test_metrics_have_consistent_names_and_types(tmp_path: Path) -> None:
             fams = scrape(agent)
             ttft = fams.get("vigil_probe_ttft_seconds")
             counts = [s.value for s in ttft.samples if s.name.endswith("_count")] if ttft else []
-            return fams if counts and counts[0] >= 2 else None
+            collected = "vigil_host_cpu_percent" in fams  # the first host collection is in
+            return fams if counts and counts[0] >= 2 and collected else None
 
         fams = wait_for(observed_twice, what="two TTFT observations")
     types = {name: fam.type for name, fam in fams.items()}
@@ -267,7 +268,11 @@ def test_prometheus_scrapes_the_agent_and_returns_its_values(tmp_path: Path) -> 
         assert model[0]["value"][1] == "1"
         assert model[0]["metric"]["protocol"] == "openai"
         # Host memory total: Prometheus holds the number the agent reports.
-        direct = scrape(agent)["vigil_host_mem_total_bytes"].samples[0].value
+        direct = (
+            wait_for(lambda: scrape(agent).get("vigil_host_mem_total_bytes"), what="host memory")
+            .samples[0]
+            .value
+        )
         via = wait_for(lambda: query(prom, "vigil_host_mem_total_bytes") or None, 30, what="mem")
         assert float(via[0]["value"][1]) == direct
         # Quantiles over the TTFT histogram work: the fake's 30 ms first token.
