@@ -16,7 +16,7 @@ CONVENTIONS: tuple[tuple[str, str], ...] = (
     ("enter", "open the row under the cursor (or click it twice)"),
     ("esc", "back, or clear the filter"),
     ("/", "filter the list"),
-    (": ctrl+p", "jump to a view, a model or a process by name"),
+    (": ctrl+p", "jump by name: a view, a model or a process; on the fleet, a host"),
     ("?", "this help"),
     ("q", "quit"),
 )
