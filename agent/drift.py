@@ -87,11 +87,12 @@ class MetricWindow:
         self.config = config
         self.recent: deque[float] = deque(maxlen=config.window)
         self.baseline: deque[float] = deque(maxlen=config.baseline)
-        self.frozen = False
 
-    def add(self, value: float) -> None:
-        """Take a value; the one it pushes out of the window moves into the baseline."""
-        if len(self.recent) == self.recent.maxlen and not self.frozen:
+    def add(self, value: float, *, frozen: bool) -> None:
+        """Take a value; the one it pushes out of the window moves into the baseline, unless
+        the baseline is ``frozen`` (the metric is drifted: a lasting shift must not be
+        absorbed into what it is compared with)."""
+        if len(self.recent) == self.recent.maxlen and not frozen:
             self.baseline.append(self.recent[0])
         self.recent.append(value)
 
@@ -131,7 +132,6 @@ class MetricWindow:
         twice."""
         self.baseline = deque(self.recent, maxlen=self.config.baseline)
         self.recent.clear()
-        self.frozen = False
 
 
 class GroupDrift:
@@ -150,7 +150,7 @@ class GroupDrift:
             value = getattr(run, w.metric)
             if value is None:
                 continue
-            w.add(float(value))
+            w.add(float(value), frozen=w.metric in self.drifted)
             s = w.shift()
             if s is None:
                 continue
@@ -159,8 +159,6 @@ class GroupDrift:
                 self.drifted.add(w.metric)
             elif w.metric in self.drifted and w.cleared(s):
                 self.drifted.discard(w.metric)
-        for w in self.windows:
-            w.frozen = w.metric in self.drifted
         if self.drifted and self.since_ms is None:
             self.since_ms = run.ts_ms
             worse = [shifts[m] for m in sorted(self.drifted) if m in shifts]

@@ -17,6 +17,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.drift import METRICS as DRIFT_METRICS
 from storage.records import ProbeRun
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 MODEL_STATES = ("up", "degraded", "down", "unknown")
-DRIFT_GROUPS = ("latency", "throughput")
+DRIFT_GROUPS = tuple(dict.fromkeys(group for _, group, _ in DRIFT_METRICS))
 """Drift kinds with a lasting state; output drift is a one-off event, counted in reports."""
 PROCESS_STATES = (
     "starting",

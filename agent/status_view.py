@@ -127,12 +127,13 @@ def render_status(
             ]
         )
     out += _table(["NAME", "PROTOCOL", "STATE", "SINCE", "LAST_MS", "AVAIL_1H", "LAST"], rows)
-    latency_rows = [
-        [printable(m.name), window, *(_triple(details.get(m.name, {}), window, c) for c in LAT)]
-        for m in status.models
-        for window in ("5m", "1h")
-        if any(_p(details.get(m.name, {}), window, c, "p50") is not None for c in LAT)
-    ]
+    latency_rows = []
+    for m in status.models:
+        d = details.get(m.name, {})
+        for window in ("5m", "1h"):
+            cells = [_triple(d, window, c) for c in LAT]
+            if any(c != "-" for c in cells):
+                latency_rows.append([printable(m.name), window, *cells])
     if latency_rows:
         out.append("")
         out.append("latency of answered probe runs, ms")

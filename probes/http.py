@@ -209,7 +209,8 @@ class HttpProbe(Probe):
         # The configured API key (never in the canary table itself) goes as a bearer token;
         # explicit headers win, for servers that want the key elsewhere.
         self._headers = {**target.auth_headers(), **dict(opts.get("headers") or {})}
-        self._body: str | None = opts.get("body")
+        body = opts.get("body")
+        self._body = body.encode() if isinstance(body, str) else None
         self._statuses = _accepted_statuses(opts.get("expect_status"))
         regex = opts.get("expect_body_regex")
         self._regex = re.compile(regex) if isinstance(regex, str) else None
@@ -237,14 +238,13 @@ class HttpProbe(Probe):
             return make_run(self.target, "protocol_error", ts_ms=ts, error=self._tls_error)
         start = time.perf_counter_ns()
         exchange = Exchange()
-        body = self._body.encode() if self._body is not None else None
         try:
             async with Deadline(self.target.timeout_s).scope():
                 resp = await request(
                     self.target.url,
                     method=self._method,
                     headers=self._headers,
-                    body=body,
+                    body=self._body,
                     tls=self._tls,
                     exchange=exchange,
                 )

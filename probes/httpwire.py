@@ -136,7 +136,7 @@ async def request(
         response = await _read_response(reader, status_line, method)
         ex.done("transfer", "done")
         return response
-    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+    except (OSError, asyncio.IncompleteReadError) as exc:  # resets, and TLS errors mid-stream
         raise WireError(
             "protocol_error", f"connection lost during {ex.phase}: {exc or type(exc).__name__}"
         ) from None

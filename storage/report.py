@@ -18,8 +18,9 @@ What the numbers mean (the README's "Reports" section says the same for users):
 - **Time to detect** is ``opened_ms - evidence.failing_since_ms`` where the incident's evidence
   names when the failure began (model incidents do); **time to recover** is the incident's
   ``ttr_ms`` (resolved - opened); MTTR is their mean over incidents resolved in the window.
-- **Deployments** are ``model.artifact`` events whose sha256 differs from the model's previous
-  one. **Drift detections** are ``drift.*`` events (the agent's drift checks, agent/drift.py).
+- **Deployments** are ``model.artifact`` events whose artifact differs from the model's
+  previous one. **Drift detections** are ``drift.*`` events (the agent's drift checks,
+  agent/drift.py).
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 SCHEMA_VERSION = 2
-# 2: deployment rows name the artifact (artifact, artifact_kind, previous_artifact,
-#    artifact_time_ms) instead of sha256, previous_sha256, artifact_mtime_ms.
-"""Bumped when a field changes meaning or goes away (adding one does not bump it)."""
+"""Bumped when a field changes meaning or goes away (adding one does not bump it). 2:
+deployment rows name the artifact (``artifact``, ``artifact_kind``, ``previous_artifact``,
+``artifact_time_ms``) instead of ``sha256``, ``previous_sha256``, ``artifact_mtime_ms``."""
 
 
 def to_plain(obj: Any) -> Any:
@@ -169,8 +169,9 @@ class Restarts:
 class DeploymentRow:
     """A model's artifact changed. ``artifact`` is its identity as the probe reported it, of
     ``artifact_kind`` (``sha256`` of a model file, ``ollama_digest``, ``tgi_model_sha``,
-    ``served_root``). ``verified_ms`` is its first ok probe run; ``lead_time_ms`` runs from
-    the artifact's time (file mtime, Ollama's modified_at) to that run."""
+    ``served_root``, ``model_versions``). ``verified_ms`` is its first ok probe run;
+    ``lead_time_ms`` runs from the artifact's time (file mtime, Ollama's modified_at) to that
+    run."""
 
     ts_ms: int
     model: str

@@ -167,9 +167,10 @@ def running_agent(
 
 
 @contextmanager
-def serving_process(module: str, *args: str) -> Iterator[str]:
+def server_process(module: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``python -m module args`` as its own process, for a server that prints
-    ``listening on URL`` once it listens; yields the URL and terminates it after."""
+    ``listening on URL`` once it listens; yields the process and the URL, terminates it after
+    (a test may kill it first)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", module, *args],
         stdout=subprocess.PIPE,
@@ -181,10 +182,17 @@ def serving_process(module: str, *args: str) -> Iterator[str]:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "listening on" in line, line
-        yield line.split("listening on", 1)[1].strip()
+        yield proc, line.split("listening on", 1)[1].strip()
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@contextmanager
+def serving_process(module: str, *args: str) -> Iterator[str]:
+    """:func:`server_process` when only the URL matters."""
+    with server_process(module, *args) as (_, url):
+        yield url
 
 
 def fake_llm(*args: str) -> contextlib.AbstractContextManager[str]:

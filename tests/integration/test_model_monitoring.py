@@ -14,38 +14,23 @@ from pathlib import Path
 import pytest
 
 from agent.demo import MODEL_PATH
-from tests.helpers import child_env, running_agent, vigil_cmd, wait_for, write_config
+from tests.helpers import (
+    child_env,
+    running_agent,
+    server_process,
+    vigil_cmd,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @contextmanager
 def demo_server(port: int = 0) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent.demo.server",
-            "--model",
-            str(MODEL_PATH),
-            "--name",
-            "iris",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=child_env(),
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        yield proc, int(line.rsplit(":", 1)[1])
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    args = ("--model", str(MODEL_PATH), "--name", "iris", "--port", str(port))
+    with server_process("agent.demo.server", *args) as (proc, url):
+        yield proc, int(url.rsplit(":", 1)[1])
 
 
 def post(url: str, token: str, operator: str | None = None) -> tuple[int, dict]:
