@@ -98,6 +98,7 @@ def render_status(
     out.append("")
     out.append(f"models ({len(status.models)})")
     rows = []
+    notes: list[str] = []
     for m in status.models:
         last = m.last_run
         since = format_duration(max(0, now - m.since_ms) / 1000)
@@ -115,6 +116,9 @@ def render_status(
             detail = f"{drifts}; {detail}" if detail else drifts
         d = details.get(m.name, {})
         avail = d.get("availability_1h")
+        note = (d.get("info") or {}).get("note")  # what the probe cannot check, and why
+        if note:
+            notes.append(f"  note {printable(m.name)}: {printable(str(note))}")
         rows.append(
             [
                 printable(m.name),
@@ -127,6 +131,7 @@ def render_status(
             ]
         )
     out += _table(["NAME", "PROTOCOL", "STATE", "SINCE", "LAST_MS", "AVAIL_1H", "LAST"], rows)
+    out += notes
     latency_rows = []
     for m in status.models:
         d = details.get(m.name, {})

@@ -4,7 +4,15 @@ One run asks the server's ``GET /v2/health/live`` and ``/v2/health/ready``, the 
 ``GET /v2/models/{model}/ready`` and its metadata ``GET /v2/models/{model}``, then sends one
 canary ``POST /v2/models/{model}/infer`` and judges the answer. The metadata (platform,
 versions, inputs, outputs) is kept in ``info``; the versions the server lists for the model are
-its artifact, so loading a new version is recorded as a deployment. Options, all optional:
+its artifact, so loading a new version is recorded as a deployment. Where the metadata lists no
+versions (MLServer answers ``"versions": []``), the ``model_version`` of the inference answer is
+the artifact instead.
+
+A model whose metadata has no signature (no ``inputs``, as MLServer's without a
+``model-settings.json`` signature) cannot be given generated inputs: unless ``inputs`` are
+configured it is probed for readiness only (its ready endpoint is asked even with
+``check_ready = false``), the run is ok when it is ready, and ``info["note"]`` says that no
+inference canary runs and how to configure one. Options, all optional:
 
 - ``model``: the model's name on the server; default the target's name.
 - ``inputs``: the canary's V2 ``inputs`` list, each ``{name, shape, datatype, data}``. Without
@@ -60,6 +68,12 @@ DEFAULT_TOLERANCE = 1e-4
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64", "BF16"})
 _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 _EXPECT_KEYS = frozenset({"name", "shape", "data", "tolerance"})
+READINESS_ONLY_NOTE = (
+    "readiness only: the model's metadata lists no inputs, so no inference canary runs; "
+    "to run one, configure [model.canary] inputs = [{name, shape, datatype, data}] "
+    "(and optionally expect_output)"
+)
+"""``info["note"]`` of a model probed for readiness only."""
 
 
 class _Failed(Exception):
@@ -245,9 +259,14 @@ class KServeV2Probe(Probe):
                 await self._get(
                     session, "/health/ready", deadline, phases, "server_ready", server=True
                 )
-            if self.target.options.get("check_ready", True):
+            check_ready = self.target.options.get("check_ready", True)
+            if check_ready:
                 await self._get(session, "/ready", deadline, phases, "ready")
-            await self._metadata(session, deadline, phases)
+            if not await self._metadata(session, deadline, phases):
+                # No signature to build a canary from: readiness is all there is to judge.
+                if not check_ready:
+                    await self._get(session, "/ready", deadline, phases, "ready")
+                return make_run(self.target, "ok", ts_ms=ts, phases_ms=phases)
             start = time.perf_counter_ns()
             async with session.post(
                 f"{self._base}/infer",
@@ -291,9 +310,12 @@ class KServeV2Probe(Probe):
                 self._inputs = None  # the signature may have changed: fetch it again next run
             return result("http_error", f"infer: HTTP {status}: {_v2_error(body)}")
         try:
-            outputs = _parse_outputs(body)
+            outputs, version = _parse_answer(body)
         except ValueError as exc:
             return result("protocol_error", f"infer: {exc}")
+        if self.info.get("artifact_kind") != "model_versions":
+            # The metadata lists no versions (MLServer): the answer's own version is the artifact.
+            self.info.update(artifact_info(version, "model_version"))
         wrong = _find_nan(outputs)
         expect = self.target.options.get("expect_output")
         if wrong is None and isinstance(expect, Mapping):
@@ -305,8 +327,13 @@ class KServeV2Probe(Probe):
 
     async def _metadata(
         self, session: aiohttp.ClientSession, deadline: Deadline, phases: dict[str, float]
-    ) -> None:
-        """Fetch the model metadata into ``info`` (and the generated inputs, if needed)."""
+    ) -> bool:
+        """Fetch the model metadata into ``info`` (and the generated inputs, if needed).
+
+        Returns:
+            False when there are no canary inputs to send: none are configured and the
+            metadata has no signature (the model is probed for readiness only).
+        """
         try:
             raw = await self._get(session, "", deadline, phases, "metadata")
             metadata = json.loads(raw)
@@ -314,11 +341,12 @@ class KServeV2Probe(Probe):
                 raise ValueError("expected a JSON object")
         except (_Failed, ValueError) as exc:
             if self._inputs is not None:
-                return  # the canary's inputs are configured: the metadata is for the record
+                return True  # the canary's inputs are configured: the metadata is for the record
             if isinstance(exc, _Failed):
                 raise
             raise _Failed("protocol_error", f"model metadata: {exc}") from exc
-        if self._inputs is None:
+        unsigned = self._inputs is None and metadata.get("inputs") in (None, [])
+        if self._inputs is None and not unsigned:
             try:
                 self._inputs = generate_inputs(metadata)
             except ValueError as exc:
@@ -335,7 +363,10 @@ class KServeV2Probe(Probe):
         versions = metadata.get("versions")
         if isinstance(versions, list) and versions:
             info.update(artifact_info(",".join(map(str, versions)), "model_versions"))
+        if unsigned:
+            info["note"] = READINESS_ONLY_NOTE
         self.info = info
+        return not unsigned
 
     async def _get(
         self,
@@ -379,13 +410,16 @@ def _v2_error(body: bytes) -> str:
     return body_snippet(body)
 
 
-def _parse_outputs(body: bytes) -> list[Mapping[str, Any]]:
-    """The ``outputs`` of a V2 infer response; ValueError says what is malformed."""
+def _parse_answer(body: bytes) -> tuple[list[Mapping[str, Any]], object]:
+    """The ``outputs`` and ``model_version`` of a V2 infer response; ValueError says what is
+    malformed (a missing version is not: it is optional)."""
     try:
         data = json.loads(body)
     except ValueError:
         raise ValueError(f"response is not JSON: {body_snippet(body)}") from None
-    outputs = data.get("outputs") if isinstance(data, Mapping) else None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"response has no outputs: {body_snippet(body)}")
+    outputs = data.get("outputs")
     if not isinstance(outputs, list) or not outputs:
         raise ValueError(f"response has no outputs: {body_snippet(body)}")
     for out in outputs:
@@ -395,7 +429,7 @@ def _parse_outputs(body: bytes) -> list[Mapping[str, Any]]:
             or not isinstance(out.get("data"), list)
         ):
             raise ValueError(f"malformed output {body_snippet(json.dumps(out).encode())}")
-    return outputs
+    return outputs, data.get("model_version")
 
 
 def _find_nan(outputs: Sequence[Mapping[str, Any]]) -> str | None:
