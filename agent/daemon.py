@@ -36,7 +36,7 @@ from agent.metrics import ProbeMetrics
 from agent.models import ModelMonitor, samples_for
 from agent.schedule import Scheduler
 from agent.sdnotify import Notifier
-from agent.supervisor import Supervisor
+from agent.supervisor import PlannedWindow, Supervisor
 from agent.tokens import Tokens, load_or_create
 from agent.watch import ConfigWatcher
 from probes.base import Collector, now_ms
@@ -71,6 +71,7 @@ class Agent:
             self.incidents,
             gpu_pids=self._gpu_pids,
             probe_now=self.probe_models,
+            on_planned=self._planned,
         )
         self.monitors: dict[str, ModelMonitor] = {}
         self.latest: dict[tuple[str, Labels], ResourceValue] = {}
@@ -160,14 +161,28 @@ class Agent:
         self.first_collection.set()
 
     async def probe(self, name: str) -> None:
-        """Probe one model now and record the result."""
+        """Probe one model now and record the result.
+
+        One run per model is out at a time, whoever asks (the schedule, a start-up gate,
+        ``probe now``): a request made while one runs waits for that run instead of sending a
+        second request beside it (some servers cut off a stream when another arrives). The
+        run is shielded: a caller that stops waiting does not cancel it half-way.
+        """
         mon = self.monitors.get(name)
         if mon is None or self._session is None:
             return
+        task = mon.inflight
+        if task is None or task.done():
+            task = mon.inflight = asyncio.create_task(self._probe(mon), name=f"probe:{name}")
+        await asyncio.shield(task)
+
+    async def _probe(self, mon: ModelMonitor) -> None:
+        assert self._session is not None
+        name = mon.config.name
         run = await mon.run_once(self._session)
         if self.monitors.get(name) is not mon:
             return  # the model was removed or replaced by a reload while this run was out
-        mon.record(
+        run = mon.record(
             run, self.emit, self.incidents, functools.partial(self.supervisor.root_for_model, name)
         )
         self.supervisor.on_probe(name, run)
@@ -175,6 +190,23 @@ class Agent:
         self.writer.submit_one(run)
         self.writer.submit(samples_for(run))
         self.writer.submit(mon.probe.drain_samples())
+
+    def _planned(self, models: list[str], window: PlannedWindow) -> None:
+        """The supervisor began or ended a planned start/stop of these models' server."""
+        for name in models:
+            mon = self.monitors.get(name)
+            if mon is None:
+                continue
+            if window.what in ("start", "stop"):
+                mon.begin_planned(window.reason, window.what == "stop", window.at_ms, self.emit)
+            else:
+                mon.end_planned(
+                    window.at_ms,
+                    self.emit,
+                    failed=window.reason if window.what == "failed" else None,
+                    book=self.incidents,
+                    root_id=functools.partial(self.supervisor.root_for_model, name),
+                )
 
     async def probe_models(self, names: list[str]) -> None:
         """Probe these models now, concurrently (the supervisor's startup gate asks)."""
@@ -238,7 +270,9 @@ class Agent:
                 origin=origin,
             )
 
-    async def apply(self, config: Config, *, seed_drift: bool = False) -> None:
+    async def apply(
+        self, config: Config, *, seed_drift: bool = False, reason: str = "config change"
+    ) -> None:
         """Make ``config`` the running one: models, processes and schedules.
 
         ``seed_drift`` (at start only: after a reload a changed model's stored runs measured
@@ -254,6 +288,8 @@ class Agent:
             monitors[m.name] = current if current and old.get(m.name) == m else ModelMonitor(m)
         for name, mon in self.monitors.items():
             if monitors.get(name) is not mon:
+                if mon.inflight is not None:
+                    mon.inflight.cancel()
                 await mon.probe.close()
                 for event in mon.drift.ended_by_config(now_ms()):
                     self.emit(event)
@@ -269,7 +305,7 @@ class Agent:
         for m in config.models:
             if m.process is not None:
                 links.setdefault(m.process, []).append(m.name)
-        await self.supervisor.apply(config.processes, links)
+        await self.supervisor.apply(config.processes, links, reason=reason)
         self._schedule(config)
 
     async def reload(self, reason: str) -> bool:
@@ -448,7 +484,7 @@ class Agent:
                 len(self.config.models),
                 len(self.config.processes),
             )
-            await self.apply(self.config, seed_drift=True)
+            await self.apply(self.config, seed_drift=True, reason="agent start")
             self._publish_api()
             # What exists now (modules, config, monitors, the API) lives as long as the agent:
             # keep it out of the cyclic collector's way. Otherwise every full collection walks
@@ -479,7 +515,7 @@ class Agent:
 
     def summary(self) -> str:
         """One line for ``systemctl status``: models up, processes running, storage."""
-        models = [m.state for m in self.monitors.values()]
+        models = [str(m.state) for m in self.monitors.values()]
         procs = [p.state for p in self.supervisor.processes.values()]
         return (
             f"models {models.count('up')}/{len(models)} up, "
@@ -510,6 +546,9 @@ class Agent:
             self._scheduler.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
+        for mon in self.monitors.values():
+            if mon.inflight is not None:
+                mon.inflight.cancel()
         if self.config.agent.on_exit == "stop":
             await self.supervisor.stop_all()
         else:

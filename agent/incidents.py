@@ -4,6 +4,11 @@ The book keeps the open incidents in memory (the agent decides on them many time
 and must not wait on the database) and persists every change through the writer, plus an
 audit event. Ids are allocated here, from the highest stored id, so a root incident's id is
 known before its row is written.
+
+Times are those of the decisions (see the KPI glossary in the README): an incident opens at
+``opened_ms``, the moment the agent decided (not when the book got round to it), and its
+audit events carry the same times as the incident's own fields. ``began_ms`` is when the
+fault was first there to be seen; time to recover is measured from it.
 """
 
 from __future__ import annotations
@@ -46,9 +51,13 @@ class IncidentBook:
         found = [i for (s, _), i in self._open.items() if s == subject]
         return min(found, key=lambda i: i.id) if found else None
 
-    def _store(self, inc: Incident, kind: str, message: str, by: str | None = None) -> None:
+    def _store(
+        self, inc: Incident, kind: str, message: str, at_ms: int, by: str | None = None
+    ) -> None:
         self.writer.run_task(lambda conn: save_incident(conn, inc))
         data: dict[str, Any] = {"incident": inc.id, "kind": inc.kind, "state": inc.state}
+        if inc.began_ms is not None:
+            data["began_ms"] = inc.began_ms
         if by:
             data["by"] = by
         if inc.ttr_ms is not None:
@@ -57,7 +66,7 @@ class IncidentBook:
             data["root_id"] = inc.root_id
         self.emit(
             Event(
-                ts_ms=now_ms(),
+                ts_ms=at_ms,
                 kind=kind,
                 subject=inc.subject,
                 message=message,
@@ -75,11 +84,19 @@ class IncidentBook:
         evidence: Mapping[str, Any] | None = None,
         root_id: int | None = None,
         opened_ms: int | None = None,
+        began_ms: int | None = None,
     ) -> Incident:
-        """Open an incident, or return the one already open for (subject, kind)."""
+        """Open an incident, or return the one already open for (subject, kind).
+
+        Args:
+            opened_ms: when the decision was taken (default: now).
+            began_ms: when the fault was first there to be seen (default: ``opened_ms``).
+        """
         existing = self._open.get((subject, kind))
         if existing is not None:
             return existing
+        opened = opened_ms if opened_ms is not None else now_ms()
+        began = min(began_ms, opened) if began_ms is not None else opened
         inc = Incident(
             id=self._next_id,
             subject=subject,
@@ -87,16 +104,17 @@ class IncidentBook:
             severity=severity,
             cause=cause,
             state="open",
-            opened_ms=opened_ms or now_ms(),
+            opened_ms=opened,
             root_id=root_id,
             evidence=dict(evidence or {}),
+            began_ms=began,
         )
         self._next_id += 1
         self._open[(subject, kind)] = inc
         log.warning(
             "incident opened id=%d subject=%s kind=%s cause=%r", inc.id, subject, kind, cause
         )
-        self._store(inc, "incident.opened", f"#{inc.id} {kind}: {cause}")
+        self._store(inc, "incident.opened", f"#{inc.id} {kind}: {cause}", opened)
         return inc
 
     def resolve(
@@ -112,18 +130,24 @@ class IncidentBook:
         for key, inc in list(self._open.items()):
             if key[0] != subject or (kinds is not None and key[1] not in kinds):
                 continue
-            done.append(self._resolve(key, inc, by, resolved_ms or now_ms()))
+            at = resolved_ms if resolved_ms is not None else now_ms()
+            done.append(self._resolve(key, inc, by, at))
         return done
 
     def _resolve(self, key: tuple[str, str], inc: Incident, by: str, at_ms: int) -> Incident:
-        ttr = max(0, at_ms - inc.opened_ms)
+        began = inc.began_ms if inc.began_ms is not None else inc.opened_ms
+        ttr = max(0, at_ms - began)
         inc = dataclasses.replace(
             inc, state="resolved", resolved_ms=at_ms, resolved_by=by, ttr_ms=ttr
         )
         del self._open[key]
         log.info("incident resolved id=%d subject=%s ttr_ms=%d by=%s", inc.id, inc.subject, ttr, by)
         self._store(
-            inc, "incident.resolved", f"#{inc.id} resolved after {ttr / 1000:.1f}s ({by})", by
+            inc,
+            "incident.resolved",
+            f"#{inc.id} resolved after {ttr / 1000:.1f}s ({by})",
+            at_ms,
+            by,
         )
         return inc
 
@@ -142,11 +166,10 @@ class IncidentBook:
         key, inc = found
         if inc.state == "acknowledged":
             return inc
-        inc = dataclasses.replace(
-            inc, state="acknowledged", acknowledged_ms=now_ms(), acknowledged_by=by
-        )
+        at = now_ms()
+        inc = dataclasses.replace(inc, state="acknowledged", acknowledged_ms=at, acknowledged_by=by)
         self._open[key] = inc
-        self._store(inc, "incident.acknowledged", f"#{inc.id} acknowledged by {by}", by)
+        self._store(inc, "incident.acknowledged", f"#{inc.id} acknowledged by {by}", at, by)
         return inc
 
     def resolve_by_id(self, incident_id: int, by: str) -> Incident | None:

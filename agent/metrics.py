@@ -18,14 +18,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agent.drift import METRICS as DRIFT_METRICS
-from storage.records import ProbeRun
+from storage.records import ModelState, ProbeRun
 
 if TYPE_CHECKING:
     from agent.api import AgentView
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
-MODEL_STATES = ("up", "degraded", "down", "unknown")
+MODEL_STATES = tuple(str(s) for s in ModelState)
 DRIFT_GROUPS = tuple(dict.fromkeys(group for _, group, _ in DRIFT_METRICS))
 """Drift kinds with a lasting state; output drift is a one-off event, counted in reports."""
 PROCESS_STATES = (

@@ -1,16 +1,26 @@
 """Per-model probing and state: runs a model's probe, turns results into state and series.
 
-State rules:
+State rules (the README's KPI glossary defines the times):
 
 - an ``ok`` run makes the model ``up``;
 - ``slow`` or ``wrong_output`` make it ``degraded`` (it answers, but not as it should);
 - a hard failure (refused, timeout, HTTP or protocol error, stalled generation) makes it
   ``degraded`` at first and ``down`` after ``down_after_failures`` in a row, so one lost packet
-  pages nobody while a dead server is called dead within two intervals.
+  pages nobody while a dead server is called dead within two intervals;
+- while the model's server is in a **planned** start or stop (the agent starting, an
+  operator's start/restart/stop, a config change), the model is ``starting`` (or ``stopped``):
+  hard failures are recorded as planned runs, open nothing and count against nothing. A start
+  that misses its startup gate turns into an unplanned outage from the gate's deadline. A
+  planned window never hides an outage already in progress.
+
+Every change is stamped when it was observed: a run's ``end_ms`` (the answer arrived, the
+refusal came back, the timeout expired), not when its request was sent.
 
 Incidents: ``down`` opens a critical ``model_down`` incident; ``degraded`` for longer than
-``incident_after_degraded`` opens a warning ``model_degraded`` one; ``up`` resolves both and
-stores the time to recover. Every state change is an audit event carrying the run behind it.
+``incident_after_degraded`` opens a warning ``model_degraded`` one; ``up`` resolves both. An
+incident's fault began at the start of the first failed request of the streak (the server
+already failed to answer it); it opens at the decision and resolves at the first good answer.
+Every state change is an audit event carrying the run behind it.
 """
 
 from __future__ import annotations
@@ -28,7 +38,15 @@ from agent.drift import ModelDrift
 from agent.incidents import IncidentBook
 from probes.base import Probe, ProbeTarget, now_ms, redact
 from probes.registry import PROBES
-from storage.records import Event, ModelStatus, ProbeRun, Sample, make_labels
+from storage.records import (
+    PLANNED_MODEL_STATES,
+    Event,
+    ModelState,
+    ModelStatus,
+    ProbeRun,
+    Sample,
+    make_labels,
+)
 from storage.text import short_artifact
 
 log = logging.getLogger("vigil.models")
@@ -73,8 +91,12 @@ class ModelMonitor:
             )
         )
         self.subject = f"model:{config.name}"
-        self.state = "unknown"
+        self.state = ModelState.UNKNOWN
         self.since_ms = now_ms()
+        self.planned: str | None = None
+        """Why the model's server is in a planned start or stop, while it is."""
+        self.inflight: asyncio.Task[None] | None = None
+        """The run out now, if any: one run per model at a time, whoever asks."""
         self.last_run: ProbeRun | None = None
         self.hard_failures = 0
         self.failing_since_ms: int | None = None
@@ -92,6 +114,7 @@ class ModelMonitor:
             since_ms=self.since_ms,
             last_run=self.last_run,
             drift=self.drift.active(),
+            planned=self.planned if self.state in PLANNED_MODEL_STATES else None,
         )
 
     async def run_once(self, session: aiohttp.ClientSession) -> ProbeRun:
@@ -115,23 +138,102 @@ class ModelMonitor:
         if run.error and self.config.api_key:
             # Whatever a probe forgot: the key never reaches storage, logs or the API.
             run = dataclasses.replace(run, error=redact(run.error, self.config.api_key))
-        return run
+        # Observed now: the answer (or refusal, or the timeout) is in hand as the probe returns.
+        return dataclasses.replace(run, end_ms=now_ms())
 
-    def next_state(self, run: ProbeRun) -> str:
+    def next_state(self, run: ProbeRun) -> ModelState:
         """The state after ``run``, counting consecutive hard failures."""
         kind = severity_of(run)
         if kind == "ok":
             self.failing_since_ms = None
-        elif self.failing_since_ms is None:
-            self.failing_since_ms = run.ts_ms
-        if kind == "ok":
             self.hard_failures = 0
-            return "up"
+            return ModelState.UP
+        if self.failing_since_ms is None:
+            # The request that failed was sent at ts_ms: the fault was there to be seen then.
+            self.failing_since_ms = run.ts_ms
         if kind == "soft":
             self.hard_failures = 0
-            return "degraded"
+            return ModelState.DEGRADED
         self.hard_failures += 1
-        return "down" if self.hard_failures >= self.config.down_after_failures else "degraded"
+        if self.hard_failures >= self.config.down_after_failures:
+            return ModelState.DOWN
+        return ModelState.DEGRADED
+
+    def masks(self, run: ProbeRun) -> bool:
+        """Whether ``run`` falls in a planned start or stop: a hard failure while the server
+        is being started or stopped on purpose, and no unplanned outage already going on."""
+        return (
+            self.planned is not None
+            and severity_of(run) == "hard"
+            and self.failing_since_ms is None
+            and self.state in (*PLANNED_MODEL_STATES, ModelState.UNKNOWN, ModelState.UP)
+        )
+
+    def _change(
+        self, new: ModelState, at_ms: int, emit: Callable[[Event], None], **data: object
+    ) -> None:
+        """Move to ``new`` at ``at_ms`` (when it was observed), with an audit event."""
+        if new == self.state:
+            return
+        old, self.state, self.since_ms = self.state, new, at_ms
+        self.degraded_since_ms = at_ms if new == ModelState.DEGRADED else None
+        why = str(data.get("category") or data.get("planned") or "")
+        log.info(
+            "model state changed model=%s from=%s to=%s why=%s",
+            self.config.name,
+            old,
+            new,
+            why,
+        )
+        emit(
+            Event(
+                ts_ms=at_ms,
+                kind="model.state_changed",
+                subject=self.subject,
+                message=f"{old} -> {new} ({why})",
+                data={"from": str(old), "to": str(new), **data},
+            )
+        )
+
+    def begin_planned(
+        self, reason: str, stopping: bool, at_ms: int, emit: Callable[[Event], None]
+    ) -> None:
+        """The model's server is being started (or stopped) on purpose, from ``at_ms``."""
+        self.planned = reason
+        if self.failing_since_ms is not None or self.state == ModelState.DEGRADED:
+            return  # an outage in progress goes on: a restart does not make it planned
+        self.hard_failures = 0
+        new = ModelState.STOPPED if stopping else ModelState.STARTING
+        self._change(new, at_ms, emit, planned=reason)
+
+    def end_planned(
+        self,
+        at_ms: int,
+        emit: Callable[[Event], None],
+        *,
+        failed: str | None = None,
+        book: IncidentBook | None = None,
+        root_id: Callable[[], int | None] | None = None,
+    ) -> None:
+        """The planned start is over: the server is ready, or (``failed`` says why) it missed
+        its startup gate or died starting, which is an unplanned outage from ``at_ms``."""
+        self.planned = None
+        if failed is None or self.state not in PLANNED_MODEL_STATES:
+            return
+        self.failing_since_ms = at_ms
+        self.hard_failures = max(self.hard_failures, self.config.down_after_failures)
+        self._change(ModelState.DOWN, at_ms, emit, planned_start_failed=failed)
+        if book is not None:
+            book.open(
+                self.subject,
+                "model_down",
+                severity="critical",
+                cause=f"start failed: {failed}",
+                evidence={"failing_since_ms": at_ms, "planned_start_failed": failed},
+                opened_ms=at_ms,
+                began_ms=at_ms,
+                root_id=root_id() if root_id else None,
+            )
 
     def record(
         self,
@@ -139,29 +241,23 @@ class ModelMonitor:
         emit: Callable[[Event], None],
         book: IncidentBook | None = None,
         root_id: Callable[[], int | None] | None = None,
-    ) -> None:
-        """Take a run's result: update state, emit an event on change, open/resolve incidents."""
+    ) -> ProbeRun:
+        """Take a run's result: update state, emit an event on change, open/resolve incidents.
+
+        Returns the run as it is to be stored (``planned`` set when it fell in a planned
+        start or stop).
+        """
+        at = run.observed_ms
+        if self.masks(run):
+            run = dataclasses.replace(run, planned=True)
+            self.last_run = run
+            if self.state not in PLANNED_MODEL_STATES:
+                self._change(ModelState.STARTING, at, emit, planned=self.planned)
+            self._artifact(run, emit)
+            return run
         self.last_run = run
         new = self.next_state(run)
-        if new != self.state:
-            old, self.state, self.since_ms = self.state, new, run.ts_ms
-            self.degraded_since_ms = run.ts_ms if new == "degraded" else None
-            log.info(
-                "model state changed model=%s from=%s to=%s category=%s",
-                self.config.name,
-                old,
-                new,
-                run.category,
-            )
-            emit(
-                Event(
-                    ts_ms=run.ts_ms,
-                    kind="model.state_changed",
-                    subject=self.subject,
-                    message=f"{old} -> {new} ({run.category})",
-                    data={"from": old, "to": new, "run": run.to_json()},
-                )
-            )
+        self._change(new, at, emit, category=run.category, run=run.to_json())
         self._artifact(run, emit)
         for event in self.drift.observe(run, self.probe.last_output):
             log.warning(
@@ -173,6 +269,7 @@ class ModelMonitor:
             emit(event)
         if book is not None:
             self._incidents(run, book, root_id)
+        return run
 
     def _artifact(self, run: ProbeRun, emit: Callable[[Event], None]) -> None:
         """Record the artifact a probe reports (``info["artifact"]``) when it is new to us.
@@ -201,7 +298,7 @@ class ModelMonitor:
         was = short_artifact(previous, 40) if previous else None
         emit(
             Event(
-                ts_ms=run.ts_ms,
+                ts_ms=run.observed_ms,
                 kind="model.artifact",
                 subject=self.subject,
                 message=f"{kind} {short}"
@@ -213,18 +310,17 @@ class ModelMonitor:
     def _incidents(
         self, run: ProbeRun, book: IncidentBook, root_id: Callable[[], int | None] | None
     ) -> None:
-        # The first failing run is when the problem was there to be seen: reports compute the
-        # time to detect from it.
+        # The first failing run is when the problem was there to be seen: times to detect and
+        # recover are measured from it.
+        at = run.observed_ms
         evidence = {
             "last_run": run.to_json(),
             "consecutive_failures": self.hard_failures,
             "failing_since_ms": self.failing_since_ms,
         }
-        if self.state == "up":
-            book.resolve(
-                self.subject, kinds=("model_down", "model_degraded"), resolved_ms=run.ts_ms
-            )
-        elif self.state == "down":
+        if self.state == ModelState.UP:
+            book.resolve(self.subject, kinds=("model_down", "model_degraded"), resolved_ms=at)
+        elif self.state == ModelState.DOWN:
             book.open(
                 self.subject,
                 "model_down",
@@ -232,21 +328,23 @@ class ModelMonitor:
                 cause=f"{run.category}: {run.error or 'no detail'}",
                 evidence=evidence,
                 opened_ms=self.since_ms,
+                began_ms=self.failing_since_ms,
                 # A model is down because its server crashed or hangs, or that server's
                 # dependency did: the supervisor's incident is the root.
                 root_id=root_id() if root_id else None,
             )
         elif (
             self.degraded_since_ms is not None
-            and run.ts_ms - self.degraded_since_ms >= self.config.incident_after_degraded_s * 1000
+            and at - self.degraded_since_ms >= self.config.incident_after_degraded_s * 1000
         ):
             book.open(
                 self.subject,
                 "model_degraded",
                 severity="warning",
-                cause=f"degraded for {(run.ts_ms - self.degraded_since_ms) / 1000:.0f}s: "
+                cause=f"degraded for {(at - self.degraded_since_ms) / 1000:.0f}s: "
                 f"{run.category}: {run.error or 'no detail'}",
                 evidence=evidence,
-                opened_ms=self.degraded_since_ms,
+                opened_ms=at,
+                began_ms=self.failing_since_ms,
                 root_id=root_id() if root_id else None,
             )

@@ -28,6 +28,14 @@ One task per process runs a small state machine::
   dependency's.
 - **Agent restarts**: children run in their own session and survive the agent; their pid and
   start time are kept in ``supervisor.json`` in the data dir, and the next agent adopts them.
+- **Planned starts**: a start the agent (its own start, a config change) or an operator (start,
+  restart, release, stop) asked for is a *planned window* for the process's models, from the
+  request until the startup gate opens; a start that misses the gate, or dies starting, ends the
+  window as failed at that moment. Restarts after a crash or hang are never planned. The
+  model monitors hear of each window (``on_planned``) and keep its failed probes out of
+  incidents and availability.
+- **Times** are those of the observations: an exit when it was seen, a hang when it was
+  decided (the deciding probe's end), readiness when the good answer arrived.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +88,20 @@ PROCESS_INCIDENTS = (
 )
 HEALTHY = frozenset({"running"})
 
-__all__ = ["ManagedProcess", "Supervisor", "describe_exit"]
+__all__ = ["ManagedProcess", "PlannedWindow", "Supervisor", "describe_exit"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedWindow:
+    """A planned start or stop of a process, as its models hear of it.
+
+    ``what`` is ``start`` or ``stop`` (the window opens), ``ready`` (it closed: the gate
+    opened) or ``failed`` (it closed as an unplanned outage; ``reason`` says why).
+    """
+
+    what: str
+    reason: str
+    at_ms: int
 
 
 class ActionError(Exception):
@@ -119,6 +141,12 @@ class ManagedProcess:
         self._task: asyncio.Task[None] | None = None
         self._record: dict[str, Any] | None = None
         self._found: Handle | None = None
+        self.planned: str | None = None
+        """Why the current start (or stop) is planned, until it is over."""
+        self._planned_since_ms = now_ms()
+        self._planned_told = False
+        self.failing_since_ms: int | None = None
+        self._ready_ms: int | None = None
 
     # --- status ----------------------------------------------------------------------
 
@@ -167,9 +195,46 @@ class ManagedProcess:
             self.sup.state_changed(self)
 
     def _event(self, kind: str, message: str, **data: Any) -> None:
+        self._event_at(None, kind, message, **data)
+
+    def _event_at(self, at_ms: int | None, kind: str, message: str, /, **data: Any) -> None:
+        """An audit event stamped ``at_ms``: when its decision was taken (default now)."""
         self.sup.emit(
-            Event(ts_ms=now_ms(), kind=kind, subject=self.subject, message=message, data=data)
+            Event(
+                ts_ms=at_ms if at_ms is not None else now_ms(),
+                kind=kind,
+                subject=self.subject,
+                message=message,
+                data=data,
+            )
         )
+
+    # --- planned windows -------------------------------------------------------------
+
+    def plan(self, reason: str, *, stopping: bool = False, tell: bool = True) -> None:
+        """Mark the coming start (or stop) as asked for; ``tell`` the models now, or at the
+        first moment they could see the server missing (blocked or launched, not adopted)."""
+        self.planned = reason
+        self._planned_since_ms = now_ms()
+        self._planned_told = False
+        if tell:
+            self._tell_planned(stopping=stopping)
+
+    def _tell_planned(self, *, stopping: bool = False) -> None:
+        if self.planned is None or self._planned_told:
+            return
+        self._planned_told = True
+        what = "stop" if stopping else "start"
+        self.sup.planned(self, PlannedWindow(what, self.planned, self._planned_since_ms))
+
+    def _end_planned(self, failed: str | None, at_ms: int) -> None:
+        """The planned start is over: ready (``failed`` None) or failed at ``at_ms``."""
+        if self.planned is None:
+            return
+        told, self.planned, self._planned_told = self._planned_told, None, False
+        if told:
+            what = "ready" if failed is None else "failed"
+            self.sup.planned(self, PlannedWindow(what, failed or "", at_ms))
 
     def evidence(self) -> dict[str, Any]:
         """What an event or incident about this process carries: recent output and probes."""
@@ -187,7 +252,12 @@ class ManagedProcess:
             self._task = asyncio.create_task(self._loop(), name=f"proc:{self.config.name}")
 
     def request(self, kind: str, by: str, **evidence: Any) -> None:
-        """Ask the state machine to stop, start, restart, release, or heal a hang."""
+        """Ask the state machine to stop, start, restart, release, or heal a hang.
+
+        Everything but a hang comes from an operator, and is planned from this moment.
+        """
+        if kind != "hang":
+            self.plan(f"{kind} by {by}", stopping=kind == "stop")
         self._request = (kind, by, evidence)
         self._wake.set()
 
@@ -205,8 +275,11 @@ class ManagedProcess:
             return
         if not hard:
             self.hard_failures = 0
+            self.failing_since_ms = None
             return
         self.hard_failures += 1
+        if self.failing_since_ms is None:
+            self.failing_since_ms = run.ts_ms
         if self.state != "running" or self.sup.blockers(self):
             return  # a failing dependency explains it; restarting this one would not help
         limit = self.config.hang_after_failures
@@ -216,7 +289,12 @@ class ManagedProcess:
                 if run.category == "stalled"
                 else f"{self.hard_failures} failed probes in a row"
             )
-            self.request("hang", f"hung: {what} ({run.model}: {run.error or run.category})")
+            self.request(
+                "hang",
+                f"hung: {what} ({run.model}: {run.error or run.category})",
+                decided_ms=run.observed_ms,
+                began_ms=self.failing_since_ms,
+            )
 
     # --- the state machine -----------------------------------------------------------
 
@@ -320,12 +398,14 @@ class ManagedProcess:
                     os.killpg(pid, signal.SIGTERM)
 
     async def _launch(self) -> Handle | None:
+        self._tell_planned()
         self._set_state("starting", f"starting {self.target.describe()}")
         self.adopted = False
         try:
             handle = await self.target.launch()
         except LaunchError as exc:
             self.last_exit = f"start failed: {exc}"
+            self._end_planned(f"could not start: {exc}", now_ms())
             log.error("process start failed name=%s error=%r", self.config.name, str(exc))
             self._event("process.spawn_failed", f"could not start: {exc}", **self.evidence())
             self.sup.open_incident(
@@ -350,15 +430,21 @@ class ManagedProcess:
         """From started (or adopted) to the end of this incarnation."""
         self.hard_failures = 0
         if self.adopted:
-            self._became_ready()
+            self._became_ready(now_ms())
         else:
+            deadline_ms = now_ms() + int(self.config.startup_timeout_s * 1000)
             outcome = await self._startup_gate(handle)
             if outcome == "timeout":
-                info = await self.target.terminate(handle, self.sup.gpu_pids)
+                # Decided at the deadline: stamp it so, however long the stop takes.
+                at = min(deadline_ms, now_ms())
                 msg = f"not ready within {self.config.startup_timeout_s:g}s"
+                self.sup.open_incident(
+                    self, "process_restart_failed", "critical", msg, opened_ms=at
+                )
+                self._end_planned(msg, at)
+                info = await self.target.terminate(handle, self.sup.gpu_pids)
                 self.last_exit = msg
-                self._event("process.start_timeout", msg, **info, **self.evidence())
-                self.sup.open_incident(self, "process_restart_failed", "critical", msg)
+                self._event_at(at, "process.start_timeout", msg, **info, **self.evidence())
                 await self._after_failure(msg, None)
                 return
             if outcome == "exited":
@@ -367,7 +453,7 @@ class ManagedProcess:
             if outcome == "request":
                 await self._running_request(handle)
                 return
-            self._became_ready()
+            self._became_ready(self._ready_ms if self._ready_ms is not None else now_ms())
         while True:
             await self._wait(handle.exited)
             if self._request is not None:
@@ -420,14 +506,20 @@ class ManagedProcess:
         """Whether a probe that started after this incarnation got an answer (even a slow or
         wrong one: the server is up; judging the answer is the model monitor's job)."""
         started_ms = int(time.time() * 1000 - (time.monotonic() - handle.started_mono) * 1000)
-        return any(
-            r.ts_ms >= started_ms and (r.ok or r.category in ("slow", "wrong_output"))
+        answered = [
+            r.observed_ms
             for r in self.recent_runs
-        )
+            if r.ts_ms >= started_ms and (r.ok or r.category in ("slow", "wrong_output"))
+        ]
+        self._ready_ms = min(answered) if answered else None
+        return bool(answered)
 
-    def _became_ready(self) -> None:
+    def _became_ready(self, at_ms: int) -> None:
+        """Ready as of ``at_ms`` (when the answer that showed it arrived)."""
+        self._end_planned(None, at_ms)
+        self.failing_since_ms = None
         self._set_state("running", None)
-        self.sup.resolve_incidents(self)
+        self.sup.resolve_incidents(self, at_ms)
         self._event(
             "process.ready",
             f"pid {self.pid} is {'adopted and ' if self.adopted else ''}running",
@@ -436,7 +528,9 @@ class ManagedProcess:
         )
 
     async def _exited(self, handle: Handle) -> None:
+        at = now_ms()  # seen now: the exit future completes as the child is reaped
         info: ExitInfo = handle.exited.result()
+        self._end_planned(info.description, at)
         uptime = time.monotonic() - handle.started_mono
         self.last_exit = info.description
         self.handle = None
@@ -463,7 +557,8 @@ class ManagedProcess:
             )
             extra["leftovers"] = sorted(left)
             extra["cleanup"] = await self.target.terminate(handle, self.sup.gpu_pids)
-        self._event(
+        self._event_at(
+            at,
             "process.exited",
             f"{info.description} after {uptime:.1f}s",
             pid=handle.pid,
@@ -491,10 +586,14 @@ class ManagedProcess:
             self._set_state("exited" if clean else "failed", info.description)
             if not clean:
                 self.sup.open_incident(
-                    self, "process_exited", "critical", f"{info.description}; restart is never"
+                    self,
+                    "process_exited",
+                    "critical",
+                    f"{info.description}; restart is never",
+                    opened_ms=at,
                 )
             return
-        self.sup.open_incident(self, "process_exited", "warning", info.description)
+        self.sup.open_incident(self, "process_exited", "warning", info.description, opened_ms=at)
         await self._after_failure(info.description, uptime)
 
     async def _after_failure(self, reason: str, uptime: float | None) -> bool:
@@ -581,8 +680,19 @@ class ManagedProcess:
             return
         if kind == "hang":
             self.last_reason = by
-            self._event("process.hung", by, **info, **ev, **evidence)
-            self.sup.open_incident(self, "process_hung", "critical", by, evidence=ev)
+            # Stamped when the hang was decided, not when the stop finished.
+            decided = evidence.get("decided_ms")
+            began = evidence.get("began_ms")
+            self._event_at(decided, "process.hung", by, **info, **ev, **evidence)
+            self.sup.open_incident(
+                self,
+                "process_hung",
+                "critical",
+                by,
+                evidence={**ev, "failing_since_ms": began},
+                opened_ms=decided,
+                began_ms=began,
+            )
             # Its uptime, as for an exit: a hang after a healthy period restarts at once
             # rather than after the backoff left from an earlier restart.
             await self._after_failure(by, time.monotonic() - handle.started_mono)
@@ -606,6 +716,7 @@ class ManagedProcess:
                 return
 
     def _blocked(self, blockers: list[str]) -> None:
+        self._tell_planned()  # waiting for a dependency is part of a planned start
         root = self.sup.root_incident(blockers)
         detail = "waiting for " + ", ".join(blockers)
         if (self.state, self.detail) != ("blocked", detail):
@@ -663,8 +774,10 @@ class Supervisor:
         *,
         gpu_pids: Callable[[], set[int]] | None = None,
         probe_now: Callable[[list[str]], Awaitable[None]] | None = None,
+        on_planned: Callable[[list[str], PlannedWindow], None] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self._on_planned = on_planned
         self.log_dir = data_dir / "logs"
         self.emit = emit
         self.book = book
@@ -703,23 +816,41 @@ class Supervisor:
     # --- config ----------------------------------------------------------------------
 
     async def apply(
-        self, configs: tuple[ProcessConfig, ...], links: dict[str, list[str]] | None = None
+        self,
+        configs: tuple[ProcessConfig, ...],
+        links: dict[str, list[str]] | None = None,
+        *,
+        reason: str = "config change",
     ) -> None:
         """Start new processes, stop removed ones, restart changed ones.
 
         Args:
             links: process name -> names of the models probing it (readiness and hangs).
+            reason: why (``agent start``, ``config change``): the starts are planned.
         """
         self.links = dict(links or {})
         wanted = {c.name: c for c in configs}
+        fresh: list[ManagedProcess] = []
         for name in list(self.processes):
-            if name not in wanted or wanted[name] != self.processes[name].config:
+            if name not in wanted:
                 await self.processes.pop(name).stop("config change")
+            elif wanted[name] != self.processes[name].config:
+                # The replacement is in place (and its planned window open) before the old
+                # one stops, so the models never see a gap that nobody planned.
+                old = self.processes[name]
+                mp = self.processes[name] = ManagedProcess(wanted[name], self)
+                mp.plan(reason)
+                fresh.append(mp)
+                await old.stop("config change")
         for name, cfg in wanted.items():
             if name not in self.processes:
                 mp = ManagedProcess(cfg, self)
                 self.processes[name] = mp
-                mp.start_task(self._records.pop(name, None))
+                # Told lazily: an adopted process (an agent restart) was never down.
+                mp.plan(reason, tell=False)
+                fresh.append(mp)
+        for mp in fresh:
+            mp.start_task(self._records.pop(mp.config.name, None))
         if self._rotator is None:
             self._rotator = asyncio.create_task(self._rotate_logs(), name="log-rotation")
 
@@ -792,6 +923,14 @@ class Supervisor:
         """Names of the models whose probes tell about ``process``."""
         return self.links.get(process, [])
 
+    def planned(self, mp: ManagedProcess, window: PlannedWindow) -> None:
+        """Tell the models of ``mp`` that a planned window opened or closed."""
+        log.info(
+            "planned window name=%s what=%s reason=%r", mp.config.name, window.what, window.reason
+        )
+        if self._on_planned is not None:
+            self._on_planned(self.linked_models(mp.config.name), window)
+
     async def probe_now(self, models: list[str]) -> None:
         """Probe these models now (the startup gate)."""
         if self._probe_now is not None:
@@ -816,7 +955,11 @@ class Supervisor:
         *,
         root_id: int | None = None,
         evidence: dict[str, Any] | None = None,
+        opened_ms: int | None = None,
+        began_ms: int | None = None,
     ) -> None:
+        """Open an incident about ``mp``, at ``opened_ms`` (default now), the fault having
+        begun at ``began_ms`` (default: when it was opened)."""
         if self.book is None:
             return
         if root_id is None:
@@ -828,12 +971,14 @@ class Supervisor:
             cause=cause,
             evidence=evidence if evidence is not None else mp.evidence(),
             root_id=root_id,
+            opened_ms=opened_ms,
+            began_ms=began_ms,
         )
 
-    def resolve_incidents(self, mp: ManagedProcess) -> None:
+    def resolve_incidents(self, mp: ManagedProcess, at_ms: int | None = None) -> None:
         """The process is healthy again: its incidents resolve with their time to recover."""
         if self.book is not None:
-            self.book.resolve(mp.subject, kinds=PROCESS_INCIDENTS)
+            self.book.resolve(mp.subject, kinds=PROCESS_INCIDENTS, resolved_ms=at_ms)
 
     def root_for_model(self, model: str) -> int | None:
         """For a model's incident: the incident of its process, or that process's root."""

@@ -168,11 +168,20 @@ def _m0004_audit_anchor(db: sqlite_utils.Database) -> None:
         )""")
 
 
+def _m0005_observed_times(db: sqlite_utils.Database) -> None:
+    # When a run's outcome was observed and whether it fell in a planned start; when an
+    # incident's fault began (its time to detect and recover are measured from there).
+    db.execute("ALTER TABLE probe_runs ADD COLUMN end_ts INTEGER")
+    db.execute("ALTER TABLE probe_runs ADD COLUMN planned INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE incidents ADD COLUMN began_ms INTEGER")
+
+
 MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("0001_initial", _m0001_initial),
     ("0002_incidents", _m0002_incidents),
     ("0003_sample_tiers", _m0003_sample_tiers),
     ("0004_audit_anchor", _m0004_audit_anchor),
+    ("0005_observed_times", _m0005_observed_times),
 )
 """Applied in order; a name, once released, never changes meaning."""
 

@@ -10,7 +10,7 @@ from storage.records import Incident
 
 _COLUMNS = (
     "id, subject, kind, severity, cause, state, opened_ms, acknowledged_ms, "
-    "acknowledged_by, resolved_ms, resolved_by, ttr_ms, root_id, evidence"
+    "acknowledged_by, resolved_ms, resolved_by, ttr_ms, root_id, evidence, began_ms"
 )
 
 
@@ -19,7 +19,7 @@ def save_incident(conn: sqlite3.Connection, inc: Incident) -> None:
     conn.execute("BEGIN IMMEDIATE")
     conn.execute(
         f"INSERT OR REPLACE INTO incidents ({_COLUMNS}) "  # noqa: S608 - fixed column list
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             inc.id,
             inc.subject,
@@ -35,6 +35,7 @@ def save_incident(conn: sqlite3.Connection, inc: Incident) -> None:
             inc.ttr_ms,
             inc.root_id,
             json.dumps(dict(inc.evidence), sort_keys=True, default=str),
+            inc.began_ms,
         ),
     )
     conn.execute("COMMIT")
@@ -56,6 +57,7 @@ def _row(row: tuple[Any, ...]) -> Incident:
         ttr,
         root,
         evidence,
+        began,
     ) = row
     return Incident(
         id=int(iid),
@@ -72,6 +74,7 @@ def _row(row: tuple[Any, ...]) -> Incident:
         ttr_ms=ttr,
         root_id=root,
         evidence=json.loads(evidence or "{}"),
+        began_ms=began,
     )
 
 

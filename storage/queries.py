@@ -140,7 +140,7 @@ def recent_probe_runs(
     """Probe runs, newest first, optionally for one model, since a time, of some categories."""
     sql = (
         "SELECT model, ts, ok, category, e2e_ms, ttft_ms, itl_ms, output_tokens, "
-        "tokens_per_s, status, error, phases FROM probe_runs WHERE 1=1"
+        "tokens_per_s, status, error, phases, end_ts, planned FROM probe_runs WHERE 1=1"
     )
     args: list[Any] = []
     if model is not None:
@@ -168,8 +168,12 @@ def recent_probe_runs(
             status=st,
             error=err,
             phases_ms=json.loads(ph or "{}"),
+            end_ms=end,
+            planned=bool(planned),
         )
-        for m, ts, ok, cat, e2e, ttft, itl, tok, tps, st, err, ph in conn.execute(sql, args)
+        for m, ts, ok, cat, e2e, ttft, itl, tok, tps, st, err, ph, end, planned in conn.execute(
+            sql, args
+        )
     ]
 
 
@@ -236,9 +240,11 @@ def probe_latencies(
 
 
 def probe_outcomes(conn: sqlite3.Connection, model: str, since_ms: int) -> dict[str, int]:
-    """Run counts per category since a time."""
+    """Unplanned run counts per category since a time (planned runs, made while the model's
+    server was in a start or stop someone asked for, count against nothing)."""
     rows = conn.execute(
-        "SELECT category, count(*) FROM probe_runs WHERE model = ? AND ts >= ? GROUP BY category",
+        "SELECT category, count(*) FROM probe_runs WHERE model = ? AND ts >= ? AND planned = 0 "
+        "GROUP BY category",
         (model, since_ms),
     )
     return {str(cat): int(n) for cat, n in rows}

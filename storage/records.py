@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 Labels = tuple[tuple[str, str], ...]
@@ -38,6 +39,26 @@ def series_key(name: str, labels: Labels) -> str:
     return f"{name}{{{inner}}}"
 
 
+class ModelState(StrEnum):
+    """What a model is, as its probes and its server's supervisor tell.
+
+    ``starting`` and ``stopped`` are planned: the model's server is in a start (or stop) that
+    the agent or an operator asked for, so failed runs in them open no incident and count
+    against no availability. ``degraded`` answers badly or lost a run; ``down`` does not
+    answer; ``unknown`` has not been probed yet.
+    """
+
+    UNKNOWN = "unknown"
+    STARTING = "starting"
+    STOPPED = "stopped"
+    UP = "up"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+PLANNED_MODEL_STATES = frozenset({ModelState.STARTING, ModelState.STOPPED})
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One value of one series at one instant (UTC epoch milliseconds)."""
@@ -54,6 +75,13 @@ class ProbeRun:
 
     ``category`` is one of ``ok``, ``slow``, ``wrong_output``, ``http_error``, ``timeout``,
     ``refused``, ``protocol_error``. Latencies are None where the protocol has no such phase.
+
+    ``ts_ms`` is when the request was sent; ``end_ms`` when its outcome was observed (the
+    answer's end arrived, the connection was refused, the timeout expired), stamped by the
+    agent as the run returns; None in records from before it was kept. State changes and
+    incidents take ``end_ms``: that is when the agent knew. ``planned`` marks a run made while
+    the model's server was in a start (or stop) that the agent or an operator asked for: it
+    is recorded but opens no incident and does not count against availability.
     """
 
     model: str
@@ -68,6 +96,13 @@ class ProbeRun:
     status: int | None = None
     error: str | None = None
     phases_ms: Mapping[str, float] = field(default_factory=dict)
+    end_ms: int | None = None
+    planned: bool = False
+
+    @property
+    def observed_ms(self) -> int:
+        """When the outcome was known: ``end_ms``, or ``ts_ms`` for records without it."""
+        return self.end_ms if self.end_ms is not None else self.ts_ms
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form, as served by the API."""
@@ -157,7 +192,7 @@ class ResourceValue:
 
 @dataclass(frozen=True, slots=True)
 class ModelStatus:
-    """A probed model's live state: ``up``, ``degraded``, ``down`` or ``unknown``, since when."""
+    """A probed model's live state (a :class:`ModelState`), since when."""
 
     name: str
     protocol: str
@@ -167,6 +202,8 @@ class ModelStatus:
     last_run: ProbeRun | None = None
     drift: Mapping[str, int] = field(default_factory=dict)
     """Drift detected and not yet cleared: group (``latency``, ``throughput``) -> since (ms)."""
+    planned: str | None = None
+    """Why the model is ``starting`` or ``stopped`` (``agent start``, ``restart by alice``)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form."""
@@ -178,6 +215,7 @@ class ModelStatus:
             "since_ms": self.since_ms,
             "last_run": self.last_run.to_json() if self.last_run else None,
             "drift": dict(self.drift),
+            "planned": self.planned,
         }
 
     @classmethod
@@ -193,6 +231,7 @@ class ModelStatus:
             last_run=ProbeRun.from_json(last) if last else None,
             # Older agents send no drift: nothing detected, as far as we can tell.
             drift={str(k): int(v) for k, v in (data.get("drift") or {}).items()},
+            planned=str(data["planned"]) if data.get("planned") else None,
         )
 
 
@@ -300,9 +339,13 @@ class AgentStatus:
 class Incident:
     """Something an operator should know about, from detection to recovery.
 
-    ``state`` is ``open``, ``acknowledged`` or ``resolved``. ``ttr_ms`` (time to recover) is
-    resolved minus opened. ``root_id`` points at the incident this one follows from (a model
-    down because its server's dependency is down).
+    ``state`` is ``open``, ``acknowledged`` or ``resolved``. ``began_ms`` is when the fault was
+    first there to be seen (the start of the first failed probe request of the streak, a
+    process's exit, a start's deadline); ``opened_ms`` when the agent decided it was an
+    incident; ``resolved_ms`` when recovery was observed. ``ttr_ms`` (time to recover) is
+    ``resolved_ms - began_ms`` (``- opened_ms`` where ``began_ms`` is unknown); the time to
+    detect is ``opened_ms - began_ms``. ``root_id`` points at the incident this one follows
+    from (a model down because its server's dependency is down).
     """
 
     id: int
@@ -319,6 +362,7 @@ class Incident:
     ttr_ms: int | None = None
     root_id: int | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    began_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form."""

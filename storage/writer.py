@@ -376,6 +376,8 @@ class Writer:
                         rec.output_tokens,
                         rec.tokens_per_s,
                         json.dumps(dict(rec.phases_ms), sort_keys=True),
+                        rec.end_ms,
+                        int(rec.planned),
                     )
                 )
             elif isinstance(rec, Event):
@@ -395,8 +397,8 @@ class Writer:
             if runs:
                 conn.executemany(
                     "INSERT INTO probe_runs (ts, model, ok, category, status, error, ttft_ms, "
-                    "itl_ms, e2e_ms, output_tokens, tokens_per_s, phases) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "itl_ms, e2e_ms, output_tokens, tokens_per_s, phases, end_ts, planned) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     runs,
                 )
             if events:

@@ -17,7 +17,14 @@ from storage.records import AgentStatus, ModelStatus, ProcessStatus
 from tui.fmt import clean, format_bytes, format_duration, format_ms, format_percent, safe
 from tui.hostview import HostView, ProcessUsage
 
-MODEL_STATE_STYLES = {"up": "green", "degraded": "yellow", "down": "bold red", "unknown": "dim"}
+MODEL_STATE_STYLES = {
+    "up": "green",
+    "degraded": "yellow",
+    "down": "bold red",
+    "unknown": "dim",
+    "starting": "cyan",
+    "stopped": "dim",
+}
 PROCESS_STATE_STYLES = {
     "running": "green",
     "starting": "yellow",
