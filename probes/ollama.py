@@ -5,7 +5,9 @@ defines them) is kept beside Ollama's own counters from the final ``"done": true
 ``phases_ms`` gets ``server_eval_ms`` (eval_duration), ``server_prompt_eval_ms``,
 ``server_total_ms`` and ``server_load_ms``; the series ``probe.server_eval_tokens_per_s`` gets
 eval_count / eval_duration; ``output_tokens`` is eval_count. A gap between the two views points
-at the network or the HTTP layer rather than the model.
+at the network or the HTTP layer rather than the model. Without eval_count the token lines are
+counted: from the first non-empty ``response`` on, every ``"done": false`` line is one token,
+an empty ``response`` included (``phases_ms["counted_chunks"]`` holds that count either way).
 
 Options, all optional: ``model`` (default the target's name; ``llama3`` matches the tag
 ``llama3:latest`` as Ollama itself resolves it), ``prompt``, ``max_tokens`` (sent as
@@ -147,11 +149,14 @@ class OllamaProbe(GenerationProbe):
 def _on_line(timer: StreamTimer, final: dict[str, Any]) -> Callable[[JSONLine], bool]:
     def on_line(line: JSONLine) -> bool:
         obj = stream_object(line.value, repr(line.value))
-        timer.content(obj.get("response"), line.arrival_ns)
         if obj.get("done") is True:
+            # The final object's "response" is empty: a token only if it has text.
+            timer.content(obj.get("response"), line.arrival_ns)
             timer.end_ns = line.arrival_ns
             final.update(obj)
             return True
+        # Every other line carries one token, its "response" empty when it decodes to nothing.
+        timer.token(obj.get("response"), line.arrival_ns)
         return False
 
     return on_line

@@ -13,8 +13,13 @@ Options, all optional:
   message. ``messages``: a list of ``{role, content}`` for chat instead of ``prompt``.
 - ``max_tokens`` (default 16), ``temperature`` (default 0).
 - ``stream``: default true. Streaming asks for ``stream_options.include_usage`` so the token
-  count comes from the server; without it the content chunks are counted. Non-streamed runs
-  measure e2e only (tokens from ``usage``); ``max_ttft`` and ``max_itl`` then cannot apply.
+  count comes from the server's usage chunk; a server that sends none gets its token chunks
+  counted: from the first non-empty text on, every choice with a delta (``text`` for
+  completions) is one token, ``{"content": ""}`` included (llama.cpp streams one chunk per
+  token, empty for a token that decodes to nothing); role-only deltas, the finish chunk
+  without text and the usage chunk are not tokens, nor is anything before the first
+  non-empty text. Non-streamed runs measure e2e only (tokens from ``usage``); ``max_ttft``
+  and ``max_itl`` then cannot apply.
 - ``check_models``: list the served models first (default true); a missing model is
   ``wrong_output``.
 - ``expect_contains``, ``expect_regex``, ``expect_exact``: output checks (``wrong_output``).
@@ -178,11 +183,9 @@ class OpenAIProbe(GenerationProbe):
             chunk = parse_data(event.data)
             choices = chunk.get("choices")
             if choices and isinstance(choices, list) and isinstance(choices[0], Mapping):
-                first = choices[0]
-                delta = first.get("delta") if chat else first
-                key = "content" if chat else "text"
-                if isinstance(delta, Mapping):
-                    timer.content(delta.get(key), event.arrival_ns)
+                carried = _carried_token(choices[0], chat)
+                if carried is not None:
+                    timer.token(carried, event.arrival_ns)
             tokens = _completion_tokens(chunk)
             if tokens is not None:
                 timer.reported_tokens = tokens
@@ -208,6 +211,33 @@ class OpenAIProbe(GenerationProbe):
             text = first.get("text")
         timer.final_text = text if isinstance(text, str) else ""
         timer.reported_tokens = _completion_tokens(answer)
+
+
+def _carried_token(choice: Mapping[str, Any], chat: bool) -> str | None:
+    """The text of the token a streamed choice carries (maybe ``""``), or None if it carries
+    none.
+
+    A choice carries a token when it has a delta (chat) or a ``text`` (completions), unless
+    it is a role-only delta (``{"role": "assistant"}``, with empty or no content) or the
+    finish chunk with no text. llama.cpp sends ``{"content": ""}`` for a token that decodes
+    to nothing printable: that is a token. vLLM puts the last token's text into the chunk
+    with ``finish_reason``: that is one too. The usage chunk has no choices at all.
+    """
+    if chat:
+        delta = choice.get("delta")
+        if not isinstance(delta, Mapping):
+            return None
+        text = delta.get("content")
+        role_only = "role" in delta
+    else:
+        text = choice.get("text")
+        if not isinstance(text, str):
+            return None
+        role_only = False
+    text = text if isinstance(text, str) else ""
+    if not text and (role_only or choice.get("finish_reason") is not None):
+        return None
+    return text
 
 
 def _completion_tokens(obj: Mapping[str, Any]) -> int | None:

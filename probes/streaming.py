@@ -8,8 +8,9 @@ that completed it. Latencies are measured from chunk arrival, so a caller reads 
 then never counted as model time.
 
 The second half of the module is the measurement every streaming probe shares: a
-:class:`StreamTimer` collecting content arrivals, :func:`read_stream` driving a parser under
-the run's deadline, and :class:`GenerationRun` turning the timings into a judged ``ProbeRun``.
+:class:`StreamTimer` collecting content and token arrivals, :func:`read_stream` driving a
+parser under the run's deadline, and :class:`GenerationRun` turning the timings into a judged
+``ProbeRun``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import codecs
 import itertools
 import json
 import re
-import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -292,13 +292,28 @@ does not sometimes include a TCP connect and sometimes not."""
 class StreamTimer:
     """Arrival times of one answer, counted from the instant the request was sent.
 
-    A *content unit* is a chunk carrying non-empty generated text; role-only, empty and
-    special-token chunks are not content (GenAI-Perf and AIPerf skip them too), so TTFT is
-    the arrival of the first text a user would see.
+    Two kinds of chunk are told apart:
+
+    - A *content unit* carries non-empty generated text. The first one is the first token:
+      TTFT is its arrival, the text a user would see first. Role-only, empty and
+      special-token chunks before it are not content (GenAI-Perf and AIPerf skip them too)
+      and are not counted as tokens either: they are the server's preamble, not output.
+    - A *token chunk* is one the protocol says carries a generated token, whatever its text
+      decodes to: llama.cpp, for one, streams one chunk per token and sends ``""`` for a
+      token that decodes to nothing printable (half a UTF-8 character, a control token).
+      From the first content unit on, every token chunk counts, empty or not; before it,
+      none does. Which chunks carry a token is the probe's call (:meth:`token`); a chunk
+      handed to :meth:`content` carries one only when its text is non-empty.
+
+    ``token_ns`` is then the token arrivals: the first content unit and every token chunk
+    after it. Its length is the counted token count, used when the server gives none.
     """
 
     start_ns: int = field(default_factory=time.perf_counter_ns)
     content_ns: list[int] = field(default_factory=list)
+    """Arrivals of the content units (non-empty text)."""
+    token_ns: list[int] = field(default_factory=list)
+    """Arrivals of the token chunks from the first content unit on (empty text included)."""
     parts: list[str] = field(default_factory=list)
     end_ns: int | None = None
     last_bytes_ns: int | None = None
@@ -309,11 +324,23 @@ class StreamTimer:
     generated_text); otherwise the content units joined."""
     streamed: bool = True
 
-    def content(self, text: object, arrival_ns: int) -> None:
-        """Record a chunk's generated text; empty or non-string text is not content."""
+    def token(self, text: object, arrival_ns: int) -> None:
+        """Record a chunk that carries one generated token; its text may be empty.
+
+        Before the first non-empty text such a chunk is preamble and not counted; from it
+        on, each one is a token arrival.
+        """
         if isinstance(text, str) and text:
             self.content_ns.append(arrival_ns)
             self.parts.append(text)
+        if self.content_ns:
+            self.token_ns.append(arrival_ns)
+
+    def content(self, text: object, arrival_ns: int) -> None:
+        """Record a chunk's generated text where an empty text means no token was carried
+        (an end marker's empty ``response``, say): only non-empty text counts."""
+        if isinstance(text, str) and text:
+            self.token(text, arrival_ns)
 
     @property
     def text(self) -> str:
@@ -376,13 +403,27 @@ async def _drain_briefly(resp: aiohttp.ClientResponse) -> None:
 class GenerationRun:
     """One run of a text-generation probe: its deadline, phases, timer and verdict.
 
-    Metrics follow GenAI-Perf / AIPerf: TTFT = request sent to the first content unit;
-    ``itl_ms`` = mean gap between consecutive content units (``phases_ms["itl_p95_ms"]`` their
-    p95), ``phases_ms["itl_mean_formula_ms"]`` = (e2e - TTFT) / (tokens - 1), GenAI-Perf's own
-    ITL; e2e = request sent to the end marker; ``tokens_per_s`` = tokens / e2e, GenAI-Perf's
-    per-request output token throughput (TTFT included), and
-    ``phases_ms["decode_tokens_per_s"]`` = (tokens - 1) / (e2e - TTFT), the per-user decode rate.
-    Output tokens come from the server's count when it gives one, else the content units.
+    Metrics follow GenAI-Perf / AIPerf, with the token arrivals of :class:`StreamTimer`:
+
+    - ``output_tokens``: the server's own count when it gives one (OpenAI ``usage`` from
+      ``stream_options.include_usage``, Ollama's ``eval_count``, TGI's
+      ``details.generated_tokens``); otherwise the token chunks counted (``token_ns``: the
+      first non-empty text and every token-carrying chunk after it, empty text included).
+      ``phases_ms["counted_chunks"]`` is that count for every streamed run: beside a server
+      count, the two disagreeing shows a server that batches tokens into fewer chunks (or
+      sends chunks that carry none).
+    - TTFT: request sent to the first content unit (non-empty text).
+    - ``itl_ms``: (last token arrival - first token arrival) / (output_tokens - 1), the mean
+      time per token after the first over the count reported; with one chunk per token it is
+      the mean gap between token chunks. It needs two token arrivals and two tokens.
+    - ``phases_ms["itl_p50_ms"]``, ``["itl_p95_ms"]``: percentiles of the gaps between
+      consecutive token arrivals (empty-text token chunks included: each is a token).
+    - ``phases_ms["itl_mean_formula_ms"]``: (e2e - TTFT) / (output_tokens - 1), GenAI-Perf's
+      own ITL (its e2e runs to the end marker, so the tail after the last token is in it).
+    - e2e: request sent to the end marker; ``tokens_per_s`` = output_tokens / e2e,
+      GenAI-Perf's per-request output token throughput (TTFT included);
+      ``phases_ms["decode_tokens_per_s"]`` = (output_tokens - 1) / (e2e - TTFT), the per-user
+      decode rate.
     """
 
     def __init__(self, target: ProbeTarget, bounds: Bounds) -> None:
@@ -467,21 +508,22 @@ class GenerationRun:
         if not text:
             return self.failed("protocol_error", f"{self.step}: the answer has no content")
         tokens = timer.reported_tokens
-        if tokens is None and timer.streamed:
-            tokens = len(timer.content_ns)
-        elif tokens is not None and timer.streamed:
-            # The server's count (usage, eval_count, generated_tokens) is the one reported;
-            # the chunks we saw stay beside it: a server batching tokens into fewer chunks
-            # shows as the two disagreeing.
-            self.phases["counted_chunks"] = float(len(timer.content_ns))
+        if timer.streamed:
+            counted = len(timer.token_ns)
+            self.phases["counted_chunks"] = float(counted)
+            if tokens is None:
+                tokens = counted
         ttft = itl = None
         if timer.content_ns:
             ttft = (timer.content_ns[0] - timer.start_ns) / 1e6
             self.phases["ttft_ms"] = ttft
-            gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(timer.content_ns)]
+            arrivals = timer.token_ns
+            gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(arrivals)]
             if gaps:
-                itl = statistics.fmean(gaps)
+                self.phases["itl_p50_ms"] = percentile(gaps, 50)
                 self.phases["itl_p95_ms"] = percentile(gaps, 95)
+                if tokens is not None and tokens > 1:
+                    itl = (arrivals[-1] - arrivals[0]) / 1e6 / (tokens - 1)
             if tokens is not None and tokens > 1 and e2e > ttft:
                 self.phases["itl_mean_formula_ms"] = (e2e - ttft) / (tokens - 1)
                 self.phases["decode_tokens_per_s"] = (tokens - 1) / ((e2e - ttft) / 1000)

@@ -4,7 +4,8 @@ Each SSE event's data is ``{"token": {"id", "text", "logprob", "special"}, "gene
 "details"}``; the last event carries ``generated_text`` (and, as the probe asks for
 ``details``, ``details.generated_tokens``). Special tokens (BOS/EOS) are not content, so TTFT is
 the first real text. Output tokens are ``details.generated_tokens``, else the token events
-counted; the checked output is ``generated_text``. Metrics as
+counted: from the first non-empty text on, every event with a ``token`` is one, special or empty
+text included; the checked output is ``generated_text``. Metrics as
 :class:`probes.streaming.GenerationRun` defines them.
 
 Options, all optional: ``model`` (only a label here: a TGI server serves one model; default
@@ -104,8 +105,10 @@ def _on_event(timer: StreamTimer) -> Callable[[SSEEvent], bool]:
             raise RunFailed("http_error", f"server error in stream: {event.data[:200]}")
         obj = parse_data(event.data)
         token = obj.get("token")
-        if isinstance(token, Mapping) and token.get("special") is not True:
-            timer.content(token.get("text"), event.arrival_ns)
+        if isinstance(token, Mapping):
+            # Every event carries one token; a special one (BOS, EOS) has no text to show.
+            special = token.get("special") is True
+            timer.token("" if special else token.get("text"), event.arrival_ns)
         if obj.get("generated_text") is None and obj.get("details") is None:
             return False
         timer.end_ns = event.arrival_ns

@@ -11,9 +11,12 @@ One aiohttp app serves all three APIs:
 Streams send ``min(tokens, max_tokens)`` tokens: the first content after ``ttft_ms``, then one
 every ``itl_ms`` (``asyncio.sleep`` between writes, each token in its own write). Real
 servers send role-only / empty / special chunks first; so does this one, immediately, unless
-``role_first`` is off. Faults on demand (see :class:`Behaviour`): malformed units, an error
-object, a disconnect or a stall after K tokens, slowloris (one byte every X ms), error
-statuses, wrong content, a missing end marker.
+``role_first`` is off (``empty_preamble`` adds more empty ones). Token counts: the server's
+own (the usage chunk, ``eval_count``, ``details.generated_tokens``) unless ``usage`` is off;
+``empty_tokens`` makes some tokens decode to nothing, each still its own chunk with empty
+text, as llama.cpp streams them. Faults on demand (see :class:`Behaviour`): malformed units,
+an error object, a disconnect or a stall after K tokens, slowloris (one byte every X ms),
+error statuses, wrong content, a missing end marker.
 
 Steering: in-process tests change ``app[STATE].behaviour``; a subprocess instance takes
 ``POST /_control`` with Behaviour fields as JSON (``"reset": true`` also clears the record).
@@ -32,6 +35,7 @@ import argparse
 import asyncio
 import dataclasses
 import hashlib
+import itertools
 import json
 import re
 import signal
@@ -60,8 +64,17 @@ class Behaviour:
     accept_any_model: bool = False
     role_first: bool = True
     """OpenAI: a role-only then an empty-content chunk first; TGI: a special BOS token."""
+    empty_preamble: int = 0
+    """This many more empty-text chunks before the first token, sent at once with the
+    role/BOS ones (OpenAI ``{"content": ""}`` or ``""``, Ollama ``"response": ""``, TGI
+    special tokens with no text). Not tokens: the server's count leaves them out."""
+    empty_tokens: list[int] = field(default_factory=list)
+    """Indices (0-based) of the generated tokens that decode to nothing printable: each is
+    still sent as its own timed chunk, with empty text, and counted by the server. The
+    other tokens spell the reply in order."""
     usage: bool = True
-    """Send the usage chunk when the client asks for it."""
+    """Send the server's own token count: OpenAI's usage chunk when the client asks for it,
+    Ollama's ``eval_count``, TGI's ``details.generated_tokens``."""
     usage_tokens: int | None = None
     """Report this many tokens in usage/eval_count/details instead of the true count."""
     done: bool = True
@@ -94,9 +107,10 @@ class Served:
     start_ns: int
     body: Any = None
     write_ns: list[int] = field(default_factory=list)
-    """perf_counter_ns right before each content token's write: the token is on its way."""
+    """perf_counter_ns right before each token's write (empty-text tokens included): the
+    token is on its way."""
     sent_ns: list[int] = field(default_factory=list)
-    """perf_counter_ns right after each content token's write returned (on a loaded host the
+    """perf_counter_ns right after each token's write returned (on a loaded host the
     receiver may already have run by then: loopback wake-ups can preempt the sender)."""
     end_ns: int | None = None
 
@@ -117,8 +131,12 @@ class FakeState:
         return rec
 
     def texts(self, n: int) -> list[str]:
+        """The text of each of ``n`` tokens: ``""`` at ``empty_tokens``, else the reply's
+        next word (cycled)."""
         words = re.findall(r"\S+\s*", self.behaviour.reply) or ["x "]
-        return [words[i % len(words)] for i in range(n)]
+        empty = set(self.behaviour.empty_tokens)
+        spelled = itertools.cycle(words)
+        return ["" if i in empty else next(spelled) for i in range(n)]
 
 
 STATE = web.AppKey("fake_llm", FakeState)
@@ -275,6 +293,8 @@ async def _openai(request: web.Request, *, chat: bool) -> web.StreamResponse:
     if b.role_first:
         frames.append((PRE, chunk({"role": "assistant", "content": ""} if chat else "")))
         frames.append((PRE, chunk({"content": ""} if chat else "")))
+    frames += [(PRE, chunk({"content": ""} if chat else "")) for _ in range(b.empty_preamble)]
+    # One chunk per token, an empty-text token included (llama.cpp's way).
     frames += [(CONTENT, chunk({"content": t} if chat else t)) for t in texts]
     frames.append((POST, chunk({} if chat else "", "length")))
     options = body.get("stream_options")
@@ -341,7 +361,10 @@ async def generate(request: web.Request) -> web.StreamResponse:
             + b"\n"
         )
 
-    frames: list[Frame] = [(CONTENT, line({"response": t, "done": False})) for t in texts]
+    frames: list[Frame] = [
+        (PRE, line({"response": "", "done": False})) for _ in range(b.empty_preamble)
+    ]
+    frames += [(CONTENT, line({"response": t, "done": False})) for t in texts]
     count = b.usage_tokens if b.usage_tokens is not None else n
     ttft_ns, itl_ns = int(b.ttft_ms * 1e6), int(b.itl_ms * 1e6)
     if b.done:
@@ -353,9 +376,10 @@ async def generate(request: web.Request) -> web.StreamResponse:
             "load_duration": 1_000_000,
             "prompt_eval_count": 7,
             "prompt_eval_duration": ttft_ns,
-            "eval_count": count,
             "eval_duration": max(itl_ns * n, 1),
         }
+        if b.usage:
+            final["eval_count"] = count
         frames.append((POST, line(final)))
     faults = {
         "malformed": b'{"response": "oops", "done": fal\n',
@@ -406,15 +430,11 @@ async def generate_stream(request: web.Request) -> web.StreamResponse:
 
     def event(i: int, text: str, *, special: bool = False, final: bool = False) -> bytes:
         generated = "".join(texts) if final else None
-        details = (
-            {
-                "finish_reason": "length",
-                "generated_tokens": b.usage_tokens if b.usage_tokens is not None else n,
-                "seed": None,
-            }
-            if final
-            else None
-        )
+        details: dict[str, Any] | None = None
+        if final:
+            details = {"finish_reason": "length", "seed": None}
+            if b.usage:
+                details["generated_tokens"] = b.usage_tokens if b.usage_tokens is not None else n
         token = {"id": i, "text": text, "logprob": -0.25, "special": special}
         return (
             b"data:"
@@ -425,6 +445,7 @@ async def generate_stream(request: web.Request) -> web.StreamResponse:
         )
 
     frames: list[Frame] = [(PRE, event(0, "<s>", special=True))] if b.role_first else []
+    frames += [(PRE, event(0, "", special=True)) for _ in range(b.empty_preamble)]
     frames += [(CONTENT, event(i + 1, t, final=b.done and i == n - 1)) for i, t in enumerate(texts)]
     if not texts and b.done:  # TGI still ends a stream that generated nothing with its final event
         frames.append((POST, event(1, "", final=True)))
