@@ -14,7 +14,9 @@ What the numbers mean (the README's "Reports" section says the same for users):
 - **Latency** percentiles (linear interpolation) cover the *answered* runs (``ok``, ``slow``,
   ``wrong_output``), as the API's do: a refused connection has no latency worth averaging.
   The **trend** is the p95 per bucket, and the change from the first to the second half of the
-  span the model's answered runs cover.
+  span the model's answered runs cover, given at least ``MIN_TREND_RUNS`` (20) answered runs
+  in each half; with fewer it is ``too few runs`` (a p95 of a handful of runs is noise, and a
+  "+175 %" from 9 runs in 40 s says nothing).
 - **Time to detect** is ``opened_ms - evidence.failing_since_ms`` where the incident's evidence
   names when the failure began (model incidents do); **time to recover** is the incident's
   ``ttr_ms`` (resolved - opened); MTTR is their mean over incidents resolved in the window.
@@ -71,6 +73,10 @@ MAX_BUCKETS = 48
 
 FLAT_PCT = 10.0
 """A p95 change within this many percent either way is reported as ``flat``."""
+
+MIN_TREND_RUNS = 20
+"""A trend (change and direction) needs at least this many answered runs in *each* half;
+with fewer, ``direction`` is ``too few runs`` and ``change_pct`` is None."""
 
 RESOURCES: tuple[tuple[str, str, str | None], ...] = (
     # (series, unit, capacity series with the same labels)
@@ -137,12 +143,10 @@ def _build(
     deployments = deployments_in(conn, window)
     drift = drift_in(conn, window)
     coverage = _coverage(conn, window)
+    # Notes are report-wide caveats; a section's own note (no deployments, no drift) stays in
+    # its section, so that a reader does not meet the same text twice.
     if coverage.note:
         notes.append(coverage.note)
-    if deployments.note:
-        notes.append(deployments.note)
-    if drift.note:
-        notes.append(drift.note)
     chain = verify_chain(conn)
     events_in_window = scalar(
         conn,
@@ -301,6 +305,8 @@ def _trend(points: list[tuple[int, float]], window: Window) -> LatencyTrend:
         for start, vals in sorted(buckets.items())
     )
     first = second = change = None
+    early: list[float] = []
+    late: list[float] = []
     direction = "n/a"
     if points:
         # Halves of the span the runs cover, not of the window: retention or a late start
@@ -309,7 +315,9 @@ def _trend(points: list[tuple[int, float]], window: Window) -> LatencyTrend:
         early = sorted(v for ts, v in points if ts < mid)
         late = sorted(v for ts, v in points if ts >= mid)
         first, second = percentile(early, 95), percentile(late, 95)
-        if first is not None and second is not None and first > 0:
+        if min(len(early), len(late)) < MIN_TREND_RUNS:
+            direction = "too few runs"
+        elif first is not None and second is not None and first > 0:
             change = (second - first) / first * 100.0
             direction = (
                 "slower" if change > FLAT_PCT else "faster" if change < -FLAT_PCT else "flat"
@@ -319,6 +327,8 @@ def _trend(points: list[tuple[int, float]], window: Window) -> LatencyTrend:
         second_half_p95=second,
         change_pct=change,
         direction=direction,
+        first_half_runs=len(early),
+        second_half_runs=len(late),
         points=series,
     )
 

@@ -169,9 +169,12 @@ def deployments_in(conn: sqlite3.Connection, window: Window) -> Deployments:
             if not i or artifact == previous or ts < window.since_ms:
                 continue
             upto = seen[i + 1][0] if i + 1 < len(seen) else window.until_ms + 1
+            # Events are stamped when their run's outcome was observed (end_ts), runs keep when
+            # they were sent (ts): the run that reported the new artifact, if ok, verifies it.
             verified = scalar(
                 conn,
-                "SELECT min(ts) FROM probe_runs WHERE model = ? AND ok = 1 AND ts >= ? AND ts < ?",
+                "SELECT min(coalesce(end_ts, ts)) FROM probe_runs WHERE model = ? AND ok = 1 "
+                "AND coalesce(end_ts, ts) >= ? AND coalesce(end_ts, ts) < ?",
                 model,
                 ts,
                 upto,

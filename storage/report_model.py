@@ -65,14 +65,19 @@ class TrendPoint:
 class LatencyTrend:
     """p95 per bucket, and the change from the first to the second half of the runs' span.
 
-    ``direction`` is ``slower`` or ``faster`` beyond a 10 % change, else ``flat``; ``n/a``
-    without runs in both halves.
+    ``direction`` is ``slower`` or ``faster`` beyond a 10 % change, else ``flat``, when each
+    half holds at least 20 answered runs (``storage.report.MIN_TREND_RUNS``); ``too few runs``
+    (and no ``change_pct``) with fewer in either half; ``n/a`` without answered runs.
     """
 
     first_half_p95: float | None
     second_half_p95: float | None
     change_pct: float | None
     direction: str
+    first_half_runs: int
+    """Answered runs in the first half of the span (the trend's evidence)."""
+    second_half_runs: int
+    """Answered runs in the second half."""
     points: tuple[TrendPoint, ...]
 
 
@@ -169,9 +174,9 @@ class Restarts:
 class DeploymentRow:
     """A model's artifact changed. ``artifact`` is its identity as the probe reported it, of
     ``artifact_kind`` (``sha256`` of a model file, ``ollama_digest``, ``tgi_model_sha``,
-    ``served_root``, ``model_versions``). ``verified_ms`` is its first ok probe run;
-    ``lead_time_ms`` runs from the artifact's time (file mtime, Ollama's modified_at) to that
-    run."""
+    ``served_root``, ``model_versions``). ``verified_ms`` is when its first ok probe run was
+    observed (the run that reported the artifact counts); ``lead_time_ms`` runs from the
+    artifact's time (file mtime, Ollama's modified_at) to that run."""
 
     ts_ms: int
     model: str
@@ -294,6 +299,8 @@ class Report:
     audit: AuditResult
     coverage: Coverage
     notes: tuple[str, ...]
+    """Report-wide caveats (where the stored data begins); a section's own note (no
+    deployments, no drift) is in that section."""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document (see ``agent/report/schema.json``)."""

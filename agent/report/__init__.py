@@ -48,6 +48,10 @@ SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
 DEFAULT_SINCE = "7d"
 
+_JSON_CONTROL = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}
+"""json.dumps escapes C0 controls itself; DEL and C1 (a raw CSI) are escaped too, so no control
+character reaches the file while the JSON still holds the exact text."""
+
 
 def parse_since(text: str) -> int:
     """The report window's length in milliseconds from ``7d``, ``24h``, ``90m``...
@@ -91,7 +95,8 @@ def render(report: Report, fmt: str) -> str:
     if fmt == "md":
         return render_markdown(report)
     if fmt == "json":
-        return json.dumps(report.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        text = json.dumps(report.to_json(), indent=2, ensure_ascii=False, allow_nan=False)
+        return text.translate(_JSON_CONTROL) + "\n"
     raise ValueError(f"format: expected one of {', '.join(DOCUMENT_FORMATS)}, got {fmt!r}")
 
 

@@ -2,7 +2,8 @@
 
 Values are raw (epoch ms, fractions, bytes) under column names that carry their units. A text
 cell starting with ``=``, ``+``, ``-``, ``@`` or a tab would be run as a formula by
-spreadsheets; it is prefixed with ``'`` (text from models and events is data).
+spreadsheets; it is prefixed with ``'`` (text from models and events is data). Control
+characters (ESC, BEL, DEL, C1; not tab and newline) are replaced by ``?``, as in every format.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from agent.report.tables import Table, tables
 from storage.report_model import Report
+from storage.text import printable
 
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
@@ -23,8 +25,9 @@ def _cell(value: Any) -> Any:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str) and value.startswith(_FORMULA):
-        return "'" + value
+    if isinstance(value, str):
+        value = printable(value, keep_newlines=True)
+        return "'" + value if value.startswith(_FORMULA) else value
     return value
 
 

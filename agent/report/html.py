@@ -9,9 +9,18 @@ from __future__ import annotations
 from html import escape
 
 from agent import __version__
-from agent.report.svg import Series, bar_chart, line_chart
+from agent.report.svg import (
+    Line,
+    Styles,
+    bar_chart,
+    bytes_axis,
+    line_chart,
+    ms_axis,
+    percent_axis,
+)
 from agent.report.tables import (
     METRICS,
+    TREND_NOTE,
     Table,
     format_ms,
     format_ts,
@@ -21,7 +30,7 @@ from agent.report.tables import (
     tables,
 )
 from storage.report_model import Report, ResourceRow
-from storage.units import format_bytes
+from storage.text import printable
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -29,6 +38,7 @@ CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
        max-width: 1100px; padding: 0 1em; color: #1b1f24; background: #fff; }
 h1 { font-size: 1.6em; margin-bottom: .2em; }
+h3 { font-size: 1em; margin: 1.2em 0 .3em; }
 h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #d0d7de; padding-bottom: .2em; }
 .sub { color: #57606a; margin-top: 0; }
 dl.summary { display: grid; grid-template-columns: max-content 1fr; gap: .3em 1.5em; }
@@ -46,6 +56,7 @@ svg.chart { display: block; margin: .8em 0; max-width: 100%; height: auto; }
 svg .ct { font-size: 13px; font-weight: 600; fill: #1b1f24; }
 svg .ax { font-size: 11px; fill: #57606a; }
 svg .grid { stroke: #eaeef2; stroke-width: 1; }
+svg .tick { stroke: #8c959f; stroke-width: 1; }
 svg .frame { fill: none; stroke: #d0d7de; }
 svg .track { fill: #eaeef2; }
 footer { margin-top: 3em; color: #57606a; font-size: 12px; }
@@ -77,41 +88,56 @@ def render_table(table: Table) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _pct(v: float) -> str:
-    return f"{v:.0f} %"
-
-
-def _resource_series(rows: list[ResourceRow], *, label_key: str | None = None) -> list[Series]:
-    out: list[Series] = []
+def _resource_lines(
+    rows: list[ResourceRow], styles: Styles, *, label_key: str | None = None
+) -> list[Line]:
+    out: list[Line] = []
     for r in rows:
         if label_key and label_key in r.labels:
             label = f"{label_key} {r.labels[label_key]}"
+            key = f"{label_key}:{r.labels[label_key]}"
         else:
-            label = resource_label(r.name, r.labels)
-        out.append((label, [(p.ts_ms, p.avg) for p in r.points]))
+            label = key = resource_label(r.name, r.labels)
+        out.append(Line(label, [(p.ts_ms, p.avg) for p in r.points], key, styles(key)))
     return out
 
 
 def _charts(report: Report) -> dict[str, list[str]]:
+    """The charts of each section; a section without data has none (its table says so)."""
     w = report.window
     out: dict[str, list[str]] = {"availability": [], "latency": [], "resources": []}
-    out["availability"].append(
-        bar_chart("Availability per model", [(m.name, m.availability) for m in report.models])
-    )
+    styles = Styles()
+    for m in report.models:  # models first: a model's colour never depends on what else ran
+        styles(f"model:{m.name}")
+    if report.models:
+        out["availability"].append(
+            bar_chart(
+                "Availability per model",
+                [
+                    (m.name, m.availability, f"model:{m.name}", styles(f"model:{m.name}"))
+                    for m in report.models
+                ],
+            )
+        )
     for key, label in METRICS:
-        series: list[Series] = [
-            (m.name, [(p.ts_ms, p.p95) for p in m.trend[key].points])
+        lines = [
+            Line(
+                m.name,
+                [(p.ts_ms, p.p95) for p in m.trend[key].points],
+                f"model:{m.name}",
+                styles(f"model:{m.name}"),
+            )
             for m in report.models
             if m.trend[key].points
         ]
-        if series or key == "e2e_ms":
+        if lines:
             out["latency"].append(
                 line_chart(
                     f"{label} latency p95 per {format_ms(w.bucket_ms)}",
-                    series,
+                    lines,
                     w.since_ms,
                     w.until_ms,
-                    format_ms,
+                    ms_axis,
                 )
             )
     res = report.resources
@@ -120,21 +146,24 @@ def _charts(report: Report) -> dict[str, list[str]]:
         return [r for r in res if r.name == name]
 
     host = [
-        (label, [(p.ts_ms, p.avg) for p in r.points])
+        Line(label, [(p.ts_ms, p.avg) for p in r.points], f"host:{name}", styles(f"host:{name}"))
         for name, label in (("host.cpu.percent", "CPU"), ("host.mem.percent", "memory"))
         for r in named(name)
     ]
-    out["resources"].append(
-        line_chart("Host CPU and memory (%)", host, w.since_ms, w.until_ms, _pct, y_max=100)
-    )
+    if host:
+        out["resources"].append(
+            line_chart(
+                "Host CPU and memory (%)", host, w.since_ms, w.until_ms, percent_axis, y_max=100
+            )
+        )
     if gpu := named("gpu.util.percent"):
         out["resources"].append(
             line_chart(
                 "GPU utilization (%)",
-                _resource_series(gpu, label_key="gpu"),
+                _resource_lines(gpu, styles, label_key="gpu"),
                 w.since_ms,
                 w.until_ms,
-                _pct,
+                percent_axis,
                 y_max=100,
             )
         )
@@ -142,10 +171,10 @@ def _charts(report: Report) -> dict[str, list[str]]:
         out["resources"].append(
             line_chart(
                 "GPU memory used",
-                _resource_series(gpu_mem, label_key="gpu"),
+                _resource_lines(gpu_mem, styles, label_key="gpu"),
                 w.since_ms,
                 w.until_ms,
-                format_bytes,
+                bytes_axis,
                 y_max=max((r.capacity or 0.0) for r in gpu_mem) or None,
             )
         )
@@ -153,10 +182,10 @@ def _charts(report: Report) -> dict[str, list[str]]:
         out["resources"].append(
             line_chart(
                 "Process CPU (%)",
-                _resource_series(procs, label_key="process"),
+                _resource_lines(procs, styles, label_key="process"),
                 w.since_ms,
                 w.until_ms,
-                _pct,
+                percent_axis,
             )
         )
     return out
@@ -179,6 +208,9 @@ def render_html(report: Report) -> str:
     def section(title: str, *parts: str) -> str:
         return f"<section><h2>{escape(title)}</h2>{''.join(parts)}</section>"
 
+    def subsection(table: Table) -> str:
+        return f"<h3>{escape(table.title)}</h3>{render_table(table)}"
+
     audit_text = (
         f"The audit chain holds {audit.checked} events and every link verifies."
         if audit.ok
@@ -198,12 +230,17 @@ def render_html(report: Report) -> str:
             render_table(by_name["models"]),
             '<p class="note">Availability is ok probe runs / all probe runs in the window.</p>',
         ),
-        section("Probe latency", *charts["latency"], render_table(by_name["latency"])),
+        section(
+            "Probe latency",
+            *charts["latency"],
+            render_table(by_name["latency"]),
+            f'<p class="note">{escape(TREND_NOTE)}</p>',
+        ),
         section("Incidents", render_table(by_name["incidents"])),
         section(
             "Restarts",
-            render_table(by_name["restarts"]),
-            render_table(by_name["process_events"]),
+            subsection(by_name["restarts"]),
+            subsection(by_name["process_events"]),
         ),
         section("Deployments", render_table(by_name["deployments"])),
         section("Drift detections", render_table(by_name["drift"])),
@@ -215,7 +252,7 @@ def render_html(report: Report) -> str:
         f"<footer>Generated by Vigil {escape(__version__)} from the agent's local database. "
         f"Report schema version {report.schema_version}.</footer>",
     ]
-    return (
+    page = (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -223,3 +260,6 @@ def render_html(report: Report) -> str:
         f"<title>Vigil report: {escape(host)}</title>"
         f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+    # Control characters (ESC, BEL, C1) in a server's error text or a host name would reach
+    # whoever cats or greps the file: replaced as Markdown and ``vigil status`` replace them.
+    return printable(page, keep_newlines=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from agent.report.tables import Table, format_ts, human, summary_items, tables
+from agent.report.tables import TREND_NOTE, Table, format_ts, human, summary_items, tables
 from storage.report_model import Report
 from storage.text import printable
 
@@ -49,10 +49,13 @@ def render_markdown(report: Report) -> str:
         if table.detail:
             continue
         out += ["", f"## {md_escape(table.title)}", "", render_table(table).rstrip("\n")]
+        if table.name == "latency":
+            out += ["", f"_{md_escape(TREND_NOTE)}_"]
     out += [
         "",
         f"_Availability is ok probe runs / all probe runs; latency covers answered runs. "
         f"Report schema version {report.schema_version}._",
         "",
     ]
-    return "\n".join(out)
+    # Every piece above went through md_escape; this pass makes sure of it.
+    return printable("\n".join(out), keep_newlines=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from storage.report import FLAT_PCT, MIN_TREND_RUNS
 from storage.report_model import Report
 from storage.text import short_artifact
 from storage.units import format_bytes, format_duration
@@ -18,6 +19,13 @@ from storage.units import format_bytes, format_duration
 Row = Mapping[str, Any]
 
 METRICS = (("e2e_ms", "e2e"), ("ttft_ms", "TTFT"), ("itl_ms", "ITL"))
+
+TREND_NOTE = (
+    "Trend compares the p95 of the first and the second half of the time a model's answered "
+    f"runs cover: slower or faster beyond {FLAT_PCT:g} % either way, else flat. It needs at "
+    f"least {MIN_TREND_RUNS} answered runs in each half; with fewer it says too few runs."
+)
+"""How the latency table's Trend column is decided, printed under it (HTML and Markdown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +47,9 @@ class Table:
     title: str
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
-    empty: str = "none in this window"
+    empty: str
+    """What a table without rows says instead; each table says its own, so a reader never
+    meets the same placeholder twice in one report."""
     detail: bool = False
 
 
@@ -166,6 +176,7 @@ def summary_table(report: Report) -> Table:
         "Summary",
         (Column("key", "Key"), Column("value", "Value")),
         tuple({"key": k, "value": v} for k, v in values),
+        empty="no summary",
         detail=True,
     )
 
@@ -338,6 +349,7 @@ def tables(report: Report) -> list[Table]:
                 t("count", "Runs", "int"),
             ),
             trend_points,
+            empty="no answered probe runs to chart",
             detail=True,
         ),
         Table(
@@ -357,6 +369,7 @@ def tables(report: Report) -> list[Table]:
                 t("cause", "Cause"),
             ),
             incidents,
+            empty="no incidents in this window",
         ),
         Table(
             "restarts",
@@ -370,6 +383,7 @@ def tables(report: Report) -> list[Table]:
                 t("last_detail", "Last detail"),
             ),
             restarts,
+            empty="no restarts in this window",
         ),
         Table(
             "process_events",
@@ -382,6 +396,7 @@ def tables(report: Report) -> list[Table]:
                 t("quarantines", "Quarantines", "int"),
             ),
             processes,
+            empty="no process exits, hangs, restarts or quarantines in this window",
         ),
         Table(
             "deployments",
@@ -397,7 +412,7 @@ def tables(report: Report) -> list[Table]:
                 t("lead_time_ms", "Lead time", "ms"),
             ),
             deployments,
-            empty=report.deployments.note or "none in this window",
+            empty=report.deployments.note or "no deployments in this window",
         ),
         Table(
             "drift",
@@ -409,7 +424,7 @@ def tables(report: Report) -> list[Table]:
                 t("message", "Message"),
             ),
             drift,
-            empty=report.drift.note or "none in this window",
+            empty=report.drift.note or "no drift detections in this window",
         ),
         Table(
             "resources",
@@ -437,6 +452,7 @@ def tables(report: Report) -> list[Table]:
                 t("max", "Peak", "num"),
             ),
             resource_points,
+            empty="no resource samples to chart",
             detail=True,
         ),
         Table(
@@ -444,6 +460,6 @@ def tables(report: Report) -> list[Table]:
             "Models under automated monitoring",
             (t("model", "Model"), t("monitored", "Probed in window", "bool")),
             monitoring,
-            empty="no models known",
+            empty="no models to monitor",
         ),
     ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
+import itertools
 import json
 import re
 import shutil
@@ -72,7 +73,8 @@ def _vigil(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningAgent, Path]]:
     """A running agent with some history: a model that went down and recovered (an incident
-    with its time to detect and recover) and a server killed once (a restart with a reason)."""
+    with its time to detect and recover) and a server killed once (a restart with a reason).
+    The supervisor may also restart the frozen server as hung, before it is thawed."""
     tmp = tmp_path_factory.mktemp("report")
     port = _free_port()
     argv = [
@@ -121,11 +123,14 @@ inputs = [{{ name = "input", shape = [1, 4], datatype = "FP32", data = [5.1, 3.5
             return agent.get(f"/api/v1/events?kind={kind}")[1]["events"]
 
         wait_for(lambda: model()["state"] == "up", 30, what="iris up")
-        # An operator stop takes the model down for sure: a model_down incident...
-        assert _request(agent, "/api/v1/processes/iris-server/stop", "POST")[0] == 202
-        wait_for(lambda: model()["incident"], what="a model_down incident")
-        wait_for(lambda: process()["state"] == "stopped", what="the server stopped")
-        assert _request(agent, "/api/v1/processes/iris-server/start", "POST")[0] == 202
+        # A frozen server (SIGSTOP) is an outage nobody planned (an operator's stop is planned
+        # and opens none): probes time out, a model_down incident opens...
+        pid = wait_for(lambda: process()["pid"], what="the server's pid")
+        subprocess.run(["kill", "-STOP", str(pid)], check=True)
+        try:
+            wait_for(lambda: model()["incident"], 30, what="a model_down incident")
+        finally:
+            subprocess.run(["kill", "-CONT", str(pid)], check=False)
         wait_for(lambda: model()["state"] == "up" and not model()["incident"], 30, what="recovery")
         # ...and a SIGKILL makes a restart whose reason is the signal.
         pid = wait_for(lambda: process()["pid"], what="the server's pid")
@@ -161,8 +166,9 @@ def test_cli_report_in_every_format(cli_reports: dict[str, Path]) -> None:
     assert doc["host"] == "test-host"
     iris = doc["models"][0]
     assert iris["name"] == "iris" and iris["runs"] >= 5
-    assert 0 < iris["availability"] < 1  # the stopped server refused some runs
-    assert iris["outcomes"]["ok"] == iris["ok_runs"] and iris["outcomes"].get("refused", 0) >= 2
+    assert 0 < iris["availability"] < 1  # the frozen and the killed server failed some runs
+    assert iris["outcomes"]["ok"] == iris["ok_runs"]
+    assert sum(n for outcome, n in iris["outcomes"].items() if outcome != "ok") >= 2
     e2e = iris["latency"]["e2e_ms"]
     assert e2e["count"] >= 3 and 0 < e2e["p50"] <= e2e["p95"] <= e2e["p99"]
     assert iris["trend"]["e2e_ms"]["points"]
@@ -336,19 +342,77 @@ def _chromium(*args: str, profile: Path) -> str:
 
 
 # Appended to a copy of the report (whose own CSP forbids scripts): after layout, it measures
-# every chart and writes what it found into the DOM, which --dump-dom then prints.
+# every chart and writes what it found into the DOM, which --dump-dom then prints. Positions and
+# colours are the rendered ones (bounding boxes, computed styles), not the markup's numbers.
 MEASURE = """<script>
+const texts = (s, sel) => [...s.querySelectorAll(sel)].map((t) => t.textContent);
+const boxes = (s, sel, side) => [...s.querySelectorAll(sel)].map(
+  (e) => e.getBoundingClientRect()[side]);
+const look = (e) => {
+  const cs = getComputedStyle(e);
+  const paint = e.tagName === "polyline" || e.tagName === "line" ? cs.stroke : cs.fill;
+  return paint + "/" + (cs.strokeDasharray === "none" ? "" : cs.strokeDasharray);
+};
 const charts = [...document.querySelectorAll("svg.chart")].map((s) => {
   const box = s.getBoundingClientRect();
   return {label: s.getAttribute("aria-label"), width: box.width, height: box.height,
           lines: s.querySelectorAll("polyline.series, circle.series").length,
-          bars: s.querySelectorAll("rect.bar").length};
+          bars: [...s.querySelectorAll("rect.bar")].map((b) => ({
+            key: b.dataset.series, width: b.getBoundingClientRect().width})),
+          yticks: texts(s, "text.ytick"), ymarks: boxes(s, ".ymark", "y"),
+          xticks: texts(s, "text.xtick"), xmarks: boxes(s, ".xmark", "x"),
+          styles: [...s.querySelectorAll("[data-series]")].map((e) => [e.dataset.series, look(e)])};
 });
+const headings = [...document.querySelectorAll("h2, h3")].map((h) => h.textContent);
 const pre = document.createElement("pre");
 pre.id = "measured";
-pre.textContent = JSON.stringify({title: document.title, charts});
+pre.textContent = JSON.stringify({title: document.title, charts, headings,
+  text: document.body.innerText});
 document.body.appendChild(pre);
 </script>"""
+
+
+def _measure(page: Path, tmp_path: Path) -> dict[str, Any]:
+    """Load a copy of ``page`` with MEASURE in headless Chromium; what MEASURE found."""
+    original = page.read_text()
+    measured = tmp_path / "measured.html"
+    probe = original.replace(f'<meta http-equiv="Content-Security-Policy" content="{CSP}">', "")
+    measured.write_text(probe.replace("</body>", MEASURE + "</body>"))
+    dom = _chromium("--dump-dom", measured.as_uri(), profile=tmp_path / "profile")
+    found = re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    result: dict[str, Any] = json.loads(html.unescape(found.group(1)))
+    return result
+
+
+def _even(positions: list[float]) -> bool:
+    gaps = [b - a for a, b in itertools.pairwise(positions)]
+    return bool(gaps) and min(gaps) > 0 and max(gaps) - min(gaps) <= 0.5
+
+
+def _check_charts(charts: dict[str, dict[str, Any]]) -> None:
+    """Every chart as rendered: distinct, evenly spaced ticks on both axes (the availability
+    chart has model names for rows), every bar visible, one look per series key and one key
+    per look across all charts."""
+    looks: dict[str, set[str]] = {}
+    keys: dict[str, set[str]] = {}
+    for label, c in charts.items():
+        assert c["width"] > 300 and c["height"] > 50, (label, c)
+        axes = [("x", c["xticks"], c["xmarks"])]
+        if not label.startswith("Availability"):
+            axes.append(("y", c["yticks"], c["ymarks"]))
+        for axis, ticks, marks in axes:
+            assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), (label, axis, ticks)
+            assert len(marks) == len(ticks), (label, axis, marks)
+            assert len(ticks) >= 3 or axis == "x", (label, ticks)
+            assert _even(sorted(marks)), (label, axis, marks)
+        for bar in c["bars"]:
+            assert bar["width"] >= 1.5, (label, bar)  # 0 % too is a visible mark
+        for key, look in c["styles"]:
+            looks.setdefault(key, set()).add(look)
+            keys.setdefault(look, set()).add(key)
+    assert all(len(v) == 1 for v in looks.values()), looks
+    assert all(len(v) == 1 for v in keys.values()), keys
 
 
 def test_html_report_loads_in_headless_chromium(
@@ -363,17 +427,44 @@ def test_html_report_loads_in_headless_chromium(
     # A young agent's history fits one 5-minute bucket: a point rather than a line.
     assert ('class="series"' in dom) and "Availability per model" in dom
 
-    measured = tmp_path / "measured.html"
-    probe = original.replace(f'<meta http-equiv="Content-Security-Policy" content="{CSP}">', "")
-    measured.write_text(probe.replace("</body>", MEASURE + "</body>"))
-    dom = _chromium("--dump-dom", measured.as_uri(), profile=tmp_path / "profile")
-    found = re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S)
-    assert found, dom[-2000:]
-    result = json.loads(html.unescape(found.group(1)))
+    result = _measure(page, tmp_path)
     assert result["title"] == "Vigil report: test-host"
     charts = {c["label"]: c for c in result["charts"]}
-    assert all(c["width"] > 300 and c["height"] > 50 for c in charts.values()), charts
-    assert charts["Availability per model"]["bars"] == 1
+    _check_charts(charts)
+    assert [b["key"] for b in charts["Availability per model"]["bars"]] == ["model:iris"]
     latency = next(c for label, c in charts.items() if label.startswith("e2e latency p95"))
     assert latency["lines"] == 1
     assert charts["Host CPU and memory (%)"]["lines"] == 2
+    assert charts["Process CPU (%)"]["lines"] == 1  # the supervised iris-server
+    assert "Process events" in result["headings"]
+    assert "none in this window" not in result["text"]
+
+
+def test_every_chart_of_a_full_report_in_headless_chromium(tmp_path: Path) -> None:
+    # Models at 100 %, 50 % and 0 % and one never probed, two latency metrics, two GPUs,
+    # a process at hundredths of a percent of CPU, and control characters in the texts.
+    from agent.report import render
+    from tests.report_samples import chart_report
+
+    page = tmp_path / "full.html"
+    page.write_text(render(chart_report(tmp_path), "html"), encoding="utf-8")
+    result = _measure(page, tmp_path)
+    charts = {c["label"]: c for c in result["charts"]}
+    assert len(charts) == 7, list(charts)
+    _check_charts(charts)
+    bars = {b["key"]: b["width"] for b in charts["Availability per model"]["bars"]}
+    assert set(bars) == {"model:dead", "model:flaky", "model:steady"}
+    assert 1.5 <= bars["model:dead"] < 4 and abs(bars["model:flaky"] * 2 - bars["model:steady"]) < 1
+    assert charts["Process CPU (%)"]["yticks"] == [
+        "0.000 %",
+        "0.005 %",
+        "0.010 %",
+        "0.015 %",
+        "0.020 %",
+    ]
+    # A model's bar and its lines on both latency charts are drawn in one colour.
+    look = {k: v for c in charts.values() for k, v in c["styles"]}
+    bar_look = dict(charts["Availability per model"]["styles"])["model:steady"]
+    assert look["model:steady"].split("/")[0] == bar_look.split("/")[0]
+    assert result["title"] == "Vigil report: gpu?]0;pwned?-01"
+    assert "Process events" in result["headings"]

@@ -20,9 +20,9 @@ from probes.base import artifact_info
 from storage.db import connect
 from storage.incidents import save_incident
 from storage.records import Event, Incident, ProbeRun, Sample, make_labels
-from storage.report import bucket_for, build_report
+from storage.report import MIN_TREND_RUNS, bucket_for, build_report
 from storage.report_events import restart_reason
-from storage.report_model import Report
+from storage.report_model import LatencyTrend, Report
 from storage.writer import Writer
 from tests.schema_subset import errors
 
@@ -181,13 +181,50 @@ def test_availability_latency_and_trend(report: Report) -> None:
     # The runs span hours 0-9: the halves split at 4.5 h. p95 of [10,20,30,50] and [60..100].
     assert trend.first_half_p95 == pytest.approx(47.0)
     assert trend.second_half_p95 == pytest.approx(98.0)
-    assert trend.change_pct == pytest.approx((98 - 47) / 47 * 100)
-    assert trend.direction == "slower"
+    # 4 and 5 answered runs are far fewer than 20 a half: no verdict from them.
+    assert (trend.first_half_runs, trend.second_half_runs) == (4, 5)
+    assert (trend.change_pct, trend.direction) == (None, "too few runs")
     assert [(p.ts_ms, p.p95, p.count) for p in trend.points] == [
         (T0 + h * H, 10.0 * (h + 1), 1) for h in range(10) if h != 3
     ]
     assert (beta.runs, beta.availability, beta.trend["e2e_ms"].direction) == (0, None, "n/a")
     assert report.availability == 0.8
+
+
+def _trend_of(tmp_path: Path, e2e: list[float]) -> LatencyTrend:
+    """The e2e trend of one model with one answered run a minute, latencies as given."""
+    writer = Writer(tmp_path / "trend.db", flush_interval_s=0.01)
+    writer.start()
+    try:
+        writer.submit(
+            [
+                ProbeRun(model="m", ts_ms=T0 + k * 60_000, ok=True, category="ok", e2e_ms=v)
+                for k, v in enumerate(e2e)
+            ]
+        )
+        assert writer.flush()
+    finally:
+        writer.close()
+    conn = connect(tmp_path / "trend.db", readonly=True)
+    try:
+        return build_report(conn, since_ms=T0, until_ms=UNTIL).models[0].trend["e2e_ms"]
+    finally:
+        conn.close()
+
+
+def test_trend_needs_enough_runs_in_each_half(tmp_path: Path) -> None:
+    assert MIN_TREND_RUNS == 20
+    # 40 runs a minute apart split 20 | 20 at 19.5 min: enough, and twice as slow.
+    enough = _trend_of(tmp_path / "a", [10.0] * 20 + [20.0] * 20)
+    assert (enough.first_half_runs, enough.second_half_runs) == (20, 20)
+    assert (enough.direction, enough.change_pct) == ("slower", pytest.approx(100.0))
+    # 39 runs split 19 | 20 at 19 min: one short in the first half, so no verdict at all.
+    short = _trend_of(tmp_path / "b", [10.0] * 19 + [20.0] * 20)
+    assert (short.first_half_runs, short.second_half_runs) == (19, 20)
+    assert (short.direction, short.change_pct) == ("too few runs", None)
+    assert (short.first_half_p95, short.second_half_p95) == (10.0, 20.0)  # still shown
+    flat = _trend_of(tmp_path / "c", [10.0, 10.5] * 30)
+    assert (flat.direction, flat.change_pct) == ("flat", pytest.approx(0.0))
 
 
 def test_monitoring_share_and_host_come_from_recorded_events(report: Report) -> None:
