@@ -8,18 +8,21 @@ are in :mod:`storage.report_model`, the parts read from events and incidents in
 
 What the numbers mean (the README's "Reports" section says the same for users):
 
-- **Availability** of a model is ``ok runs / runs`` over the window: each canary run is a real
-  request, and probes run at a fixed interval, so the share of good runs estimates the share of
-  time the model served correctly without guessing its state while the agent itself was down.
+- **Availability** of a model is ``ok runs / runs`` over the window's *unplanned* runs: each
+  canary run is a real request, and probes run at a fixed interval, so the share of good runs
+  estimates the share of time the model served correctly without guessing its state while the
+  agent itself was down. Runs in planned windows (a start someone asked for) are counted
+  apart; **planned downtime** is the time in ``starting``/``stopped`` and **outage** the time
+  ``model_down`` incidents covered (README, "KPI glossary").
 - **Latency** percentiles (linear interpolation) cover the *answered* runs (``ok``, ``slow``,
   ``wrong_output``), as the API's do: a refused connection has no latency worth averaging.
   The **trend** is the p95 per bucket, and the change from the first to the second half of the
   span the model's answered runs cover, given at least ``MIN_TREND_RUNS`` (20) answered runs
   in each half; with fewer it is ``too few runs`` (a p95 of a handful of runs is noise, and a
   "+175 %" from 9 runs in 40 s says nothing).
-- **Time to detect** is ``opened_ms - evidence.failing_since_ms`` where the incident's evidence
-  names when the failure began (model incidents do); **time to recover** is the incident's
-  ``ttr_ms`` (resolved - opened); MTTR is their mean over incidents resolved in the window.
+- **Time to detect** is ``opened_ms - began_ms`` (when the fault began; older incidents: their
+  evidence's ``failing_since_ms``); **time to recover** is the incident's ``ttr_ms``
+  (resolved - began); MTTR is their mean over incidents resolved in the window.
 - **Deployments** are ``model.artifact`` events whose artifact differs from the model's
   previous one. **Drift detections** are ``drift.*`` events (the agent's drift checks,
   agent/drift.py).
@@ -38,6 +41,8 @@ from storage.report_events import (
     drift_in,
     incidents_in,
     json_object,
+    outage_ms,
+    planned_downtime_ms,
     restarts_in,
     scalar,
 )
@@ -247,20 +252,24 @@ def _configured_models(conn: sqlite3.Connection, window: Window) -> set[str] | N
 
 def _model(conn: sqlite3.Connection, window: Window, name: str) -> ModelReport:
     rows = conn.execute(
-        "SELECT ts, ok, category, e2e_ms, ttft_ms, itl_ms FROM probe_runs "
+        "SELECT ts, ok, category, e2e_ms, ttft_ms, itl_ms, planned FROM probe_runs "
         "WHERE model = ? AND ts BETWEEN ? AND ? ORDER BY ts, id",
         (name, window.since_ms, window.until_ms),
     ).fetchall()
     outcomes: dict[str, int] = defaultdict(int)
     answered: dict[str, list[tuple[int, float]]] = {c: [] for c in LATENCY_COLUMNS}
-    ok_runs = 0
-    for ts, ok, category, e2e, ttft, itl in rows:
+    ok_runs = planned_runs = 0
+    for ts, ok, category, e2e, ttft, itl, planned in rows:
+        if planned:
+            planned_runs += 1  # a planned start's failures count against nothing
+            continue
         outcomes[str(category)] += 1
         ok_runs += 1 if ok else 0
         if category in ANSWERED:
             for col, value in zip(LATENCY_COLUMNS, (ttft, itl, e2e), strict=True):
                 if value is not None:
                     answered[col].append((int(ts), float(value)))
+    runs = len(rows) - planned_runs
     state_changes = scalar(
         conn,
         "SELECT count(*) FROM events WHERE kind = 'model.state_changed' AND subject = ? "
@@ -271,9 +280,12 @@ def _model(conn: sqlite3.Connection, window: Window, name: str) -> ModelReport:
     )
     return ModelReport(
         name=name,
-        runs=len(rows),
+        runs=runs,
         ok_runs=ok_runs,
-        availability=(ok_runs / len(rows)) if rows else None,
+        availability=(ok_runs / runs) if runs else None,
+        planned_runs=planned_runs,
+        planned_downtime_ms=planned_downtime_ms(conn, window, name),
+        outage_ms=outage_ms(conn, window, name),
         outcomes=dict(sorted(outcomes.items())),
         first_run_ms=int(rows[0][0]) if rows else None,
         last_run_ms=int(rows[-1][0]) if rows else None,

@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 from storage.incidents import list_incidents
+from storage.records import Incident
 from storage.report_model import (
     DeploymentRow,
     Deployments,
@@ -58,6 +59,15 @@ def restart_reason(data: dict[str, Any]) -> str:
     return re.sub(r"\s*\(.*\)\s*$", "", reason) or reason
 
 
+def began_of(inc: Incident) -> int | None:
+    """When the incident's fault began: ``began_ms``, or (rows from before it was kept) the
+    ``failing_since_ms`` its evidence carries; None when neither is known."""
+    if inc.began_ms is not None:
+        return inc.began_ms
+    failing = inc.evidence.get("failing_since_ms")
+    return int(failing) if isinstance(failing, int | float) else None
+
+
 def incidents_in(conn: sqlite3.Connection, window: Window) -> Incidents:
     """Incidents open at some time in the window, with their times to detect and recover."""
     found = [
@@ -67,8 +77,7 @@ def incidents_in(conn: sqlite3.Connection, window: Window) -> Incidents:
     ]
     rows: list[IncidentRow] = []
     for inc in sorted(found, key=lambda i: (i.opened_ms, i.id)):
-        failing = inc.evidence.get("failing_since_ms")
-        failing_ms = int(failing) if isinstance(failing, int | float) else None
+        failing_ms = began_of(inc)
         resolved_in = inc.resolved_ms is not None and inc.resolved_ms <= window.until_ms
         rows.append(
             IncidentRow(
@@ -237,3 +246,55 @@ def drift_in(conn: sqlite3.Connection, window: Window) -> Drift:
         else "no drift detected in this window (latency, throughput and output checks on "
         "each model's answered probe runs)",
     )
+
+
+PLANNED_STATES = ("starting", "stopped")
+
+
+def planned_downtime_ms(conn: sqlite3.Connection, window: Window, model: str) -> int:
+    """Time ``model`` spent ``starting`` or ``stopped`` in the window, from its state changes.
+
+    A span still open ends at the window's end, or where the agent stopped (nothing is known
+    of the model's state after that until it starts again).
+    """
+    subject = f"model:{model}"
+    before = conn.execute(
+        "SELECT json_extract(data, '$.to') FROM events WHERE kind = 'model.state_changed' "
+        "AND subject = ? AND ts < ? AND json_valid(data) ORDER BY seq DESC LIMIT 1",
+        (subject, window.since_ms),
+    ).fetchone()
+    state = str(before[0]) if before and before[0] is not None else None
+    since = window.since_ms
+    total = 0
+    rows = conn.execute(
+        "SELECT ts, kind, json_extract(data, '$.to') FROM events "
+        "WHERE ts BETWEEN ? AND ? AND ((kind = 'model.state_changed' AND subject = ?) "
+        "OR kind = 'agent.stopped') AND json_valid(data) ORDER BY seq",
+        (window.since_ms, window.until_ms, subject),
+    )
+    for ts, kind, to in rows:
+        at = max(int(ts), since)
+        if state in PLANNED_STATES:
+            total += at - since
+        state = None if kind == "agent.stopped" else str(to)
+        since = at
+    if state in PLANNED_STATES:
+        total += window.until_ms - since
+    return total
+
+
+def outage_ms(conn: sqlite3.Connection, window: Window, model: str) -> int:
+    """Time the model's ``model_down`` incidents covered in the window: from when the fault
+    began to when recovery was observed (the window's end for one still open)."""
+    total = 0
+    for inc in list_incidents(
+        conn, subject=f"model:{model}", since_ms=window.since_ms, limit=100_000
+    ):
+        if inc.kind != "model_down":
+            continue
+        began = began_of(inc)
+        began = began if began is not None else inc.opened_ms
+        end = inc.resolved_ms if inc.resolved_ms is not None else window.until_ms
+        lo, hi = max(began, window.since_ms), min(end, window.until_ms)
+        total += max(0, hi - lo)
+    return total

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped when a field changes meaning or goes away (adding one does not bump it). 2:
 deployment rows name the artifact (``artifact``, ``artifact_kind``, ``previous_artifact``,
 ``artifact_time_ms``) instead of ``sha256``, ``previous_sha256``, ``artifact_mtime_ms``."""
@@ -83,12 +83,22 @@ class LatencyTrend:
 
 @dataclass(frozen=True, slots=True)
 class ModelReport:
-    """One model over the window: availability (ok runs / runs), outcomes, latency."""
+    """One model over the window: availability (ok runs / runs), outcomes, latency.
+
+    ``runs``, ``ok_runs``, ``availability`` and ``outcomes`` count the unplanned runs only;
+    ``planned_runs`` are the failed runs of planned windows (the agent starting the model's
+    server, an operator's restart, a config change). ``planned_downtime_ms`` is the time the
+    model spent ``starting`` or ``stopped``; ``outage_ms`` the time its ``model_down``
+    incidents covered (fault began to recovery observed), both clipped to the window.
+    """
 
     name: str
     runs: int
     ok_runs: int
     availability: float | None
+    planned_runs: int
+    planned_downtime_ms: int
+    outage_ms: int
     outcomes: Mapping[str, int]
     first_run_ms: int | None
     last_run_ms: int | None
@@ -102,8 +112,10 @@ class ModelReport:
 class IncidentRow:
     """An incident that was open at some time in the window, as it stood at the window's end.
 
-    ``ttd_ms`` (time to detect) is ``opened_ms - failing_since_ms``; ``ttr_ms`` (time to
-    recover) is ``resolved_ms - opened_ms``; both null where unknown or not yet over.
+    ``failing_since_ms`` is when the fault began (the incident's ``began_ms``; older rows:
+    their evidence). ``ttd_ms`` (time to detect) is ``opened_ms - failing_since_ms``; ``ttr_ms``
+    (time to recover) is ``resolved_ms - failing_since_ms`` (``- opened_ms`` for rows from
+    before ``began_ms`` was kept); both null where unknown or not yet over.
     """
 
     id: int

@@ -34,9 +34,16 @@ EVIL = '<script>alert("x")</script> | *bold*'
 FORMULA = "=cmd|' /C calc'!A0"
 
 
-def _run(model: str, hour: float, category: str, e2e: float | None) -> ProbeRun:
+def _run(
+    model: str, hour: float, category: str, e2e: float | None, *, planned: bool = False
+) -> ProbeRun:
     return ProbeRun(
-        model=model, ts_ms=int(T0 + hour * H), ok=category == "ok", category=category, e2e_ms=e2e
+        model=model,
+        ts_ms=int(T0 + hour * H),
+        ok=category == "ok",
+        category=category,
+        e2e_ms=e2e,
+        planned=planned,
     )
 
 
@@ -52,6 +59,8 @@ def fill(writer: Writer) -> None:
         for h in range(10)
     ]
     runs.append(_run("gamma", -1, "ok", 5.0))  # before the window: not monitored in it
+    # An operator's restart at 7 h: planned from 7 h to 7 h 2 m, one refused run in it.
+    runs.append(_run("alpha", 7 + 1 / 60, "refused", None, planned=True))
     writer.submit(runs)
     events = [
         _ev(T0 - 2 * H, "agent.started", "agent", host="gpu-01", models=["alpha", "beta"]),
@@ -81,6 +90,15 @@ def fill(writer: Writer) -> None:
             reason="hung: 3 failed probes in a row (alpha: timeout)",
         ),
         _ev(T0 + 7 * H, "process.restarting", "process:srv", by="ops@h"),
+        _ev(T0 + 7 * H, "model.state_changed", "model:alpha", **{"from": "up", "to": "starting"}),
+        _ev(
+            T0 + 7 * H + 120_000,
+            "model.state_changed",
+            "model:alpha",
+            **{"from": "starting", "to": "up"},
+        ),
+        # Stopped by an operator at 23 h and never started again: planned to the window's end.
+        _ev(T0 + 23 * H, "model.state_changed", "model:alpha", **{"from": "up", "to": "stopped"}),
         _ev(T0 + 8 * H, "process.quarantined", "process:srv"),
         _ev(T0 + 8 * H, "drift.detected", "model:alpha", "input mean moved 3 sigma"),
         _ev(T0 + 9 * H, "process.restarting", f"process:{EVIL}", reason=FORMULA),
@@ -166,9 +184,14 @@ def test_availability_latency_and_trend(report: Report) -> None:
     assert [m.name for m in report.models] == ["alpha", "beta"]
     alpha, beta = report.models
     assert (alpha.runs, alpha.ok_runs, alpha.availability) == (10, 8, 0.8)
+    # The planned run is counted apart and against nothing.
+    assert alpha.planned_runs == 1 and "refused" not in alpha.outcomes
+    assert alpha.planned_downtime_ms == 120_000 + H
+    # Incident 1 from its failure (20 s before it opened) to 4 h; incident 5 from the start.
+    assert alpha.outage_ms == (H + 20_000) + H
     assert alpha.outcomes == {"ok": 8, "slow": 1, "timeout": 1}
     assert (alpha.first_run_ms, alpha.last_run_ms) == (T0, T0 + 9 * H)
-    assert alpha.state_changes == 2
+    assert alpha.state_changes == 5
     e2e = alpha.latency["e2e_ms"]
     # Answered runs: 10..100 ms without hour 3's timeout (40 ms is not there).
     assert e2e.count == 9
@@ -322,8 +345,8 @@ def test_drift_resources_audit_and_coverage(report: Report) -> None:
     gpu = res["gpu.util.percent", (("gpu", "0"),)]
     assert (gpu.mean, gpu.peak) == (75.0, 100.0)
     assert res["gpu.mem.used_bytes", (("gpu", "0"),)].capacity == 16.0 * GIB
-    assert report.audit.ok and report.audit.checked == 17
-    assert report.audit.events_in_window == 14
+    assert report.audit.ok and report.audit.checked == 20
+    assert report.audit.events_in_window == 17
     assert (report.coverage.first_probe_run_ms, report.coverage.first_sample_ms) == (T0, T0)
     assert report.coverage.note is None
 
@@ -413,8 +436,11 @@ def test_csv_one_file_per_table(report: Report, tmp_path: Path) -> None:
         "model": "alpha",
         "runs": "10",
         "ok_runs": "8",
+        "outage_ms": str(2 * H + 20_000),
+        "planned_downtime_ms": str(120_000 + H),
+        "planned_runs": "1",
         "availability": "0.8",
-        "state_changes": "2",
+        "state_changes": "5",
         "outcomes": "ok=8 slow=1 timeout=1",
         "last_run_ms": str(T0 + 9 * H),
     }
