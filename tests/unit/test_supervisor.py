@@ -504,6 +504,14 @@ async def test_a_hung_server_is_killed_whole_tree_and_restarted(rig: Rig, tmp_pa
     assert not alive(first_pid) and not alive(worker_pid)
     opened = rig.incidents("process_hung")
     assert len(opened) == 1 and opened[0].data["evidence"]["last_runs"]
+    # Stamped when the hang was decided (the second timeout came back), not when the stop,
+    # which needed SIGKILL after stop_timeout, was over; the fault began with the first
+    # request that got no answer.
+    first, deciding = hung.data["last_runs"][-2:]
+    observed = deciding["end_ms"] or deciding["ts_ms"]  # this rig probes without end_ms
+    assert hung.ts_ms == hung.data["decided_ms"] == observed == opened[0].ts_ms
+    assert rig.of("process.restarting", "srv")[0].ts_ms > hung.ts_ms
+    assert opened[0].data["began_ms"] == first["ts_ms"] == hung.data["began_ms"]
 
     await rig.event("process.ready", "srv", n=2)
     assert mp.state == "running" and mp.pid not in (None, first_pid)
