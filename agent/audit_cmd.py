@@ -54,7 +54,13 @@ def _database(args: argparse.Namespace) -> Path | None:
             print(f"vigil: {exc}", file=sys.stderr)
             return None
     if not db.exists():
-        print(f"vigil: no database at {db}", file=sys.stderr)
+        if args.db is not None:
+            hint = ""
+        elif args.config is not None:
+            hint = " (has the agent run with this config yet?)"
+        else:
+            hint = " (pass --db or --config)"
+        print(f"vigil: no database at {db}{hint}", file=sys.stderr)
         return None
     return db
 

@@ -25,10 +25,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _add_target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--url", help="agent API URL (default: the local agent, found through its data dir)"
-    )
+def _add_target_args(p: argparse.ArgumentParser, *, ssh: bool = False) -> None:
+    url_help = "agent API URL (default: the local agent, found through its data dir)"
+    if ssh:
+        url_help += (
+            "; also ssh://[user@]host[:port][/data/dir]: the agent reached through your own ssh"
+        )
+    p.add_argument("--url", help=url_help)
     p.add_argument(
         "--token-file",
         type=Path,
@@ -94,14 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
 
     tui = sub.add_parser("tui", help="open the terminal UI on an agent")
-    _add_target_args(tui)
+    _add_target_args(tui, ssh=True)
     tui.add_argument("--refresh", type=float, default=1.0, help="seconds between refreshes")
     tui.add_argument(
         "--fleet",
         type=Path,
         metavar="FILE",
-        help="watch many agents listed in a fleet file (TOML); --url also takes "
-        "ssh://[user@]host[:port][/data/dir] (the agent reached through your own ssh)",
+        help="watch many agents listed in a fleet file (TOML; its agents may be http(s):// or "
+        "ssh:// addresses); not with --url or --token-file",
     )
 
     demo = sub.add_parser("demo", help="run an agent on a bundled demo model, with the TUI")
@@ -234,8 +237,15 @@ def _check_config(config_path: Path) -> int:
     except ConfigError as exc:
         print(f"vigil: config refused: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"{config_path}: ok ({len(config.models)} models, {len(config.processes)} processes)")
+    models = _plural(len(config.models), "model")
+    processes = _plural(len(config.processes), "process", "processes")
+    print(f"{config_path}: ok ({models}, {processes})")
     return EXIT_OK
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    """``1 model``, ``2 models``; ``many`` where adding an s is wrong (``processes``)."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -243,7 +253,7 @@ def _status(args: argparse.Namespace) -> int:
         url, token = resolve_target(args.url, args.token_file, args.config)
         client = ApiClient(url, token)
         status = client.status()
-        models = client.get("/api/v1/models")["models"]
+        models = client.models()
     except (AgentUnreachable, ConfigError) as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE

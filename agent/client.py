@@ -51,10 +51,14 @@ def resolve_target(
         try:
             url = str(json.loads(info.read_text(encoding="utf-8"))["url"])
         except FileNotFoundError:
-            raise AgentUnreachable(
-                f"no local agent: {info} does not exist (is `vigil agent "
-                f"run` running with this data dir? or pass --url)"
-            ) from None
+            hint = (
+                f"is `vigil agent run --config {config_path}` running? or pass --url"
+                if config_path is not None
+                # An agent whose config names another data_dir writes api.json there.
+                else "is the agent running? if its config sets another data_dir, pass "
+                "--config with that file, or --url"
+            )
+            raise AgentUnreachable(f"no local agent: {info} does not exist ({hint})") from None
         except (OSError, ValueError, KeyError) as exc:
             raise AgentUnreachable(f"cannot read {info}: {exc}") from None
     if token_file is not None:
@@ -114,10 +118,32 @@ class ApiClient:
             raise AgentUnreachable(f"{self.url}{path}: HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise AgentUnreachable(f"cannot reach the agent at {self.url}: {reason}") from None
+            raise AgentUnreachable(
+                f"cannot connect to {self.url}: {connection_reason(reason, self.timeout_s)}"
+            ) from None
         except ValueError as exc:
             raise AgentUnreachable(f"{self.url}{path}: not JSON: {exc}") from None
 
     def status(self) -> AgentStatus:
         """``GET /api/v1/status`` as a record."""
         return AgentStatus.from_json(self.get("/api/v1/status"))
+
+    def models(self) -> list[dict[str, Any]]:
+        """``GET /api/v1/models``: each model with its latency percentiles and availability."""
+        return list(self.get("/api/v1/models")["models"])
+
+
+def connection_reason(reason: object, timeout_s: float) -> str:
+    """Why a connection failed, in words: ``connection refused (is the agent running?)``.
+
+    Args:
+        reason: The error (an ``OSError`` mostly, as ``URLError.reason`` holds it).
+        timeout_s: The request's timeout, for the message when it ran out.
+    """
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused (is the agent running?)"
+    if isinstance(reason, TimeoutError):
+        return f"no answer within {timeout_s:g}s"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror[0].lower() + reason.strerror[1:]
+    return str(reason)

@@ -55,3 +55,20 @@ def test_version_from_the_installed_command() -> None:
         check=True,
     )
     assert out.stdout.strip() == f"vigil {__version__}"
+
+
+def option_help(command: tuple[str, ...], option: str) -> str:
+    """The help text of one option of one command."""
+    parser: argparse.ArgumentParser = build_parser()
+    for name in command:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    action = next(a for a in parser._actions if option in a.option_strings)
+    return action.help or ""
+
+
+def test_the_ssh_address_is_told_under_url_where_it_is_typed() -> None:
+    assert "ssh://[user@]host[:port][/data/dir]" in option_help(("tui",), "--url")
+    assert "[user@]host" not in option_help(("tui",), "--fleet")
+    # Only the TUI reaches agents through ssh: `vigil status --url ssh://...` is refused.
+    assert "ssh://" not in option_help(("status",), "--url")
