@@ -167,12 +167,19 @@ def run_demo(*, tui: bool = True, duration_s: float | None = None, keep: bool = 
     return 0
 
 
+def status_block(client: ApiClient) -> str:
+    """What ``vigil status`` prints: the status table with availability and latency."""
+    status = client.status()
+    models = client.models()
+    return render_status(status, model_details={m["name"]: m for m in models})
+
+
 def _headless(url: str, token: str, duration_s: float | None) -> None:
     client = ApiClient(url, token)
     end = None if duration_s is None else time.monotonic() + duration_s
     while end is None or time.monotonic() < end:
         time.sleep(2.0)
         try:
-            print(render_status(client.status()) + "\n", flush=True)
+            print(status_block(client) + "\n", flush=True)
         except AgentUnreachable as exc:
             print(f"vigil demo: {exc}", file=sys.stderr)
