@@ -17,7 +17,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from agent.client import AgentUnreachable, ApiClient
@@ -86,13 +88,28 @@ max_latency = "500ms"
 
 
 def start_demo_agent(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    """Write the config, start the agent, wait for its API; return (process, url, token)."""
-    data_dir = workdir / "data"
+    """Write the config, start the agent, wait for its API; return (process, url, token).
+
+    The agent is stopped again if anything (a timeout, Ctrl-C, a closed terminal) ends the
+    wait, so a demo interrupted while it starts leaves nothing running.
+    """
+    proc = spawn_demo_agent(workdir)
+    try:
+        url, token = _wait_for_api(proc, workdir)
+    except BaseException:
+        with _signals_held():
+            stop_agent(proc)
+        raise
+    return proc, url, token
+
+
+def spawn_demo_agent(workdir: Path) -> subprocess.Popen[bytes]:
+    """Write the config and start the agent (in a session of its own) on it."""
     config = workdir / "vigil.toml"
-    config.write_text(demo_config(data_dir, _free_port()), encoding="utf-8")
+    config.write_text(demo_config(workdir / "data", _free_port()), encoding="utf-8")
     log = open(workdir / "agent.log", "ab")  # noqa: SIM115 - lives as long as the agent
     env = {**os.environ, "PYTHONPATH": _pythonpath()}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "agent", "run", "--config", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -100,6 +117,10 @@ def start_demo_agent(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
         env=env,
         start_new_session=True,
     )
+
+
+def _wait_for_api(proc: subprocess.Popen[bytes], workdir: Path) -> tuple[str, str]:
+    data_dir = workdir / "data"
     deadline = time.monotonic() + START_TIMEOUT_S
     info = data_dir / API_FILE
     while time.monotonic() < deadline:
@@ -110,12 +131,28 @@ def start_demo_agent(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
             with contextlib.suppress(ValueError, OSError):
                 url = json.loads(info.read_text())["url"]
                 token = (data_dir / OPERATE_FILE).read_text().strip()
-                return proc, url, token
+                return url, token
         time.sleep(0.05)
-    stop_agent(proc)
     raise RuntimeError(
         f"the demo agent did not start within {START_TIMEOUT_S:.0f}s; see {workdir / 'agent.log'}"
     )
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore Ctrl-C, SIGHUP and SIGTERM while cleaning up: a second signal (a closed terminal
+    is often followed by a SIGTERM) must not cut the cleanup short and leave the agent behind.
+    Only the main thread may set handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _pythonpath() -> str:
@@ -138,18 +175,61 @@ def stop_agent(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
             proc.wait()
 
 
-def run_demo(*, tui: bool = True, duration_s: float | None = None, keep: bool = False) -> int:
-    """Run the demo until the TUI is quit (or, headless, until Ctrl-C or ``duration_s``)."""
+class _Teardown:
+    """Stops the demo's agent (which stops its model server) and removes its directory, once,
+    from whichever thread gets there first: the demo itself, or a forced exit's cleanup."""
+
+    def __init__(self, workdir: Path, keep: bool) -> None:
+        self.workdir = workdir
+        self.keep = keep
+        self.agent: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            if self.agent is not None:
+                stop_agent(self.agent)
+            if not self.keep:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                return
+        # The terminal may be gone (SIGHUP): a failed message must not fail the cleanup.
+        with contextlib.suppress(OSError, ValueError):
+            print(f"vigil demo: kept {self.workdir}", file=sys.stderr)
+
+
+def run_demo(
+    *,
+    tui: bool = True,
+    duration_s: float | None = None,
+    keep: bool = False,
+    on_forced_exit: Callable[[Callable[[], None]], None] | None = None,
+) -> int:
+    """Run the demo until the TUI is quit (or, headless, until Ctrl-C or ``duration_s``).
+
+    Whatever ends it, the agent (and with it the model server) is stopped and the temporary
+    directory removed; ``KeyboardInterrupt`` (Ctrl-C, or SIGHUP and SIGTERM as the CLI turns
+    them into it) ends it too.
+
+    Args:
+        on_forced_exit: Where to register the cleanup should the process be ended by force
+            (:meth:`agent.cli.StopSignals.on_forced_exit`: the TUI hung on its way out).
+    """
     workdir = Path(tempfile.mkdtemp(prefix="vigil-demo-"))
+    teardown = _Teardown(workdir, keep)
+    if on_forced_exit is not None:
+        on_forced_exit(teardown)
     try:
-        proc, url, token = start_demo_agent(workdir)
-    except RuntimeError as exc:
-        print(f"vigil demo: {exc}", file=sys.stderr)
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        return 1
-    print(f"vigil demo: agent at {url}, data in {workdir}", file=sys.stderr)
-    try:
+        teardown.agent = spawn_demo_agent(workdir)
+        try:
+            url, token = _wait_for_api(teardown.agent, workdir)
+        except RuntimeError as exc:
+            print(f"vigil demo: {exc}", file=sys.stderr)
+            return 1
+        print(f"vigil demo: agent at {url}, data in {workdir}", file=sys.stderr)
         if tui:
             from tui.app import run_tui  # textual only when the TUI opens
 
@@ -159,11 +239,8 @@ def run_demo(*, tui: bool = True, duration_s: float | None = None, keep: bool = 
     except KeyboardInterrupt:
         pass
     finally:
-        stop_agent(proc)
-        if keep:
-            print(f"vigil demo: kept {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        with _signals_held():
+            teardown()
     return 0
 
 
