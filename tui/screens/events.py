@@ -69,6 +69,12 @@ class EventsScreen(TriageScreen):
         border: none;
         background: $accent 30%;
     }
+    /* An empty filter's hint must not read as a filter in force: dim italic words that say
+       "no filter" (a filter in force shows in the title too). */
+    EventsScreen #filters Input > .input--placeholder {
+        color: $text-disabled;
+        text-style: italic;
+    }
     EventsScreen EventsTable {
         height: 1fr;
     }
@@ -103,12 +109,24 @@ class EventsScreen(TriageScreen):
         yield Static(Text("events"), classes="title", id="title")
         yield Static(classes="problem", id="problem")
         with Horizontal(id="filters"):
+            # Placeholders say what an empty field means, never an example value: a hint such
+            # as "model:iris" looked like a subject filter in force. Examples are tooltips.
             yield Label("kind")
-            yield Input(self.kind, placeholder="prefix: process.", id="kind")
+            yield Input(
+                self.kind,
+                placeholder="all · f",
+                tooltip="f: a kind prefix, e.g. process. or model.state",
+                id="kind",
+            )
             yield Label("subject")
-            yield Input(self.subject, placeholder="model:iris", id="subject")
+            yield Input(
+                self.subject,
+                placeholder="all · b",
+                tooltip="b: an exact subject, e.g. model:iris or process:vllm",
+                id="subject",
+            )
             yield Label("search")
-            yield Input(placeholder="/ any text", id="search")
+            yield Input(placeholder="none · /", tooltip="/: any text, searched here", id="search")
         yield EventsTable(id="events-table")
         yield Static(Text("no event selected", style="dim"), id="detail")
         yield Footer()
