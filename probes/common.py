@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -94,7 +95,11 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, TimeoutError):
         return "timeout", f"no answer in time ({type(exc).__name__})"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return "refused", f"cannot connect: {exc}"
+        # aiohttp's own text carries "ssl:default [...]" even for plain http: say what the OS
+        # said, about which address.
+        err = exc.os_error
+        reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
+        return "refused", f"cannot connect to {exc.host}:{exc.port}: {reason.lower()}"
     # Disconnects mid-answer, malformed HTTP, bad URLs: the server did not speak HTTP properly.
     return "protocol_error", f"{type(exc).__name__}: {exc}"
 

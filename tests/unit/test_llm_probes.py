@@ -223,6 +223,10 @@ async def test_tgi_unhealthy(fake: Fake, session: aiohttp.ClientSession) -> None
 async def test_refused(protocol: str, closed_port: int, session: aiohttp.ClientSession) -> None:
     run = await make(protocol, f"http://127.0.0.1:{closed_port}").run(session)
     assert_failed(run, "refused", "cannot connect")
+    # What the OS said about which address, without aiohttp's "ssl:default [...]".
+    assert (run.error or "").endswith(
+        f"cannot connect to 127.0.0.1:{closed_port}: connection refused"
+    )
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
