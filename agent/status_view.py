@@ -114,6 +114,9 @@ def render_status(
                 for group, since in sorted(m.drift.items())
             )
             detail = f"{drifts}; {detail}" if detail else drifts
+        if m.planned:
+            # A planned start or stop: its failed runs are no news, why it happens is.
+            detail = f"planned: {m.planned}"
         d = details.get(m.name, {})
         avail = d.get("availability_1h")
         note = (d.get("info") or {}).get("note")  # what the probe cannot check, and why

@@ -53,3 +53,21 @@ def test_latency_of_every_phase_over_5m_and_1h() -> None:
     # A model without latency has no latency rows; its name is shown without the escape.
     assert not any(line.lstrip().startswith("port") and "5m" in line for line in lines)
     assert "\x1b" not in text and "port" in text
+
+
+def test_a_planned_start_says_why_instead_of_its_failures() -> None:
+    starting = ModelStatus(
+        name="llm",
+        protocol="openai",
+        url="http://x",
+        state="starting",
+        since_ms=NOW - 3_000,
+        last_run=ProbeRun(
+            model="llm", ts_ms=NOW, ok=False, category="refused", error="x", planned=True
+        ),
+        planned="restart by alice@laptop",
+    )
+    text = render_status(AgentStatus("gpu1", "1.0", NOW, NOW, models=(starting,)), now_ms=NOW)
+    row = next(line for line in text.splitlines() if line.lstrip().startswith("llm"))
+    assert "STARTING" in row and "planned: restart by alice@laptop" in row
+    assert "refused" not in row
