@@ -97,11 +97,11 @@ EXIT_OK, EXIT_MISSED, EXIT_ERROR = 0, 1, 2
 AGENT_LAUNCHER = """
 import atexit, json, os, sys
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED
-import agent.schedule
+import agent.runtime.schedule
 from agent.cli import main
 
 records = []
-_start = agent.schedule.Scheduler.start
+_start = agent.runtime.schedule.Scheduler.start
 
 def _listen(event):
     if event.job_id.startswith("probe:"):
@@ -118,7 +118,7 @@ def _dump():
     with open(os.environ["VIGIL_BENCH_SCHEDULE_OUT"], "w") as f:
         json.dump({"submitted": EVENT_JOB_SUBMITTED, "records": records}, f)
 
-agent.schedule.Scheduler.start = start
+agent.runtime.schedule.Scheduler.start = start
 atexit.register(_dump)
 sys.exit(main(["agent", "run", "--config", sys.argv[1]]))
 """

@@ -3,7 +3,7 @@
 ``python tests/fakes/agent_forker.py`` imports the agent once (aiohttp, psutil, APScheduler,
 numpy: most of a second, or several on a loaded machine), then for each ``go CONFIG LOG EXTRA``
 line on stdin forks a process that becomes its own session leader, sends its stdout and stderr
-to ``LOG`` and runs the real entry point, ``agent.cli.main(["agent", "run", "--config",
+to ``LOG`` and runs the real entry point, ``agent.cli.commands.main(["agent", "run", "--config",
 CONFIG])``. ``EXTRA`` synthetic samples are added to every resource collection (heavy writes
 through the agent's own collect -> writer path) and the writer commits every 100 ms. It prints
 ``child PID``; once that process is gone (a test kills it), ``reaped PID STATUS``. The parent
@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agent import daemon
 from agent.cli import main as vigil_main
-from agent.daemon import Agent
+from agent.runtime import daemon
+from agent.runtime.daemon import Agent
 from storage.records import Sample, make_labels
 from storage.writer import Writer
 

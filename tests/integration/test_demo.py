@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.client import ApiClient
-from agent.demo.run import start_demo_agent, stop_agent
+from agent.cli.api_client import ApiClient
+from agent.cli.demo import start_demo_agent, stop_agent
 from tests.helpers import child_env, vigil_cmd, wait_for
 
 pytestmark = pytest.mark.integration

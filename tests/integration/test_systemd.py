@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.cli.service import ServiceSpec, render_unit
 from agent.config import load_config
-from agent.daemon import Agent
-from agent.sdnotify import Notifier
-from agent.service import ServiceSpec, render_unit
+from agent.runtime.daemon import Agent
+from agent.runtime.sdnotify import Notifier
 from tests.helpers import child_env, running_agent, vigil_cmd, wait_for, write_config
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable
 
-from agent.client import ApiClient
+from agent.cli.api_client import ApiClient
 from storage.units import format_bytes
 from tests.helpers import running_agent, wait_for, write_config
 from tests.tui.test_host_screen import connected, header, row, static

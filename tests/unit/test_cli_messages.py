@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli
-from agent.client import AgentUnreachable, ApiClient, resolve_target
+from agent.cli import commands as cli
+from agent.cli.api_client import AgentUnreachable, ApiClient, resolve_target
 from tests.helpers import child_env
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -84,7 +84,7 @@ def test_the_readme_config_errors_are_what_check_config_prints(
 def test_audit_verify_without_a_database_says_how_to_name_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agent.client.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    monkeypatch.setattr("agent.cli.api_client.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setattr(os, "geteuid", lambda: 1000)  # not root: the data dir is under XDG
     assert cli.main(["audit", "verify"]) == cli.EXIT_USAGE
@@ -96,7 +96,7 @@ def test_audit_verify_without_a_database_says_how_to_name_one(
 def test_no_local_agent_suggests_config_for_another_data_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agent.client.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    monkeypatch.setattr("agent.cli.api_client.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(AgentUnreachable) as default:
@@ -181,7 +181,7 @@ def test_later_stop_signals_do_not_interrupt_the_cleanup() -> None:
 
 HUNG = """
 import os, signal, sys, threading
-from agent import cli
+from agent.cli import commands as cli
 with cli.stop_signals_interrupt(grace_s=0.2) as stop:
     stop.on_forced_exit(lambda: open(sys.argv[1], "w").write("cleaned"))
     try:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from agent.client import ApiClient
-from agent.demo.run import status_block
+from agent.cli.api_client import ApiClient
+from agent.cli.demo import status_block
 from tests.tui.triage_fake import TOKEN, agent_in_thread, fixed_agent
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, DriftConfig, parse_config
-from agent.drift import ModelDrift
+from agent.health.drift import ModelDrift
 from storage.records import Event, ProbeRun
 
 SUBJECT = "model:llm"

@@ -18,10 +18,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from agent.cli.status_view import render_status
 from agent.config import ModelConfig
-from agent.incidents import IncidentBook
-from agent.models import ModelMonitor
-from agent.status_view import render_status
+from agent.health.incidents import IncidentBook
+from agent.health.monitor import ModelMonitor
 from probes.base import ProbeTarget
 from probes.kserve_v2 import READINESS_ONLY_NOTE, KServeV2Probe
 from storage.records import AgentStatus, Event

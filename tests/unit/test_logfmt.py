@@ -6,7 +6,7 @@ import logging
 import re
 import sys
 
-from agent.logfmt import LogfmtFormatter
+from agent.runtime.logfmt import LogfmtFormatter
 
 FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import ModelConfig
-from agent.incidents import IncidentBook
-from agent.models import ModelMonitor
+from agent.health.incidents import IncidentBook
+from agent.health.monitor import ModelMonitor
 from storage.db import connect
 from storage.incidents import list_incidents
 from storage.records import Event, ProbeRun

@@ -13,7 +13,7 @@ import pytest
 
 from agent.cli import main
 from agent.config import ModelConfig
-from agent.models import ModelMonitor
+from agent.health.monitor import ModelMonitor
 from agent.report import load_schema, parse_since, render, write_csv
 from agent.report.markdown import md_escape
 from probes.base import artifact_info

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.schedule import GridTrigger, Scheduler
+from agent.runtime.schedule import GridTrigger, Scheduler
 
 ORIGIN = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -20,8 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.config import ConfigError, ModelConfig, parse_config
-from agent.incidents import IncidentBook
-from agent.models import ModelMonitor, severity_of
+from agent.health.incidents import IncidentBook
+from agent.health.monitor import ModelMonitor, severity_of
 from probes.base import CATEGORIES, OptionError, ProbeTarget
 from probes.promtext import ExpositionError, parse_exposition, select, series_name, total
 from probes.registry import probe_for

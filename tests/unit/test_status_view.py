@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.status_view import render_status
+from agent.cli.status_view import render_status
 from storage.records import AgentStatus, ModelStatus, ProbeRun
 
 NOW = 1_800_000_000_000

@@ -742,7 +742,7 @@ def test_retention_config_per_tier(tmp_path: Path) -> None:
 
 
 async def test_the_agents_retention_job_applies_each_horizon(tmp_path: Path) -> None:
-    from agent.daemon import Agent
+    from agent.runtime.daemon import Agent
     from probes.base import now_ms
 
     cfg = tmp_path / "v.toml"

@@ -1,4 +1,4 @@
-"""The supervisor in-process, on real child processes (agent.supervisor, agent.targets).
+"""The supervisor in-process, on real child processes (agent.supervise: supervisor, targets).
 
 Each test runs a real :class:`Supervisor` on a temporary data dir, with a list for its audit
 events and a real :class:`IncidentBook` over a real writer. The supervised processes are real:
@@ -28,11 +28,11 @@ import aiohttp
 import psutil
 import pytest
 
-from agent import supervisor
 from agent.config import ConfigError, ProcessConfig, parse_config
-from agent.incidents import IncidentBook
-from agent.proclogs import ProcessLog
-from agent.supervisor import RECORDS_FILE, ActionError, ManagedProcess, Supervisor
+from agent.health.incidents import IncidentBook
+from agent.supervise import supervisor
+from agent.supervise.proclogs import ProcessLog
+from agent.supervise.supervisor import RECORDS_FILE, ActionError, ManagedProcess, Supervisor
 from probes.base import Probe, ProbeTarget, now_ms
 from probes.registry import PROBES
 from storage.records import Event, ProbeRun

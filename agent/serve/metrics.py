@@ -17,11 +17,11 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agent.drift import METRICS as DRIFT_METRICS
+from agent.health.drift import METRICS as DRIFT_METRICS
 from storage.records import ModelState, ProbeRun
 
 if TYPE_CHECKING:
-    from agent.api import AgentView
+    from agent.serve.api import AgentView
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 

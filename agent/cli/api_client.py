@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import DEFAULT_CONFIG_PATH, default_data_dir, load_config
-from agent.daemon_files import API_FILE
-from agent.tokens import OPERATE_FILE
+from agent.serve.files import API_FILE
+from agent.serve.tokens import OPERATE_FILE
 from storage.records import AgentStatus
 
 

@@ -2,7 +2,8 @@
 by its command line.
 
 Every target answers the same four questions, so the supervisor's state machine
-(``agent.supervisor``) is written once: *is it already running?* (:meth:`Target.find`), *start
+(``agent.supervise.supervisor``) is written once: *is it already running?*
+(:meth:`Target.find`), *start
 it* (:meth:`Target.launch`), *stop it, whole tree* (:meth:`Target.terminate`), and, through the
 :class:`Handle` both return, *tell me the moment it exits* (``Handle.exited``).
 
@@ -30,7 +31,7 @@ from pathlib import Path
 import psutil
 
 from agent.config import ProcessConfig
-from agent.proclogs import ProcessLog
+from agent.supervise.proclogs import ProcessLog
 
 log = logging.getLogger("vigil.supervisor")
 

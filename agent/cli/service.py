@@ -1,7 +1,8 @@
 """``vigil agent install-service``: a hardened systemd unit for the agent, and its data dir.
 
 The unit is ``Type=notify`` (the agent says READY=1 once its API is bound and its first
-collection stored, see ``agent.sdnotify``), with a watchdog, and ``KillMode=process``: a stop
+collection stored, see ``agent.runtime.sdnotify``), with a watchdog, and
+``KillMode=process``: a stop
 or restart signals the agent alone, so the model servers it supervises keep serving and the
 next agent adopts them (``[agent] on_exit = "keep"``).
 
@@ -27,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.tokens import load_or_create
+from agent.serve.tokens import load_or_create
 
 UNIT_NAME = "vigil-agent.service"
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")

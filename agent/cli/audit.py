@@ -47,7 +47,7 @@ def _database(args: argparse.Namespace) -> Path | None:
     db: Path | None = args.db
     if db is None:
         try:
-            from agent.client import data_dir_for
+            from agent.cli.api_client import data_dir_for
 
             db = data_dir_for(args.config) / DB_FILENAME
         except ConfigError as exc:

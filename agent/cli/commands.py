@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
-from agent import __version__, audit_cmd
-from agent.client import AgentUnreachable, ApiClient, resolve_target
+from agent import __version__
+from agent.cli import audit as audit_cmd
+from agent.cli.api_client import AgentUnreachable, ApiClient, resolve_target
+from agent.cli.status_view import render_status
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from agent.status_view import render_status
 from storage.records import AgentStatus
 from storage.text import printable
 
@@ -190,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _agent_run(config_path: Path) -> int:
-    from agent.daemon import Agent
-    from agent.logfmt import setup_logging
+    from agent.runtime.daemon import Agent
+    from agent.runtime.logfmt import setup_logging
 
     try:
         config = load_config(config_path)
@@ -203,7 +204,7 @@ def _agent_run(config_path: Path) -> int:
 
 
 def _install_service(args: argparse.Namespace) -> int:
-    from agent.service import ServiceError, ServiceSpec, check_user, install, render_unit
+    from agent.cli.service import ServiceError, ServiceSpec, check_user, install, render_unit
 
     try:
         config = load_config(args.config)
@@ -595,7 +596,7 @@ def _until_stopped(command: argparse.Namespace) -> int:
             if command.command == "tui":
                 code = _tui(command)
             else:
-                from agent.demo.run import run_demo
+                from agent.cli.demo import run_demo
 
                 code = run_demo(
                     tui=not command.no_tui,
@@ -630,8 +631,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return _report(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())

@@ -34,8 +34,8 @@ from collections.abc import Callable
 import aiohttp
 
 from agent.config import ModelConfig
-from agent.drift import ModelDrift
-from agent.incidents import IncidentBook
+from agent.health.drift import ModelDrift
+from agent.health.incidents import IncidentBook
 from probes.base import Probe, ProbeTarget, now_ms, redact
 from probes.registry import PROBES
 from storage.records import (
@@ -177,7 +177,15 @@ class ModelMonitor:
             return
         old, self.state, self.since_ms = self.state, new, at_ms
         self.degraded_since_ms = at_ms if new == ModelState.DEGRADED else None
-        why = str(data.get("category") or data.get("planned") or "")
+        why = str(
+            data.get("category")
+            or data.get("planned")
+            or (
+                f"start failed: {data['planned_start_failed']}"
+                if "planned_start_failed" in data
+                else ""
+            )
+        )
         log.info(
             "model state changed model=%s from=%s to=%s why=%s",
             self.config.name,

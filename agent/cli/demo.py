@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from agent.client import AgentUnreachable, ApiClient
-from agent.daemon_files import API_FILE
-from agent.status_view import render_status
-from agent.tokens import OPERATE_FILE
+from agent.cli.api_client import AgentUnreachable, ApiClient
+from agent.cli.status_view import render_status
+from agent.demo import MODEL_PATH
+from agent.serve.files import API_FILE
+from agent.serve.tokens import OPERATE_FILE
 
-MODEL_PATH = Path(__file__).with_name("model.onnx")
 MODEL_NAME = "iris"
 START_TIMEOUT_S = 30.0
 

@@ -55,9 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import ProcessConfig
-from agent.incidents import IncidentBook
-from agent.proclogs import ProcessLog
-from agent.targets import (
+from agent.health.incidents import IncidentBook
+from agent.supervise.proclogs import ProcessLog
+from agent.supervise.targets import (
     ExitInfo,
     Handle,
     LaunchError,

@@ -27,18 +27,18 @@ import aiohttp
 from aiohttp import web
 
 from agent import __version__
-from agent.api import build_app
 from agent.config import Config, ConfigError, load_config
-from agent.daemon_files import API_FILE
-from agent.drift import ANSWERED
-from agent.incidents import IncidentBook
-from agent.metrics import ProbeMetrics
-from agent.models import ModelMonitor, samples_for
-from agent.schedule import Scheduler
-from agent.sdnotify import Notifier
-from agent.supervisor import PlannedWindow, Supervisor
-from agent.tokens import Tokens, load_or_create
-from agent.watch import ConfigWatcher
+from agent.health.drift import ANSWERED
+from agent.health.incidents import IncidentBook
+from agent.health.monitor import ModelMonitor, samples_for
+from agent.runtime.schedule import Scheduler
+from agent.runtime.sdnotify import Notifier
+from agent.runtime.watch import ConfigWatcher
+from agent.serve.api import build_app
+from agent.serve.files import API_FILE
+from agent.serve.metrics import ProbeMetrics
+from agent.serve.tokens import Tokens, load_or_create
+from agent.supervise.supervisor import PlannedWindow, Supervisor
 from probes.base import Collector, now_ms
 from probes.gpu import GpuCollector
 from probes.host import HostCollector

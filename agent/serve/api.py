@@ -18,12 +18,12 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from agent.incidents import IncidentBook
-from agent.metrics import AgentMetrics, ProbeMetrics
-from agent.proclogs import TAIL_MAX_LINES
+from agent.health.incidents import IncidentBook
 from agent.report import CONTENT_TYPES, DOCUMENT_FORMATS, parse_since, render
-from agent.supervisor import ActionError, Supervisor
-from agent.tokens import Tokens
+from agent.serve.metrics import AgentMetrics, ProbeMetrics
+from agent.serve.tokens import Tokens
+from agent.supervise.proclogs import TAIL_MAX_LINES
+from agent.supervise.supervisor import ActionError, Supervisor
 from probes.base import now_ms
 from storage import queries
 from storage.db import DB_FILENAME, connect
