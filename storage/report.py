@@ -25,7 +25,7 @@ What the numbers mean (the README's "Reports" section says the same for users):
   (resolved - began); MTTR is their mean over incidents resolved in the window.
 - **Deployments** are ``model.artifact`` events whose artifact differs from the model's
   previous one. **Drift detections** are ``drift.*`` events (the agent's drift checks,
-  agent/drift.py).
+  agent/health/drift.py).
 """
 
 from __future__ import annotations
