@@ -11,7 +11,7 @@ Method:
   outcomes, model info) and ``/api/v1/incidents``; realistic payloads (about 17 KB, 5 KB and
   0.5 KB of JSON per agent), re-rendered every second with new CPU/GPU values, so the server's
   own cost stays low and the numbers measure the TUI.
-* **The TUI.** The real :class:`tui.app.FleetApp` with N :class:`tui.fleetview.FleetMember`
+* **The TUI.** The real :class:`tui.app.FleetApp` with N :class:`tui.view.fleetview.FleetMember`
   (one aiohttp client each; a poll reads the status, and every 5 s also the models and open
   incidents), in Textual's headless mode at 200x60 cells.
   The app's ``_display`` (where each compositor frame goes to the terminal) is wrapped to also
@@ -319,8 +319,8 @@ async def measure(ports: list[int], refreshes: int, keys: int, refresh_s: float)
 
     from tui.app import FleetApp
     from tui.fleet import FleetEntry
-    from tui.fleetview import SORT_KEYS, FleetMember
     from tui.screens.fleet import FleetScreen
+    from tui.view.fleetview import SORT_KEYS, FleetMember
 
     members = [
         FleetMember(FleetEntry(f"gpu-{i:03d}", f"http://127.0.0.1:{port}", TOKEN, timeout_s=3.0))

@@ -10,12 +10,12 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
-from tui.client import AgentClient
 from tui.fleet import FleetEntry, FleetError, load_fleet
-from tui.fleetview import FleetMember
+from tui.remote.client import AgentClient
+from tui.remote.ssh import SshAddress
 from tui.screens.fleet import FleetScreen
 from tui.screens.host import HostScreen
-from tui.sshremote import SshAddress
+from tui.view.fleetview import FleetMember
 
 __all__ = ["FleetApp", "FleetError", "VigilApp", "run_fleet_tui", "run_ssh_tui", "run_tui"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.tui.conftest import TOKEN, FakeAgent
-from tui.client import AgentClient, AgentError, discover_local
+from tui.remote.client import AgentClient, AgentError, discover_local
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from agent.cli import main
 from tui.fleet import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, FleetError, load_fleet
-from tui.sshremote import SshAddress
+from tui.remote.ssh import SshAddress
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -18,10 +18,10 @@ from tests.tui.fleet_fakes import FleetFake, gpu_status
 from tests.tui.test_fleet_screen import REFRESH_S, all_answered, fakes, fleet, make_app, wait_for
 from tui.app import FleetApp
 from tui.fleet import FleetEntry
-from tui.fleetview import FleetMember
 from tui.screens.fleet import FleetScreen
 from tui.screens.help import HelpScreen
 from tui.screens.host import HostScreen
+from tui.view.fleetview import FleetMember
 
 __all__ = ["fakes"]  # the fixture, shared with test_fleet_screen
 

@@ -16,9 +16,9 @@ from tests.helpers import running_agent, write_config
 from tests.tui.test_fleet_screen import fleet, order, rows, state, wait_for
 from tui.app import FleetApp
 from tui.fleet import load_fleet
-from tui.fleetview import FleetMember
 from tui.screens.fleet import FleetScreen
 from tui.screens.host import HostScreen
+from tui.view.fleetview import FleetMember
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from tests.tui.conftest import TOKEN
 from tests.tui.fleet_fakes import FleetFake, gpu_status
 from tui.app import FleetApp
 from tui.fleet import FleetEntry
-from tui.fleetview import FleetMember
 from tui.screens.fleet import FleetScreen
 from tui.screens.host import HostScreen
+from tui.view.fleetview import FleetMember
 
 REFRESH_S = 0.25
 

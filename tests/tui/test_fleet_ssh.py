@@ -17,12 +17,12 @@ import pytest
 from tests.helpers import RunningAgent, running_agent, write_config
 from tests.sshd import HOST_ALIAS, Sshd, running_sshd, sshd_missing
 from tests.tui.test_fleet_screen import fleet, rows, state, wait_for
-from tui import transport
 from tui.app import FleetApp
 from tui.fleet import FleetEntry, load_fleet
-from tui.fleetview import FleetMember
+from tui.remote import transport
 from tui.screens.fleet import FleetScreen
 from tui.screens.host import HostScreen
+from tui.view.fleetview import FleetMember
 
 pytestmark = [
     pytest.mark.integration,

@@ -14,12 +14,12 @@ import pytest
 from storage.records import AgentStatus, ModelStatus, ProcessStatus
 from tests.tui.conftest import TOKEN, sample_status
 from tests.tui.fleet_fakes import FleetFake, gpu_status, models_json
-from tui.client import AgentError
 from tui.fleet import FleetEntry
-from tui.fleetcells import row_cells, sparkline
-from tui.fleetsummary import HostSummary, count_open, summarize, worst_p95
-from tui.fleetview import FleetMember, filter_words, matches, sort_members
-from tui.sshremote import SshAddress, parse_remote_output, remote_script
+from tui.remote.client import AgentError
+from tui.remote.ssh import SshAddress, parse_remote_output, remote_script
+from tui.view.fleetcells import row_cells, sparkline
+from tui.view.fleetsummary import HostSummary, count_open, summarize, worst_p95
+from tui.view.fleetview import FleetMember, filter_words, matches, sort_members
 
 GiB = 1024**3
 

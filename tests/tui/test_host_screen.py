@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Sparkline, Static
 from storage.records import ModelStatus
 from tests.tui.conftest import TOKEN, FakeAgent, res, sample_status
 from tui.app import VigilApp
-from tui.client import AgentClient
+from tui.remote.client import AgentClient
 from tui.screens.host import HostScreen
 from tui.widgets.header import ConnectionHeader
 

@@ -11,7 +11,7 @@ from tests.helpers import running_agent, wait_for, write_config
 from tests.tui.test_host_screen import connected, header, row, static
 from tests.tui.test_host_screen import wait_for as wait_on_app
 from tui.app import VigilApp
-from tui.client import AgentClient
+from tui.remote.client import AgentClient
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from storage.records import ModelStatus
 from tests.tui.test_host_screen import wait_for
 from tests.tui.triage_fake import READ_TOKEN, TOKEN, TriageAgent, agent_in_thread, fixed_agent
 from tui.app import VigilApp
-from tui.client import AgentClient
+from tui.remote.client import AgentClient
 from tui.screens.host import HostScreen
 
 SIZE = (80, 24)

@@ -19,7 +19,7 @@ from tests.helpers import wait_for as wait_sync
 from tests.tui.test_host_screen import wait_for
 from tests.tui.test_triage_views import cells, count, notes, text_of
 from tui.app import VigilApp
-from tui.client import AgentClient, operator_identity
+from tui.remote.client import AgentClient, operator_identity
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.events import EventsScreen
 from tui.screens.host import HostScreen

@@ -8,10 +8,11 @@ import pytest
 
 from storage.records import Event, Incident
 from tests.tui.triage_fake import READ_TOKEN, TOKEN, TriageAgent
-from tui.actions import OperatorAction, perform, report_path, write_new_file
-from tui.apitypes import LatencySummary, ModelDetail
-from tui.client import AgentClient, AgentError, operator_identity
-from tui.rows import (
+from tui.remote.apitypes import LatencySummary, ModelDetail
+from tui.remote.client import AgentClient, AgentError, operator_identity
+from tui.screens.model import title_text
+from tui.view.actions import OperatorAction, perform, report_path, write_new_file
+from tui.view.rows import (
     data_text,
     event_matches,
     event_row,
@@ -19,7 +20,6 @@ from tui.rows import (
     outcomes_text,
     tail_update,
 )
-from tui.screens.model import title_text
 
 
 async def test_client_reads_every_triage_route(triage_agent: TriageAgent) -> None:

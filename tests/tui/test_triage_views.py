@@ -17,7 +17,7 @@ from storage.records import ModelStatus
 from tests.tui.test_host_screen import wait_for
 from tests.tui.triage_fake import READ_TOKEN, TOKEN, TriageAgent
 from tui.app import VigilApp
-from tui.client import AgentClient, operator_identity
+from tui.remote.client import AgentClient, operator_identity
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.events import EventsScreen
 from tui.screens.help import HelpScreen

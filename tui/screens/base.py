@@ -20,12 +20,12 @@ from textual.timer import Timer
 from textual.widgets import Static
 from textual.worker import Worker
 
-from tui.actions import OperatorAction, perform
-from tui.client import AgentClient, AgentError, operator_identity
-from tui.commands import JumpProvider
-from tui.fmt import clean, format_duration
+from tui.remote.client import AgentClient, AgentError, operator_identity
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen, bindings_text
+from tui.screens.palette import JumpProvider
+from tui.view.actions import OperatorAction, perform
+from tui.view.fmt import clean, format_duration
 
 
 class ActionFinished(Message):

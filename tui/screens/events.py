@@ -14,10 +14,10 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from storage.records import Event
-from tui.client import AgentClient
-from tui.fmt import clean
-from tui.rows import event_detail, event_matches, event_row
+from tui.remote.client import AgentClient
 from tui.screens.base import TriageScreen
+from tui.view.fmt import clean
+from tui.view.rows import event_detail, event_matches, event_row
 from tui.widgets.tables import KeyedTable
 
 EVENT_LIMIT = 500

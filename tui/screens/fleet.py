@@ -31,12 +31,12 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
-from tui.commands import highlighted
-from tui.fleetcells import SORTABLE_COLUMNS, STATE_LABELS, STATE_STYLES, row_cells
-from tui.fleetview import SORT_KEYS, FleetMember, filter_words, matches, sort_members
-from tui.fmt import clean
 from tui.screens.help import HelpScreen, bindings_text
 from tui.screens.host import HostScreen
+from tui.screens.palette import highlighted
+from tui.view.fleetcells import SORTABLE_COLUMNS, STATE_LABELS, STATE_STYLES, row_cells
+from tui.view.fleetview import SORT_KEYS, FleetMember, filter_words, matches, sort_members
+from tui.view.fmt import clean
 from tui.widgets.fleet_table import FleetTable
 
 TICK_S = 0.25
@@ -151,7 +151,7 @@ class FleetScreen(Screen[None]):
     COMMANDS = {FleetJumpProvider}
 
     sort_key: reactive[str] = reactive("name")
-    """One of :data:`tui.fleetview.SORT_KEYS`."""
+    """One of :data:`tui.view.fleetview.SORT_KEYS`."""
     sort_reverse: reactive[bool] = reactive(False)
     """Whether the order is reversed."""
     filter_text: reactive[str] = reactive("")

@@ -25,9 +25,9 @@ from textual.widgets import DataTable, Footer, Input
 from textual.worker import Worker
 
 from storage.records import AgentStatus, SeriesPoint
-from tui.actions import OperatorAction, Verb, report_path
-from tui.client import AgentClient, AgentError
+from tui.remote.client import AgentClient, AgentError
 from tui.screens.base import ActionScreen
+from tui.view.actions import OperatorAction, Verb, report_path
 from tui.widgets.filterbar import FilterInput
 from tui.widgets.header import CONNECTED, CONNECTING, ConnectionHeader
 from tui.widgets.resources import ResourcesPanel

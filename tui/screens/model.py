@@ -16,12 +16,12 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import ContentSwitcher, Footer, Static, Tab, Tabs
 
 from storage.records import Event, Incident, ProbeRun
-from tui.actions import OperatorAction
-from tui.apitypes import LATENCY_METRICS, LatencySummary, ModelDetail
-from tui.client import AgentClient
-from tui.fmt import clean, format_age, safe
-from tui.rows import deployment_row, incident_row, outcomes_text, run_row
+from tui.remote.apitypes import LATENCY_METRICS, LatencySummary, ModelDetail
+from tui.remote.client import AgentClient
 from tui.screens.base import TriageScreen
+from tui.view.actions import OperatorAction
+from tui.view.fmt import clean, format_age, safe
+from tui.view.rows import deployment_row, incident_row, outcomes_text, run_row
 from tui.widgets.charts import LatencyChart
 from tui.widgets.tables import MODEL_STATE_STYLES, KeyedTable
 

@@ -14,12 +14,12 @@ from textual.binding import Binding
 from textual.widgets import Footer, Log, Static
 
 from storage.records import Event, ProcessStatus
-from tui.actions import OperatorAction, Verb
-from tui.client import AgentClient, AgentError
-from tui.fmt import clean, format_age, format_bytes, format_percent, safe
-from tui.hostview import HostView, ProcessUsage
-from tui.rows import history_row, tail_update
+from tui.remote.client import AgentClient, AgentError
 from tui.screens.base import TriageScreen
+from tui.view.actions import OperatorAction, Verb
+from tui.view.fmt import clean, format_age, format_bytes, format_percent, safe
+from tui.view.hostview import HostView, ProcessUsage
+from tui.view.rows import history_row, tail_update
 from tui.widgets.tables import PROCESS_STATE_STYLES, KeyedTable
 
 LOG_LINES = 200

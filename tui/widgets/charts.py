@@ -19,8 +19,8 @@ from textual.app import ComposeResult, RenderResult
 from textual.containers import Horizontal
 from textual.widgets import Sparkline, Static
 
-from tui.apitypes import LatencySummary
-from tui.fmt import format_ms
+from tui.remote.apitypes import LatencySummary
+from tui.view.fmt import format_ms
 
 LABELS = {"ttft_ms": "ttft", "itl_ms": "itl", "e2e_ms": "e2e"}
 

@@ -1,4 +1,4 @@
-"""The fleet table: one row per agent (cells from :mod:`tui.fleetcells`) under a header.
+"""The fleet table: one row per agent (cells from :mod:`tui.view.fleetcells`) under a header.
 
 Why not a ``DataTable``: it invalidates every cached cell render on any cell update, so with
 hundreds of agents answering every second each frame re-rendered every visible cell (over
@@ -23,7 +23,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.fleetcells import COLUMNS
+from tui.view.fleetcells import COLUMNS
 
 MAX_WIDTHS = {"name": 32, "status": 14, "problem": 80}
 """Columns cut to this many cells (the rest: as wide as their widest cell)."""

@@ -9,11 +9,11 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from storage.records import AgentStatus
-from tui.fmt import clean, format_duration, safe
+from tui.view.fmt import clean, format_duration, safe
 
 CONNECTED = "connected"
 CONNECTING = "connecting"
-"""Connection states besides the failure kinds of :class:`tui.client.AgentError`."""
+"""Connection states besides the failure kinds of :class:`tui.remote.client.AgentError`."""
 
 # A timeout is, to the person watching, the agent being unreachable; the message says which.
 _LABELS = {
@@ -49,7 +49,8 @@ class ConnectionHeader(Widget):
     status: reactive[AgentStatus | None] = reactive(None, layout=True)
     """The last status the agent sent (None until it first answers)."""
     connection: reactive[str] = reactive(CONNECTING, layout=True)
-    """``connected``, ``connecting`` or an :data:`tui.client.ErrorKind` (``unreachable``...)."""
+    """``connected``, ``connecting`` or an :data:`tui.remote.client.ErrorKind`
+    (``unreachable``...)."""
     problem: reactive[str] = reactive("", layout=True)
     """The last failure's message; empty while connected."""
     last_ok_at: reactive[float | None] = reactive(None)

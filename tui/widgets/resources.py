@@ -16,7 +16,7 @@ from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
 from storage.records import AgentStatus
-from tui.fmt import (
+from tui.view.fmt import (
     bar,
     clean,
     format_percent,
@@ -25,7 +25,7 @@ from tui.fmt import (
     level_style,
     safe,
 )
-from tui.hostview import HostView
+from tui.view.hostview import HostView
 
 LABEL_WIDTH = 6
 BAR_WIDTH = 8

@@ -1,7 +1,7 @@
 """The models and processes tables of the host screen.
 
-Every cell is a ``rich.text.Text`` built by :func:`tui.fmt.safe`: DataTable parses plain ``str``
-cells as markup, and names and errors come from the agent.
+Every cell is a ``rich.text.Text`` built by :func:`tui.view.fmt.safe`: DataTable parses plain
+``str`` cells as markup, and names and errors come from the agent.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from storage.records import AgentStatus, ModelStatus, ProcessStatus
-from tui.fmt import clean, format_bytes, format_duration, format_ms, format_percent, safe
-from tui.hostview import HostView, ProcessUsage
+from tui.view.fmt import clean, format_bytes, format_duration, format_ms, format_percent, safe
+from tui.view.hostview import HostView, ProcessUsage
 
 MODEL_STATE_STYLES = {
     "up": "green",

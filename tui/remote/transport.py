@@ -7,7 +7,7 @@ the network:
 1. ``ssh HOST sh -c '...'`` reads the agent's ``api.json`` (its URL, hence its port) and its
    token (``api-token``, else ``api-token.read``) from its data dir.
 2. ``ssh -N -L SOCKET:127.0.0.1:PORT HOST`` forwards a private unix socket (in a 0700 temp
-   dir) to that port; :class:`tui.client.AgentClient` talks HTTP over the socket.
+   dir) to that port; :class:`tui.remote.client.AgentClient` talks HTTP over the socket.
 
 The ssh command is ``$VIGIL_SSH_COMMAND`` when set (split like a shell would, as git's
 ``GIT_SSH_COMMAND``), else ``ssh``. Every step has a timeout, runs as an asyncio subprocess
@@ -29,8 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tui.client import AgentClient, AgentError
-from tui.sshremote import (
+from tui.remote.client import AgentClient, AgentError
+from tui.remote.ssh import (
     SSH_COMMAND_ENV,
     RemoteAgent,
     SshAddress,

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from storage.records import Event, Incident, ProbeRun
 from storage.text import short_artifact
-from tui.fmt import clean, format_age, format_clock, format_duration, format_ms, safe
+from tui.view.fmt import clean, format_age, format_clock, format_duration, format_ms, safe
 
 CATEGORY_STYLES = {"ok": "green", "slow": "yellow"}
 """Probe run categories; any other (timeout, refused, wrong_output...) is an error: red."""

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from storage.records import AgentStatus, Event, Incident, ProbeRun, ProcessStatus, SeriesPoint
-from tui.apitypes import ModelDetail
+from tui.remote.apitypes import ModelDetail
 
 ErrorKind = Literal["unreachable", "timeout", "rejected", "forbidden", "http", "protocol", "config"]
 """Why a request failed, for screens that colour or word states differently."""
@@ -59,7 +59,7 @@ class AgentClient:
         token: The bearer token (``read`` scope is enough for everything here).
         timeout_s: Total time allowed for one request, connect included.
         unix_socket: Reach the agent through this unix socket instead of ``url``'s host and
-            port (an ``ssh -L`` forward, see :mod:`tui.transport`); ``url`` still gives the
+            port (an ``ssh -L`` forward, see :mod:`tui.remote.transport`); ``url`` still gives the
             scheme and the ``Host`` header.
     """
 

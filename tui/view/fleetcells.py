@@ -1,6 +1,6 @@
-"""The cells of a fleet row, built from a :class:`~tui.fleetview.FleetMember` without Textual.
+"""The cells of a fleet row, built from a :class:`~tui.view.fleetview.FleetMember` without Textual.
 
-Every cell is a ``rich.text.Text`` made by :func:`tui.fmt.safe` or from our own words: names,
+Every cell is a ``rich.text.Text`` made by :func:`tui.view.fmt.safe` or from our own words: names,
 hosts and errors come from the fleet file and the agents, and are data, never markup.
 """
 
@@ -11,8 +11,8 @@ from typing import Literal
 
 from rich.text import Text
 
-from tui.fleetview import FleetMember
-from tui.fmt import (
+from tui.view.fleetview import FleetMember
+from tui.view.fmt import (
     format_duration,
     format_ms,
     format_percent,

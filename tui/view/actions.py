@@ -17,8 +17,8 @@ from typing import Literal
 
 from rich.text import Text
 
-from tui.client import AgentClient, AgentError
-from tui.fmt import clean
+from tui.remote.client import AgentClient, AgentError
+from tui.view.fmt import clean
 
 Verb = Literal["start", "stop", "restart", "release", "probe", "acknowledge", "resolve", "export"]
 PROCESS_VERBS: tuple[Verb, ...] = ("start", "stop", "restart", "release")

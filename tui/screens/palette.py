@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
 
-from tui.fmt import clean
+from tui.view.fmt import clean
 
 if TYPE_CHECKING:
     from tui.screens.host import HostScreen

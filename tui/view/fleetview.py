@@ -2,7 +2,7 @@
 
 No Textual here: a member polls its agent (its status each time, its models' latencies and
 open incidents every few seconds, side by side, each request under the client's timeout),
-keeps the last good answer as a :class:`~tui.fleetsummary.HostSummary`, and remembers when it
+keeps the last good answer as a :class:`~tui.view.fleetsummary.HostSummary`, and remembers when it
 last succeeded, so the screen can show an unreachable or slow agent with the age of its data.
 Sorting and filtering are plain functions over members, tested on their own.
 """
@@ -15,10 +15,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from tui.client import AgentClient, AgentError
 from tui.fleet import FleetEntry
-from tui.fleetsummary import Details, HostSummary, read_details, summarize
-from tui.transport import SshTunnel
+from tui.remote.client import AgentClient, AgentError
+from tui.remote.transport import SshTunnel
+from tui.view.fleetsummary import Details, HostSummary, read_details, summarize
 
 SPARK_LEN = 30
 """CPU samples kept per agent for the row's sparkline."""
