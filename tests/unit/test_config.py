@@ -893,3 +893,56 @@ def test_format_duration_output_parses(seconds: int) -> None:
 )
 def test_format_bytes(n: float, text: str) -> None:
     assert format_bytes(n) == text
+
+
+# --- what the schema refuses that the old validator let through ------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+inf", "-nan"])
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ('[[process]]\nname = "p"\ncommand = ["x"]\n', "backoff_jitter"),
+        ('[[process]]\nname = "p"\ncommand = ["x"]\n', "backoff_factor"),
+        (
+            '[[model]]\nname = "m"\nprotocol = "tcp"\nurl = "tcp://h:1"\n[model.drift]\n',
+            "ratio",
+        ),
+    ],
+)
+def test_non_finite_numbers_are_refused(table: str, key: str, value: str) -> None:
+    # TOML has nan and inf; no setting means either (inf slips past "at least 1", nan past
+    # every comparison), so the schema refuses them for every float.
+    text = f"{table}{key} = {value}\n"
+    err = refused(text)
+    assert err.field is not None and err.field.endswith(key)
+    assert err.line == line_of(text, f"{key} =")
+    assert "expected a finite number" in err.reason
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ('[agent]\nsample_interval = "99999999999999999999999y"\n', "agent.sample_interval"),
+        ('[agent]\nretention = "101y"\n', "agent.retention"),
+        ('[agent]\nretention_events = "5000000w"\n', "agent.retention_events"),
+        (second_model('interval = "200y"'), "model[1].interval"),
+        (second_model('timeout = "99999999999d"'), "model[1].timeout"),
+        (
+            '[[process]]\nname = "p"\ncommand = ["x"]\nbackoff_max = "1000y"\n',
+            "process[0].backoff_max",
+        ),
+    ],
+)
+def test_durations_beyond_a_century_are_refused(extra: str, field: str) -> None:
+    # Such a duration used to pass check-config and then crash the agent's scheduler
+    # (OverflowError in datetime arithmetic).
+    err = refused(extra)
+    assert err.field == field
+    assert "expected a duration of at most 100y" in err.reason
+    assert err.line == line_of(extra, field.rsplit(".", 1)[1] + " =")
+
+
+def test_a_century_is_still_a_duration() -> None:
+    cfg = parse_config('[agent]\nretention_events = "100y"\n', CFG)
+    assert cfg.agent.retention_events_s == 100 * 365 * 86400.0

@@ -1,0 +1,120 @@
+"""The config file's schema: one msgspec Struct per table, its fields the file's own keys.
+
+Types, ranges, choices and unknown keys are checked here, declaratively; :mod:`.load` turns a
+decoded file into the records of :mod:`.records` (seconds, paths, filled-in defaults) and runs
+the checks that span fields or tables (a jitter shorter than its interval, names unique,
+dependencies that exist and form no cycle, an API key that can be read). Every float is finite
+(:func:`storage.tomlschema.number`) and every duration at most a century
+(:data:`storage.tomlschema.MAX_DURATION_S`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from probes.registry import PROBES
+from storage.tomlschema import Duration, DurationOrZero, number
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_EXPECTED = "1-64 characters of letters, digits, '.', '_' or '-', starting alphanumeric"
+
+Name = Annotated[
+    str,
+    Meta(pattern=NAME_PATTERN, extra={"expected": "a name", "bound": f"a name of {NAME_EXPECTED}"}),
+]
+Protocol = Annotated[
+    str, Meta(extra={"expected": "one of " + ", ".join(map(repr, sorted(PROBES)))})
+]
+Strings = Annotated[tuple[str, ...], Meta(min_length=1)]
+"""A non-empty argv list."""
+
+
+def count(low: int) -> Any:
+    """A whole number of ``low`` or more."""
+    return Meta(ge=low, extra={"expected": f"a whole number of {low} or more"})
+
+
+class _Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Every table refuses keys it does not know: a typo must not be silently ignored."""
+
+
+class AgentTable(_Table, frozen=True):
+    """``[agent]``."""
+
+    host: str | None = None
+    data_dir: str | None = None
+    listen: str | None = None
+    sample_interval: Duration = 1.0
+    retention: Duration | None = None
+    retention_1m: Duration | None = None
+    retention_1h: Duration | None = None
+    retention_events: Duration | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    on_exit: Literal["keep", "stop"] = "keep"
+
+
+class DriftTable(_Table, frozen=True):
+    """``[model.drift]``."""
+
+    enabled: bool = True
+    window: Annotated[int, count(3)] = 20
+    baseline: Annotated[int, count(3)] = 100
+    ratio: Annotated[float, number(ge=1.01)] = 1.5
+    min_delta: DurationOrZero = 0.02
+    accept_after: Duration = 3600.0
+    output_stable_runs: Annotated[int, count(2)] = 5
+    output_confirm_runs: Annotated[int, count(1)] = 3
+
+
+class ModelTable(_Table, frozen=True):
+    """``[[model]]``; ``canary`` is checked by the protocol's probe (``check_options``)."""
+
+    name: Name
+    protocol: Protocol
+    url: str
+    interval: Duration = 10.0
+    timeout: Duration = 5.0
+    jitter: DurationOrZero | None = None
+    process: str | None = None
+    down_after_failures: Annotated[int, count(1)] = 2
+    incident_after_degraded: Duration = 300.0
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    canary: dict[str, Any] = {}
+    drift: DriftTable = DriftTable()
+
+
+class ProcessTable(_Table, frozen=True):
+    """``[[process]]``; exactly one of ``command``, ``systemd_unit``, ``pidfile``, ``match``."""
+
+    name: Name
+    command: Strings | None = None
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    user: str | None = None
+    restart: Literal["always", "on-failure", "never"] = "on-failure"
+    stop_signal: str = "SIGTERM"
+    stop_timeout: Duration = 10.0
+    backoff_initial: DurationOrZero = 1.0
+    backoff_factor: Annotated[float, number(ge=1.0)] = 2.0
+    backoff_max: Duration = 300.0
+    backoff_jitter: Annotated[float, number(ge=0.0, le=1.0)] = 0.1
+    backoff_reset: DurationOrZero = 600.0
+    quarantine_after: Annotated[int, count(0)] = 5
+    quarantine_window: Duration = 600.0
+    startup_timeout: Duration = 60.0
+    hang_after_failures: Annotated[int, count(0)] = 3
+    depends_on: tuple[str, ...] = ()
+    port: (
+        Annotated[int, Meta(ge=1, le=65535, extra={"expected": "a port number 1-65535"})] | None
+    ) = None
+    systemd_unit: str | None = None
+    pidfile: str | None = None
+    match: str | None = None
+    remediation: Strings | None = None
+    poll_interval: Duration = 2.0
+    log_max_bytes: Annotated[int, count(4096)] = 10 * 1024 * 1024
+    log_keep: Annotated[int, count(0)] = 3
