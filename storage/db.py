@@ -176,12 +176,20 @@ def _m0005_observed_times(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE incidents ADD COLUMN began_ms INTEGER")
 
 
+def _m0006_alerts(db: sqlite_utils.Database) -> None:
+    # Alert occurrences (pending -> firing -> resolved) and silences (see storage.alerts).
+    from storage.alerts import create_tables
+
+    create_tables(db.conn)
+
+
 MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("0001_initial", _m0001_initial),
     ("0002_incidents", _m0002_incidents),
     ("0003_sample_tiers", _m0003_sample_tiers),
     ("0004_audit_anchor", _m0004_audit_anchor),
     ("0005_observed_times", _m0005_observed_times),
+    ("0006_alerts", _m0006_alerts),
 )
 """Applied in order; a name, once released, never changes meaning."""
 
