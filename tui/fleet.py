@@ -23,26 +23,80 @@ later as a failing agent.
 
 from __future__ import annotations
 
-import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
-from storage.units import parse_duration
-from tui.sshremote import SshAddress
+import msgspec
+from msgspec import Meta
+
+from storage.tomlschema import Duration, Invalid, Locator, decode
+from tui.remote.ssh import SshAddress
 
 DEFAULT_TIMEOUT_S = 3.0
 """Budget of one request to an agent (its three requests of a poll run side by side)."""
 DEFAULT_CONNECT_TIMEOUT_S = 15.0
 """Budget for setting up an ``ssh://`` agent: reading its address and token, then the forward."""
 
-_AGENT_KEYS = frozenset(
-    {"name", "url", "token", "token_file", "data_dir", "ssh_options", "timeout", "connect_timeout"}
-)
-_DEFAULT_KEYS = _AGENT_KEYS - {"name", "url"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$")
+_TIMEOUT = Meta(extra={"expected": "a positive duration such as '500ms' or '3s'", "plain": True})
+
+
+class _Shared(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """``[defaults]``: what every ``[[agent]]`` inherits unless it says otherwise."""
+
+    unknown_key: ClassVar[str] = "unknown key in [defaults]; expected one of: {known}"
+
+    token: Annotated[str, Meta(extra={"expected": "a non-empty string"})] | None = None
+    token_file: (
+        Annotated[str, Meta(min_length=1, extra={"expected": "a file path", "plain": True})] | None
+    ) = None
+    data_dir: (
+        Annotated[
+            str,
+            Meta(pattern=r"^[/~]", extra={"expected": "an absolute remote path", "plain": True}),
+        ]
+        | None
+    ) = None
+    ssh_options: (
+        Annotated[
+            tuple[str, ...],
+            Meta(extra={"expected": 'a list of strings such as ["-J", "bastion"]', "plain": True}),
+        ]
+        | None
+    ) = None
+    timeout: Annotated[Duration, _TIMEOUT] | None = None
+    connect_timeout: Annotated[Duration, _TIMEOUT] | None = None
+
+
+class _Agent(_Shared, frozen=True):
+    """One ``[[agent]]``."""
+
+    unknown_key: ClassVar[str] = "unknown key in [[agent]]; expected one of: {known}"
+
+    name: Annotated[
+        str,
+        Meta(
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$",
+            extra={
+                "expected": "1-64 letters, digits or . _ @ : + - starting with a letter or digit",
+                "plain": True,
+                "required": "required: the agent's name",
+            },
+        ),
+    ]
+    url: Annotated[
+        str,
+        Meta(
+            extra={
+                "expected": "a string such as 'http://10.0.0.5:8470'",
+                "plain": True,
+                "required": "required: http(s)://host:port or ssh://host",
+            }
+        ),
+    ]
 
 
 class FleetError(Exception):
@@ -114,33 +168,37 @@ def parse_fleet(text: str, path: Path) -> list[FleetEntry]:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise FleetError(f"{path}: invalid TOML: {exc}") from None
-    where = _Locator(text, path)
+    locator = Locator(text, path)
+    try:
+        return _entries(doc, path)
+    except _Shape as exc:
+        raise FleetError(str(locator.error(exc, line=False))) from None
+    except Invalid as exc:
+        raise FleetError(str(locator.error(exc))) from None
 
+
+class _Shape(Invalid):
+    """The file's outline is wrong (no agents, an unknown table): no one line to point at."""
+
+
+def _entries(doc: dict[str, Any], path: Path) -> list[FleetEntry]:
     unknown = sorted(set(doc) - {"agent", "defaults"})
     if unknown:
-        raise where.error(unknown[0], None, "unknown key; expected [defaults] and [[agent]] tables")
-    defaults = doc.get("defaults", {})
-    if not isinstance(defaults, dict):
-        raise where.error("defaults", None, "expected a table: [defaults]")
-    for key in sorted(set(defaults) - _DEFAULT_KEYS):
-        raise where.error(
-            f"defaults.{key}", ("defaults", 0, key), _unknown(key, _DEFAULT_KEYS, "[defaults]")
-        )
+        raise _Shape((unknown[0],), "unknown key; expected [defaults] and [[agent]] tables")
+    if not isinstance(doc.get("defaults", {}), dict):
+        raise _Shape(("defaults",), "expected a table: [defaults]")
+    defaults = decode(doc.get("defaults", {}), _Shared, ("defaults",))
     agents = doc.get("agent")
-    if agents is None:
-        raise where.error("agent", None, "no agents: add one [[agent]] table per agent")
-    if not isinstance(agents, list) or not all(isinstance(a, dict) for a in agents):
-        raise where.error("agent", None, "expected [[agent]] tables")
+    if not isinstance(agents, list | None) or not all(isinstance(a, dict) for a in agents or []):
+        raise _Shape(("agent",), "expected [[agent]] tables")
     if not agents:
-        raise where.error("agent", None, "no agents: add one [[agent]] table per agent")
-
+        raise _Shape(("agent",), "no agents: add one [[agent]] table per agent")
     entries: list[FleetEntry] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(agents):
-        entry = _entry(raw, defaults, index, where)
+        entry = _Merged(decode(raw, _Agent, ("agent", index)), defaults, index).entry(path)
         if entry.name in seen:
-            raise where.error(
-                f"agent[{index}].name",
+            raise Invalid(
                 ("agent", index, "name"),
                 f"{entry.name!r} is already the name of agent[{seen[entry.name]}]; "
                 "names must be unique",
@@ -150,106 +208,84 @@ def parse_fleet(text: str, path: Path) -> list[FleetEntry]:
     return entries
 
 
-def _unknown(key: str, allowed: frozenset[str], table: str) -> str:
-    return f"unknown key in {table}; expected one of: {', '.join(sorted(allowed))}"
+class _Merged:
+    """One agent's settings over ``[defaults]``, and its checks that span fields.
 
+    A value inherited from ``[defaults]`` that is wrong for this agent is reported there.
+    """
 
-def _entry(
-    raw: dict[str, Any], defaults: dict[str, Any], index: int, where: _Locator
-) -> FleetEntry:
-    prefix = f"agent[{index}]"
+    def __init__(self, agent: _Agent, defaults: _Shared, index: int) -> None:
+        self.agent = agent
+        self.defaults = defaults
+        self.index = index
+        self.given = {f for f in agent.__struct_fields__ if getattr(agent, f) is not None}
+        self.is_ssh = agent.url.startswith("ssh://")
 
-    def fail(key: str, message: str) -> FleetError:
-        # A value inherited from [defaults] is wrong there, not in the agent table.
-        if key not in raw and key in defaults:
-            return where.error(f"defaults.{key}", ("defaults", 0, key), message)
-        return where.error(f"{prefix}.{key}", ("agent", index, key), message)
+    def get(self, key: str) -> Any:
+        value = getattr(self.agent, key)
+        return getattr(self.defaults, key) if value is None else value
 
-    for key in sorted(set(raw) - _AGENT_KEYS):
-        raise where.error(
-            f"{prefix}.{key}", ("agent", index, key), _unknown(key, _AGENT_KEYS, "[[agent]]")
+    def fail(self, key: str, reason: str) -> Invalid:
+        if key not in self.given and getattr(self.defaults, key) is not None:
+            return Invalid(("defaults", key), reason)
+        return Invalid(("agent", self.index, key), reason)
+
+    def entry(self, fleet_path: Path) -> FleetEntry:
+        self._check_url()
+        data_dir = self.get("data_dir")
+        if data_dir is not None and not self.is_ssh:
+            raise self.fail(
+                "data_dir", "only for ssh:// agents (where to read api.json and tokens)"
+            )
+        ssh_options = self.get("ssh_options") or ()
+        if ssh_options and not self.is_ssh:
+            raise self.fail("ssh_options", "only for ssh:// agents")
+        timeout = self.get("timeout")
+        connect_timeout = self.get("connect_timeout")
+        url = self.agent.url
+        return FleetEntry(
+            name=self.agent.name,
+            url=url if self.is_ssh else url.rstrip("/"),
+            token=self._token(fleet_path),
+            data_dir=data_dir,
+            ssh_options=tuple(ssh_options),
+            timeout_s=float(timeout) if timeout is not None else DEFAULT_TIMEOUT_S,
+            connect_timeout_s=(
+                float(connect_timeout) if connect_timeout is not None else DEFAULT_CONNECT_TIMEOUT_S
+            ),
         )
-    merged = {**defaults, **raw}
 
-    name = merged.get("name")
-    if name is None:
-        raise where.error(f"{prefix}.name", ("agent", index, None), "required: the agent's name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise fail(
-            "name",
-            "expected 1-64 letters, digits or . _ @ : + - starting with a letter or digit, "
-            f"got {name!r}",
-        )
-
-    url = merged.get("url")
-    if url is None:
-        raise where.error(
-            f"{prefix}.url", ("agent", index, None), "required: http(s)://host:port or ssh://host"
-        )
-    if not isinstance(url, str):
-        raise fail("url", f"expected a string such as 'http://10.0.0.5:8470', got {url!r}")
-    is_ssh = url.startswith("ssh://")
-    if is_ssh:
-        try:
-            SshAddress.parse(url)
-        except ValueError as exc:
-            raise fail("url", str(exc)) from None
-    else:
-        problem = _http_problem(url)
+    def _check_url(self) -> None:
+        if self.is_ssh:
+            try:
+                SshAddress.parse(self.agent.url)
+            except ValueError as exc:
+                raise self.fail("url", str(exc)) from None
+            return
+        problem = _http_problem(self.agent.url)
         if problem:
-            raise fail("url", problem)
+            raise self.fail("url", problem)
 
-    token = merged.get("token")
-    token_file = merged.get("token_file")
-    if "token" in raw and "token_file" in raw:
-        raise fail("token_file", "give token or token_file, not both")
-    if token is not None and token_file is not None:
-        # One came from [defaults]: the agent's own choice wins.
-        if "token" in raw:
-            token_file = None
-        else:
-            token = None
-    if token is not None:
-        if not isinstance(token, str) or not token.strip():
-            raise fail("token", "expected a non-empty string")
-        token = token.strip()
-    elif token_file is not None:
-        if not isinstance(token_file, str) or not token_file:
-            raise fail("token_file", f"expected a file path, got {token_file!r}")
-        token = _read_token(Path(token_file), where.path, lambda m: fail("token_file", m))
-    elif not is_ssh:
-        raise where.error(
-            f"{prefix}.token",
-            ("agent", index, None),
-            "required for an http(s) agent: token or token_file "
-            "(a copy of the agent's api-token.read, or api-token to act)",
-        )
-
-    data_dir = merged.get("data_dir")
-    if data_dir is not None:
-        if not is_ssh:
-            raise fail("data_dir", "only for ssh:// agents (where to read api.json and tokens)")
-        if not isinstance(data_dir, str) or not data_dir.startswith(("/", "~")):
-            raise fail("data_dir", f"expected an absolute remote path, got {data_dir!r}")
-
-    ssh_options = merged.get("ssh_options", [])
-    if not isinstance(ssh_options, list) or not all(isinstance(o, str) for o in ssh_options):
-        raise fail("ssh_options", 'expected a list of strings such as ["-J", "bastion"]')
-    if ssh_options and not is_ssh:
-        raise fail("ssh_options", "only for ssh:// agents")
-
-    timeout_s = _duration(merged, "timeout", DEFAULT_TIMEOUT_S, fail)
-    connect_timeout_s = _duration(merged, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_S, fail)
-
-    return FleetEntry(
-        name=name,
-        url=url.rstrip("/") if not is_ssh else url,
-        token=token,
-        data_dir=data_dir,
-        ssh_options=tuple(ssh_options),
-        timeout_s=timeout_s,
-        connect_timeout_s=connect_timeout_s,
-    )
+    def _token(self, fleet_path: Path) -> str | None:
+        if "token" in self.given and "token_file" in self.given:
+            raise self.fail("token_file", "give token or token_file, not both")
+        # One of them may come from [defaults]: the agent's own choice wins.
+        token, token_file = self.get("token"), self.get("token_file")
+        if token is not None and token_file is not None:
+            token, token_file = (token, None) if "token" in self.given else (None, token_file)
+        if token is not None:
+            if not token.strip():
+                raise self.fail("token", "expected a non-empty string")
+            return str(token.strip())
+        if token_file is not None:
+            return _read_token(Path(token_file), fleet_path, lambda m: self.fail("token_file", m))
+        if not self.is_ssh:
+            raise Invalid(
+                ("agent", self.index, "token"),
+                "required for an http(s) agent: token or token_file "
+                "(a copy of the agent's api-token.read, or api-token to act)",
+            )
+        return None
 
 
 def _http_problem(url: str) -> str | None:
@@ -268,23 +304,7 @@ def _http_problem(url: str) -> str | None:
     return None
 
 
-def _duration(merged: dict[str, Any], key: str, default: float, fail: Any) -> float:
-    value = merged.get(key)
-    if value is None:
-        return default
-    expected = f"expected a positive duration such as '500ms' or '3s', got {value!r}"
-    if not isinstance(value, str):
-        raise fail(key, expected)
-    try:
-        seconds = parse_duration(value)
-    except ValueError:
-        raise fail(key, expected) from None
-    if seconds <= 0:
-        raise fail(key, expected)
-    return seconds
-
-
-def _read_token(path: Path, fleet_path: Path, fail: Any) -> str:
+def _read_token(path: Path, fleet_path: Path, fail: Callable[[str], Invalid]) -> str:
     # Relative to the fleet file, so a fleet directory can be moved or shared whole.
     path = path.expanduser()
     if not path.is_absolute():
@@ -299,47 +319,3 @@ def _read_token(path: Path, fleet_path: Path, fail: Any) -> str:
     if not token:
         raise fail(f"{path} is empty")
     return token
-
-
-class _Locator:
-    """Finds the line of a key inside the n-th ``[[agent]]`` (or ``[defaults]``) table.
-
-    tomllib keeps no positions, so this scans the text: good enough to point at the line in
-    the ordinary layout (one key per line, tables in order), and silent otherwise.
-    """
-
-    _HEADER = re.compile(r"^\s*(\[\[\s*agent\s*\]\]|\[\s*defaults\s*\]|\[\[?[^\]]*\]\]?)")
-
-    def __init__(self, text: str, path: Path) -> None:
-        self.path = path
-        self.lines = text.splitlines()
-
-    def error(
-        self, field_name: str, at: tuple[str, int, str | None] | None, message: str
-    ) -> FleetError:
-        line = self.line_of(*at) if at is not None else None
-        place = f"{self.path}:{line}" if line else str(self.path)
-        return FleetError(f"{place}: {field_name}: {message}")
-
-    def line_of(self, table: str, index: int, key: str | None) -> int | None:
-        """1-based line of ``key`` in the ``index``-th table (its header when key is None)."""
-        want = "[[agent]]" if table == "agent" else "[defaults]"
-        count = -1
-        inside = False
-        header_line: int | None = None
-        key_re = re.compile(rf"^\s*{re.escape(key)}\s*=") if key else None
-        for number, line in enumerate(self.lines, start=1):
-            match = self._HEADER.match(line)
-            if match:
-                head = re.sub(r"\s+", "", match.group(1))
-                if head == want:
-                    count += 1
-                    inside = count == index
-                    if inside:
-                        header_line = number
-                else:
-                    inside = False
-                continue
-            if inside and key_re is not None and key_re.match(line):
-                return number
-        return header_line

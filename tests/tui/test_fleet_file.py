@@ -192,3 +192,22 @@ def test_ssh_addresses(url: str, address: SshAddress) -> None:
 def test_bad_ssh_addresses(url: str) -> None:
     with pytest.raises(ValueError, match="expected ssh://"):
         SshAddress.parse(url)
+
+
+@pytest.mark.parametrize("timeout", ["200y", "99999999999999999999999y"])
+def test_a_timeout_beyond_a_century_is_refused(tmp_path: Path, timeout: str) -> None:
+    message = refused(
+        tmp_path,
+        f"[defaults]\nconnect_timeout = '{timeout}'\n[[agent]]\nname = 'a'\nurl = 'ssh://h'\n",
+    )
+    assert (
+        f":2: defaults.connect_timeout: expected a duration of at most 100y, got '{timeout}'"
+        in message
+    )
+
+
+def test_an_unknown_key_in_defaults_names_the_table(tmp_path: Path) -> None:
+    message = refused(tmp_path, "[defaults]\nname = 'x'\n[[agent]]\nname = 'a'\nurl = 'ssh://h'\n")
+    assert (
+        ":2: defaults.name: unknown key in [defaults]; expected one of: connect_timeout" in message
+    )
