@@ -170,7 +170,7 @@ def export_chain(conn: sqlite3.Connection, out: TextIO, *, exported_ms: int) -> 
 
     The header is ``{"format", "exported_ms", "anchor": {"seq", "hash"}}``; each event line
     holds ``seq, ts, kind, subject, message, data, prev_hash, hash`` with ``data`` as a JSON
-    object. README "Audit trail" documents how to verify it without Vigil.
+    object. docs/storage.md, "Audit trail", documents how to verify it without Vigil.
 
     Returns:
         How many events were written.

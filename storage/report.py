@@ -6,14 +6,14 @@ copied ``vigil.db``) needs nothing else. Rendering lives in ``agent.report``; th
 are in :mod:`storage.report_model`, the parts read from events and incidents in
 :mod:`storage.report_events`.
 
-What the numbers mean (the README's "Reports" section says the same for users):
+What the numbers mean (docs/reports.md says the same for users):
 
 - **Availability** of a model is ``ok runs / runs`` over the window's *unplanned* runs: each
   canary run is a real request, and probes run at a fixed interval, so the share of good runs
   estimates the share of time the model served correctly without guessing its state while the
   agent itself was down. Runs in planned windows (a start someone asked for) are counted
   apart; **planned downtime** is the time in ``starting``/``stopped`` and **outage** the time
-  ``model_down`` incidents covered (README, "KPI glossary").
+  ``model_down`` incidents covered (docs/kpi.md, the KPI glossary).
 - **Latency** percentiles (linear interpolation) cover the *answered* runs (``ok``, ``slow``,
   ``wrong_output``), as the API's do: a refused connection has no latency worth averaging.
   The **trend** is the p95 per bucket, and the change from the first to the second half of the

@@ -51,7 +51,7 @@ def _add_target_args(p: argparse.ArgumentParser, *, ssh: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree (also used by the README's CLI reference)."""
+    """The whole command tree (documented in docs/cli.md, which the tests check against it)."""
     parser = _Parser(prog="vigil", description="Vigil keeps watch over ML inference hosts.")
     parser.add_argument("--version", action="version", version=f"vigil {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -5,7 +5,7 @@ and must not wait on the database) and persists every change through the writer,
 audit event. Ids are allocated here, from the highest stored id, so a root incident's id is
 known before its row is written.
 
-Times are those of the decisions (see the KPI glossary in the README): an incident opens at
+Times are those of the decisions (see the KPI glossary, docs/kpi.md): an incident opens at
 ``opened_ms``, the moment the agent decided (not when the book got round to it), and its
 audit events carry the same times as the incident's own fields. ``began_ms`` is when the
 fault was first there to be seen; time to recover is measured from it.

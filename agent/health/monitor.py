@@ -1,6 +1,6 @@
 """Per-model probing and state: runs a model's probe, turns results into state and series.
 
-State rules (the README's KPI glossary defines the times):
+State rules (docs/kpi.md, the KPI glossary, defines the times):
 
 - an ``ok`` run makes the model ``up``;
 - ``slow`` or ``wrong_output`` make it ``degraded`` (it answers, but not as it should);

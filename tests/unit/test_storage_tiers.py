@@ -567,9 +567,9 @@ def exported(path: Path) -> str:
 
 
 def readme_snippet() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "storage.md").read_text(encoding="utf-8")
     m = re.search(r"<!-- audit-verify-snippet -->\s*```python\n(.*?)```", text, re.S)
-    assert m, "README lost its offline verification snippet"
+    assert m, "docs/storage.md lost its offline verification snippet"
     return m.group(1)
 
 
