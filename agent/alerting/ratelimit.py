@@ -5,6 +5,7 @@ Both run on the clock they are given (milliseconds), so tests drive them without
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -28,17 +29,17 @@ class TokenBucket:
     def take(self, now_ms: int) -> bool:
         """Take a token if there is one."""
         self._refill(now_ms)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - 1e-9:  # float dust must not hold back a token that is due
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
 
     def ready_at_ms(self, now_ms: int) -> int:
         """When the next token will be there (``now_ms`` if one is)."""
         self._refill(now_ms)
-        if self._tokens >= 1.0:
+        if self._tokens >= 1.0 - 1e-9:
             return now_ms
-        return now_ms + int((1.0 - self._tokens) / self.rate_per_s * 1000) + 1
+        return now_ms + math.ceil((1.0 - self._tokens) / self.rate_per_s * 1000)
 
 
 @dataclass(frozen=True, slots=True)

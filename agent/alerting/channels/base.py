@@ -93,8 +93,12 @@ class Channel(ABC):
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+MIN_SECRET_CHARS = 4
+"""Shorter "secrets" are not scrubbed: replacing every "k" would only garble the text."""
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret (longest first, so one inside another goes too) in ``text``."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+    for secret in sorted((s for s in secrets if len(s) >= MIN_SECRET_CHARS), key=len, reverse=True):
         text = text.replace(secret, "<secret>")
     return text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,8 +122,10 @@ def _one_line(text: str) -> str:
 def _reason(exc: BaseException) -> str:
     # aiohttp's connector errors wrap the OS error; its strerror is the useful part.
     os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError) and os_error.strerror:
-        return os_error.strerror.lower()
+    if isinstance(os_error, OSError):
+        return (os.strerror(os_error.errno) if os_error.errno else str(os_error)).lower()
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
     return type(exc).__name__
