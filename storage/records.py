@@ -59,6 +59,33 @@ class ModelState(StrEnum):
 PLANNED_MODEL_STATES = frozenset({ModelState.STARTING, ModelState.STOPPED})
 
 
+class ProcessState(StrEnum):
+    """Where a supervised process is in its supervisor's state machine.
+
+    ``blocked`` waits for a dependency; ``starting`` waits for the startup gate (a linked
+    model's answer, the port, or nothing); ``backoff`` waits out the delay before a restart;
+    ``stopping`` is a stop or restart in progress. ``quarantined`` (a crash loop), ``stopped``
+    (asked for), ``exited`` (a clean exit not restarted) and ``failed`` wait for an operator.
+    """
+
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    BLOCKED = "blocked"
+    STOPPING = "stopping"
+    QUARANTINED = "quarantined"
+    STOPPED = "stopped"
+    EXITED = "exited"
+    FAILED = "failed"
+
+
+FAILING_PROCESS_STATES = frozenset(
+    {ProcessState.FAILED, ProcessState.BACKOFF, ProcessState.QUARANTINED}
+)
+"""Process states that are a failure on the host: ``vigil status`` exits 1, a fleet row fails
+(quarantined too: a crash loop given up on until an operator acts)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One value of one series at one instant (UTC epoch milliseconds)."""
@@ -237,12 +264,12 @@ class ModelStatus:
 
 @dataclass(frozen=True, slots=True)
 class ProcessStatus:
-    """A supervised process's live state (``starting``, ``running``, ``backoff``, ``blocked``,
-    ``stopping``, ``quarantined``, ``exited``, ``stopped``, ``failed``), its pid, restarts and
-    last exit."""
+    """A supervised process's live state (a :class:`ProcessState`), its pid, restarts and last
+    exit."""
 
     name: str
     state: str
+    """A :class:`ProcessState`; a plain string from JSON (a newer agent may know more states)."""
     since_ms: int
     pid: int | None = None
     restarts: int = 0

@@ -516,7 +516,7 @@ class Agent:
     def summary(self) -> str:
         """One line for ``systemctl status``: models up, processes running, storage."""
         models = [str(m.state) for m in self.monitors.values()]
-        procs = [p.state for p in self.supervisor.processes.values()]
+        procs = [str(p.state) for p in self.supervisor.processes.values()]
         return (
             f"models {models.count('up')}/{len(models)} up, "
             f"processes {procs.count('running')}/{len(procs)} running, "

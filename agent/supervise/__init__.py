@@ -1,18 +1,24 @@
 """Supervision: the model servers Vigil starts, watches, restarts and stops.
 
-The supervisor and each process's state machine, the targets they run (a command, a systemd
-unit, a found process) and the captured process logs. Builds on ``agent.health`` (incidents)
-and ``agent.config``.
+From the top down: the supervisor's orchestration (``supervisor``), each process's state
+machine (``process``) on its state and inputs (``core``), its startup gate (``gate``), the targets
+it runs (``targets``: a command, a systemd unit, a found process) and their process trees
+(``tree``); beneath them backoff and quarantine (``backoff``), planned windows (``planned``),
+requests (``requests``), the records the next agent adopts from (``adoption``) and the captured
+process logs (``proclogs``). Builds on ``agent.health`` (incidents) and ``agent.config``.
 """
 
 from agent._rooms import lazy_exports
 
 _EXPORTS = {
     "ActionError": "supervisor",
-    "ManagedProcess": "supervisor",
-    "PlannedWindow": "supervisor",
     "Supervisor": "supervisor",
+    "ManagedProcess": "process",
+    "PlannedWindow": "planned",
     "ProcessLog": "proclogs",
+    "ProcessRecord": "adoption",
+    "Request": "requests",
+    "RequestKind": "requests",
     "make_target": "targets",
 }
 __all__ = [
@@ -20,6 +26,9 @@ __all__ = [
     "ManagedProcess",
     "PlannedWindow",
     "ProcessLog",
+    "ProcessRecord",
+    "Request",
+    "RequestKind",
     "Supervisor",
     "make_target",
 ]

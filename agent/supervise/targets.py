@@ -1,11 +1,11 @@
 """What the supervisor acts on: its own child, a systemd unit, or a process found by pidfile or
 by its command line.
 
-Every target answers the same four questions, so the supervisor's state machine
-(``agent.supervise.supervisor``) is written once: *is it already running?*
-(:meth:`Target.find`), *start
-it* (:meth:`Target.launch`), *stop it, whole tree* (:meth:`Target.terminate`), and, through the
-:class:`Handle` both return, *tell me the moment it exits* (``Handle.exited``).
+Every target answers the same four questions, so the managed process's state machine
+(``agent.supervise.process``) is written once: *is it already running?* (:meth:`Target.find`),
+*start it* (:meth:`Target.launch`), *stop it, whole tree* (:meth:`Target.terminate`), and,
+through the :class:`~agent.supervise.tree.Handle` both return, *tell me the moment it exits*
+(``Handle.exited``).
 
 Exit detection never polls for our own children (asyncio reaps them, the kernel wakes us) nor
 for adopted processes (a pidfd becomes readable when its process exits, Linux >= 5.3). Only a
@@ -22,233 +22,40 @@ import os
 import pwd
 import re
 import signal
-import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import psutil
 
 from agent.config import ProcessConfig
+from agent.supervise.adoption import ProcessRecord
 from agent.supervise.proclogs import ProcessLog
+from agent.supervise.tree import (
+    ExitInfo,
+    Handle,
+    alive,
+    describe_exit,
+    process_create_time,
+    terminate_tree,
+    watch_pidfd,
+)
+
+__all__ = [
+    "CommandTarget",
+    "FoundTarget",
+    "LaunchError",
+    "SystemdTarget",
+    "Target",
+    "make_target",
+    "run_command",
+]
 
 log = logging.getLogger("vigil.supervisor")
-
-_POLL_GONE_S = 0.01
-_RELEASE_POLL_S = 0.05
 
 
 class LaunchError(Exception):
     """The target could not be started; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class ExitInfo:
-    """How a process ended. ``returncode`` is None when the kernel does not tell us (a process
-    we adopted is not our child, so its status goes to its real parent)."""
-
-    returncode: int | None
-    description: str
-
-
-def describe_exit(returncode: int | None) -> str:
-    """``exit 3`` or ``signal SIGKILL`` from a returncode (negative means killed by signal)."""
-    if returncode is None:
-        return "exited (status not visible: adopted process)"
-    if returncode < 0:
-        try:
-            return f"signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit {returncode}"
-
-
-@dataclass
-class Handle:
-    """One running incarnation of a target."""
-
-    pid: int | None
-    exited: asyncio.Future[ExitInfo]
-    create_time: float | None = None
-    adopted: bool = False
-    pgid: int | None = None
-    """Set when the process leads its own process group (our children do), so a signal to the
-    group reaches the workers it forked."""
-    started_mono: float = field(default_factory=time.monotonic)
-    proc: asyncio.subprocess.Process | None = None
-
-
-def process_create_time(pid: int) -> float | None:
-    """psutil's start time of ``pid``; None when there is no such process."""
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-        return None
-
-
-def watch_pidfd(pid: int) -> asyncio.Future[ExitInfo]:
-    """A future resolved when ``pid`` (not our child) exits, woken by its pidfd."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[ExitInfo] = loop.create_future()
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        fut.set_result(ExitInfo(None, describe_exit(None)))
-        return fut
-
-    def done() -> None:
-        loop.remove_reader(fd)
-        os.close(fd)
-        if not fut.done():
-            fut.set_result(ExitInfo(None, describe_exit(None)))
-
-    loop.add_reader(fd, done)
-
-    def cancelled(f: asyncio.Future[ExitInfo]) -> None:
-        if f.cancelled():
-            with contextlib.suppress(OSError, ValueError):
-                loop.remove_reader(fd)
-                os.close(fd)
-
-    fut.add_done_callback(cancelled)
-    return fut
-
-
-def tree_pids(pid: int, pgid: int | None) -> set[int]:
-    """The process, its descendants and the members of its group: everything a stop must end.
-
-    Both, because a worker that called setsid() leaves the group but stays a descendant, and a
-    worker whose parent died is re-parented away but stays in the group.
-    """
-    out = {pid}
-    with contextlib.suppress(psutil.Error):
-        out.update(c.pid for c in psutil.Process(pid).children(recursive=True))
-    if pgid is not None:
-        for p in psutil.process_iter():
-            with contextlib.suppress(psutil.Error, OSError):
-                if os.getpgid(p.pid) == pgid:
-                    out.add(p.pid)
-    return out
-
-
-def _alive(pids: Iterable[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            if p.status() != psutil.STATUS_ZOMBIE:
-                alive.add(pid)
-        except psutil.Error:
-            pass
-    return alive
-
-
-def _signal_tree(pids: Iterable[int], pgid: int | None, sig: int) -> None:
-    if pgid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-async def _wait_gone(pids: set[int], timeout_s: float) -> set[int]:
-    """Wait until none of ``pids`` is alive (zombies count as gone); return the survivors."""
-    end = time.monotonic() + timeout_s
-    alive = _alive(pids)
-    while alive and time.monotonic() < end:
-        await asyncio.sleep(_POLL_GONE_S)
-        alive = _alive(alive)
-    return alive
-
-
-def leftovers(handle: Handle) -> set[int]:
-    """Members of an exited process's group that are still alive: workers it forked that
-    outlived it. Blocking (scans the process table): call in a thread."""
-    if handle.pid is None or handle.pgid is None:
-        return set()
-    return _alive(tree_pids(handle.pid, handle.pgid)) - {handle.pid}
-
-
-def group_empty(handle: Handle) -> bool:
-    """True when no process (not even a zombie) is left in an exited process's group: one
-    ``kill(-pgid, 0)`` instead of :func:`leftovers`' scan of the process table, so the common
-    crash, with nothing left behind, restarts without that scan on the critical path."""
-    if handle.pid is None or handle.pgid is None:
-        return True
-    try:
-        os.killpg(handle.pgid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # a member runs as another user: the group is not empty
-    return False
-
-
-def port_free(port: int) -> bool:
-    """True when nothing listens on ``port`` (any address): we could bind it ourselves."""
-    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):  # noqa: S104
-        try:
-            s = socket.socket(family, socket.SOCK_STREAM)
-        except OSError:
-            continue  # no IPv6 on this host
-        with s:
-            # SO_REUSEADDR: connections in TIME_WAIT do not hold the port for a new server.
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((addr, port))
-            except OSError:
-                return False
-    return True
-
-
-async def terminate_tree(
-    handle: Handle,
-    stop_signal: int,
-    timeout_s: float,
-    *,
-    port: int | None = None,
-    gpu_pids: Callable[[], set[int]] | None = None,
-) -> dict[str, object]:
-    """Stop a process and everything it started; wait until they, their port and their GPU
-    memory are gone. Returns what happened, for the audit event."""
-    assert handle.pid is not None
-    t0 = time.monotonic()
-    tree = tree_pids(handle.pid, handle.pgid)
-    _signal_tree(tree, handle.pgid, stop_signal)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(handle.exited), timeout_s)
-    survivors = await _wait_gone(tree, max(0.0, timeout_s - (time.monotonic() - t0)))
-    killed = False
-    if survivors or not handle.exited.done():
-        killed = True
-        log.warning(
-            "stop signal ignored pid=%d survivors=%s; killing", handle.pid, sorted(survivors)
-        )
-        _signal_tree(survivors | {handle.pid}, handle.pgid, signal.SIGKILL)
-        survivors = await _wait_gone(survivors | {handle.pid}, 5.0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(handle.exited), 5.0)
-    out: dict[str, object] = {"killed": killed, "tree": sorted(tree)}
-    if survivors:
-        out["survivors"] = sorted(survivors)
-    if port is not None:
-        end = time.monotonic() + max(timeout_s, 1.0)
-        # Nothing notifies a port's release: poll, bounded by the deadline.
-        while not port_free(port) and time.monotonic() < end:  # noqa: ASYNC110
-            await asyncio.sleep(_RELEASE_POLL_S)
-        out["port_released"] = port_free(port)
-    if gpu_pids is not None:
-        end = time.monotonic() + max(timeout_s, 1.0)
-        while time.monotonic() < end:
-            held = tree & await asyncio.to_thread(gpu_pids)
-            if not held:
-                break
-            await asyncio.sleep(_RELEASE_POLL_S * 4)
-        out["gpu_released"] = not (tree & await asyncio.to_thread(gpu_pids))
-    out["stop_ms"] = round((time.monotonic() - t0) * 1000, 1)
-    return out
 
 
 class Target:
@@ -262,7 +69,7 @@ class Target:
         self.config = config
         self.log = plog
 
-    async def find(self, record: dict[str, object] | None) -> Handle | None:
+    async def find(self, record: ProcessRecord | None) -> Handle | None:
         """The running incarnation, if there is one to adopt."""
         raise NotImplementedError
 
@@ -292,19 +99,16 @@ class CommandTarget(Target):
 
     adoptable_by_record = True
 
-    async def find(self, record: dict[str, object] | None) -> Handle | None:
-        if not record:
+    async def find(self, record: ProcessRecord | None) -> Handle | None:
+        if record is None or record.create_time is None:
             return None
-        pid, created = record.get("pid"), record.get("create_time")
-        if not isinstance(pid, int) or not isinstance(created, (int, float)):
-            return None
+        pid = record.pid
         actual = process_create_time(pid)
         # The start time guards against pid reuse: a different process with the same pid
         # after a reboot or a long outage is not ours.
-        if actual is None or abs(actual - float(created)) > 0.05:
+        if actual is None or abs(actual - record.create_time) > 0.05:
             return None
-        argv = record.get("argv")
-        if not isinstance(argv, list) or argv != list(self.config.command):
+        if record.argv != tuple(self.config.command):
             return None  # the config changed while the agent was away: not this incarnation
         with contextlib.suppress(psutil.Error):
             if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
@@ -385,7 +189,7 @@ class FoundTarget(Target):
     then waits for the process to appear.
     """
 
-    async def find(self, record: dict[str, object] | None) -> Handle | None:
+    async def find(self, record: ProcessRecord | None) -> Handle | None:
         pid = await asyncio.to_thread(self._lookup)
         if pid is None:
             return None
@@ -403,7 +207,7 @@ class FoundTarget(Target):
                 pid = int(cfg.pidfile.read_text().strip())
             except (OSError, ValueError):
                 return None
-            return pid if _alive([pid]) else None
+            return pid if alive([pid]) else None
         assert cfg.match is not None
         pattern = re.compile(cfg.match)
         me = os.getpid()
@@ -509,7 +313,7 @@ class SystemdTarget(Target):
                 props[key.strip()] = value.strip()
         return props
 
-    async def find(self, record: dict[str, object] | None) -> Handle | None:
+    async def find(self, record: ProcessRecord | None) -> Handle | None:
         try:
             props = await self.show()
         except LaunchError as exc:

@@ -316,7 +316,7 @@ def test_backoff_jitter_stretches_each_delay_within_its_bound(tmp_path: Path) ->
         backoff_jitter=0.5,
     )
     mp = ManagedProcess(cfg, Supervisor(tmp_path, lambda e: None))
-    got = [mp._next_delay() for _ in range(6)]
+    got = [mp.history.next_delay() for _ in range(6)]
     assert got[0] == 0.0
     for delay, base in zip(got[1:], [1.0, 3.0, 9.0, 20.0, 20.0], strict=True):
         assert base <= delay <= base * 1.5

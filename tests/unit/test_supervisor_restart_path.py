@@ -1,7 +1,7 @@
 """The supervisor's restart path stays short: what ``bench/restart_latency.py`` found.
 
 - An exited process whose group is empty is restarted without scanning the process table
-  (:func:`agent.supervise.targets.group_empty`), and a group with a worker left in it is not empty.
+  (:func:`agent.supervise.tree.group_empty`), and a group with a worker left in it is not empty.
 - A hang after a healthy period (``backoff_reset``) is a first restart, immediate, like an
   exit after one; it used to keep the backoff of an earlier restart.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from agent.config import ProcessConfig
 from agent.supervise.supervisor import Supervisor
-from agent.supervise.targets import ExitInfo, Handle, group_empty
+from agent.supervise.tree import ExitInfo, Handle, group_empty
 from storage.records import Event
 
 

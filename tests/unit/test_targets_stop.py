@@ -1,6 +1,5 @@
-"""How a target is stopped (agent.supervise.targets): the configured stop signal reaches the
-child, and
-the stop waits, bounded, for the tree's GPU memory to be released.
+"""How a target is stopped (agent.supervise.targets, .tree): the configured stop signal reaches
+the child, and the stop waits, bounded, for the tree's GPU memory to be released.
 
 The processes are real children; only NVML's answer (which pids hold GPU memory) is faked, at
 the ``gpu_pids`` callable the agent hands the supervisor: this machine has no GPU.
@@ -23,7 +22,8 @@ import pytest
 
 from agent.config import ProcessConfig
 from agent.supervise.proclogs import ProcessLog
-from agent.supervise.targets import CommandTarget, ExitInfo, Handle, describe_exit, terminate_tree
+from agent.supervise.targets import CommandTarget
+from agent.supervise.tree import ExitInfo, Handle, describe_exit, terminate_tree
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "managed_server.py"
 
