@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -385,3 +386,10 @@ class HostScreen(ActionScreen):
         """``x``: save the agent's HTML report to the home directory."""
         host = self.status.host if self.status is not None else "host"
         self.request_action(OperatorAction("export", host, path=report_path(Path.home(), host)))
+
+
+if TYPE_CHECKING:
+    from tui.screens.nav import HostNavigator
+
+    # mypy checks here that the host screen is what the jump palette looks for.
+    _NAVIGATOR: type[HostNavigator] = HostScreen

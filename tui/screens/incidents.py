@@ -15,11 +15,11 @@ from textual.widgets import DataTable, Footer, Input, Static, Tab, Tabs
 from storage.records import Incident
 from tui.remote.client import AgentClient
 from tui.screens.base import TriageScreen
-from tui.screens.model import IncidentsTable
 from tui.view.actions import OperatorAction
 from tui.view.fmt import clean, safe
 from tui.view.rows import incident_detail, incident_row
 from tui.widgets.filterbar import FilterInput
+from tui.widgets.incidents import IncidentsTable
 
 STATES = ("all", "open", "acknowledged", "resolved")
 

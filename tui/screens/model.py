@@ -23,6 +23,7 @@ from tui.view.actions import OperatorAction
 from tui.view.fmt import clean, format_age, safe
 from tui.view.rows import deployment_row, incident_row, outcomes_text, run_row
 from tui.widgets.charts import LatencyChart
+from tui.widgets.incidents import IncidentsTable
 from tui.widgets.tables import MODEL_STATE_STYLES, KeyedTable
 
 TABS = ("runs", "incidents", "deployments", "info")
@@ -54,21 +55,6 @@ class RunsTable(KeyedTable):
         ("ttft", "ttft ms"),
         ("itl", "itl ms"),
         ("error", "error"),
-    )
-
-
-class IncidentsTable(KeyedTable):
-    """Incidents, newest first."""
-
-    COLUMNS = (
-        ("id", "id"),
-        ("state", "state"),
-        ("severity", "sev"),
-        ("subject", "subject"),
-        ("opened", "age"),
-        ("cause", "cause"),
-        ("by", "by"),
-        ("kind", "kind"),
     )
 
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
 
+from tui.screens.nav import HostNavigator
 from tui.view.fmt import clean
-
-if TYPE_CHECKING:
-    from tui.screens.host import HostScreen
 
 Jump = tuple[str, Callable[[], object], str]
 """(text shown and matched, what to do, a fixed help line)."""
@@ -35,13 +32,15 @@ def highlighted(matcher: Matcher, text: str) -> Content:
 
 
 class JumpProvider(Provider):
-    """The views of the agent whose host screen is nearest the top of the stack."""
+    """The views of the agent whose host screen is nearest the top of the stack.
 
-    def _host(self) -> HostScreen | None:
-        from tui.screens.host import HostScreen
+    The host screen is found by what it does (:class:`HostNavigator`), not by its class: it
+    imports the views that offer this palette.
+    """
 
+    def _host(self) -> HostNavigator | None:
         for screen in reversed(self.app.screen_stack):
-            if isinstance(screen, HostScreen):
+            if isinstance(screen, HostNavigator):
                 return screen
         return None
 
