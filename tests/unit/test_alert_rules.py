@@ -33,7 +33,7 @@ def test_unknown_series_names_the_field() -> None:
 
 
 def test_bad_severity_names_the_field() -> None:
-    errors = fields(series_rule(severity="page-me"))  # type: ignore[arg-type]
+    errors = fields(series_rule(severity="page-me"))
     assert errors["severity"] == "expected 'warning' or 'critical', got 'page-me'"
 
 
