@@ -12,6 +12,7 @@ incidents inside a window are marked planned. Each window's start and end are au
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -46,8 +47,13 @@ class MaintenanceWindow:
             if self.starts_ms is not None and self.starts_ms <= now_ms < self.starts_ms + length:
                 return self.starts_ms, self.starts_ms + length
             return None
-        start = Cron.parse(self.schedule).latest_start(now_ms, zone(self.timezone), length)
+        start = _cron(self.schedule).latest_start(now_ms, zone(self.timezone), length)
         return (start, start + length) if start is not None else None
+
+
+@functools.lru_cache(maxsize=64)
+def _cron(expr: str) -> Cron:
+    return Cron.parse(expr)
 
 
 def validate_window(w: MaintenanceWindow) -> list[RuleError]:
