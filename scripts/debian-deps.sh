@@ -10,7 +10,8 @@ packages=(
   prometheus    # a real Prometheus server scrapes an agent; promtool checks deploy/prometheus
   openssh-server  # the fleet TUI test reaches an agent through a real sshd on loopback
   openssh-client  # ... with the user's own ssh client (ssh, ssh-keygen)
-  openssl       # a throwaway self-signed certificate for the https probe tests
+  openssl       # a throwaway self-signed certificate for the https probe tests (and SMTP TLS)
+  prometheus-alertmanager  # a real Alertmanager receives and resolves the notify channel's alerts
 )
 
 missing=()
