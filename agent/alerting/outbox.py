@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from agent.alerting.channels.base import Channel, SendResult, wall_ms
+from agent.alerting.model import NoticeKind, NotificationRequest
 from agent.alerting.outbox_store import OutboxStore, OutboxUnavailable, request_of
 from agent.alerting.ratelimit import RetryPolicy, TokenBucket
 from storage.outbox import OutboxEntry
@@ -91,6 +92,23 @@ class Sender:
     def wake(self) -> None:
         """Look at the outbox now (new notifications were written)."""
         self._wake.set()
+
+    def add(self, requests: Iterable[NotificationRequest]) -> None:
+        """Write notifications to the outbox and send them once written; never blocks.
+
+        Call from the event loop (the alert notifier's step). The rows are committed by the
+        writer thread first; only then can the sender see them, so nothing is sent unwritten.
+        """
+        batch = list(requests)
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+
+        def written() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the next start sends
+                loop.call_soon_threadsafe(self._wake.set)
+
+        self.store.enqueue_nowait(batch, on_written=written)
 
     async def run_once(self) -> None:
         """One turn: every channel sends what is due now; returns when they are done."""
@@ -262,3 +280,38 @@ class Sender:
             pending.pop(0)
         self._unrecorded.pop(name, None)
         return True
+
+
+def test_notification(channel: str, now_ms: int, host: str) -> NotificationRequest:
+    """What ``vigil notify test CHANNEL`` sends: a test notice with no alert behind it."""
+    return NotificationRequest(
+        channel=channel,
+        notification_id=f"test-{channel}-{now_ms}",
+        dedup_key=f"test-{channel}",
+        kind=NoticeKind.TEST,
+        created_ms=now_ms,
+        title=f"Vigil test notification from {host}",
+        group_labels=(("host", host),),
+    )
+
+
+async def send_test(channel: Channel, host: str) -> SendResult:
+    """Send a test notification straight through ``channel`` (not the outbox) and return the
+    receiver's answer, secrets scrubbed, for ``vigil notify test``."""
+    result = await _send_direct(channel, test_notification(channel.name, channel.clock(), host))
+    return SendResult(
+        result.ok,
+        channel.redact(result.detail),
+        result.retryable,
+        result.retry_after_s,
+        result.status,
+    )
+
+
+async def _send_direct(channel: Channel, request: NotificationRequest) -> SendResult:
+    try:
+        return await asyncio.wait_for(channel.send(request), channel.settings.timeout_s + 5)
+    except TimeoutError:
+        return SendResult.failed(f"no answer in {channel.settings.timeout_s + 5:g}s")
+    except Exception as exc:
+        return SendResult.failed(f"{type(exc).__name__}: {exc}")

@@ -89,10 +89,21 @@ class OutboxStore:
         entries = [entry_for(r) for r in requests]
         return await self._run(lambda conn: sql.enqueue(conn, entries))
 
-    def enqueue_nowait(self, requests: Iterable[NotificationRequest]) -> None:
-        """Queue notifications for writing without waiting (from any thread)."""
+    def enqueue_nowait(
+        self,
+        requests: Iterable[NotificationRequest],
+        on_written: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue notifications for writing without waiting (from any thread); ``on_written``
+        runs on the writer thread once they are committed."""
         entries = [entry_for(r) for r in requests]
-        self.writer.run_task(lambda conn: sql.enqueue(conn, entries))
+
+        def write(conn: sqlite3.Connection) -> None:
+            sql.enqueue(conn, entries)
+            if on_written is not None:
+                on_written()
+
+        self.writer.run_task(write)
 
     async def due(self, channel: str, now_ms: int, limit: int) -> list[OutboxEntry]:
         """Pending rows of one channel whose time has come, oldest first."""

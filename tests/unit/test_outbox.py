@@ -415,3 +415,38 @@ async def test_secrets_stay_out_of_errors_and_reprs(writer: Writer, db: Path) ->
     assert "secrettoken" not in repr(ch.settings) and "s3cret" not in repr(ch.settings)
     assert "secrettoken" not in repr(ch)
     assert ch.redact(f"boom {url}") == "boom <secret>"
+
+
+async def test_add_writes_then_sends_from_the_run_loop(writer: Writer, db: Path) -> None:
+    store = OutboxStore(writer)
+    ch = Scripted([])
+    s = Sender(store, [ch])
+    task = asyncio.create_task(s.run())
+    try:
+        s.add([request(1, created_ms=time.time_ns() // 1_000_000)])
+        for _ in range(200):
+            if ch.sent:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert ch.sent == ["n1-firing"]
+    assert writer.flush()
+    assert rows(db)["n1-firing"].state == DeliveryState.DELIVERED
+
+
+async def test_send_test_reports_the_answer_without_secrets() -> None:
+    from agent.alerting.outbox import send_test
+
+    async with receiver() as r:
+        r.script = [Answer(403, body="invalid_token for /hooks/SECRETPATH")]
+        ch = WebhookChannel(WebhookSettings(name="hook", url=r.url + "/hooks/SECRETPATH"))
+        try:
+            result = await send_test(ch, host="gpu1")
+        finally:
+            await ch.close()
+        body = r.requests[0].json()
+    assert body["kind"] == "test" and body["title"] == "Vigil test notification from gpu1"
+    assert not result.ok and result.status == 403
+    assert "SECRETPATH" not in result.detail

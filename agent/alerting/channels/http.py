@@ -51,6 +51,16 @@ def host_of(url: str) -> str:
         return "?"
 
 
+def url_secrets(url: str) -> tuple[str, ...]:
+    """A secret URL and its path with query: a receiver may echo either back in an error."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return (url,)
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    return (url, tail) if len(tail) > 1 else (url,)
+
+
 class HttpChannel(Channel):
     """A channel that POSTs JSON. Subclasses build the body and may read the answer."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.alerting.channels.base import SendResult
-from agent.alerting.channels.http import HttpChannel, json_bytes
+from agent.alerting.channels.http import HttpChannel, json_bytes, url_secrets
 from agent.alerting.channels.render import (
     alert_line,
     headline,
@@ -73,7 +73,7 @@ class SlackChannel(HttpChannel):
     settings: SlackSettings
 
     def secrets(self) -> tuple[str, ...]:
-        return (self.settings.webhook_url,)
+        return url_secrets(self.settings.webhook_url)
 
     async def send(self, request: NotificationRequest) -> SendResult:
         return await self.post(self.settings.webhook_url, json_bytes(blocks_payload(request)))

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 
 from agent.alerting.channels.base import SendResult
-from agent.alerting.channels.http import HttpChannel, json_bytes
+from agent.alerting.channels.http import HttpChannel, json_bytes, url_secrets
 from agent.alerting.channels.render import document
 from agent.alerting.channels.settings import WebhookSettings
 from agent.alerting.model import NotificationRequest
@@ -56,7 +56,7 @@ class WebhookChannel(HttpChannel):
     settings: WebhookSettings
 
     def secrets(self) -> tuple[str, ...]:
-        return (self.settings.url, self.settings.secret)
+        return (*url_secrets(self.settings.url), self.settings.secret)
 
     async def send(self, request: NotificationRequest) -> SendResult:
         body = json_bytes(document(request))
