@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from storage.records import ProbeRun, Sample, make_labels
+from storage.tomlschema import Invalid, decode
 
 CATEGORIES = (
     "ok",
@@ -124,6 +125,9 @@ class Probe(ABC):
     protocol: ClassVar[str]
     allowed_options: ClassVar[frozenset[str]] = frozenset()
     """Keys this protocol accepts in ``[model.canary]``; anything else is refused at load."""
+    options_schema: ClassVar[type[Any] | None] = None
+    """The protocol's options as a msgspec Struct (:mod:`probes.options`); when set, it is what
+    :meth:`check_options` checks keys, types and bounds against."""
 
     def __init__(self, target: ProbeTarget) -> None:
         self.target = target
@@ -156,6 +160,12 @@ class Probe(ABC):
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Validate ``[model.canary]`` for this protocol; raise OptionError naming the key."""
+        if cls.options_schema is not None:
+            try:
+                decode(dict(options), cls.options_schema)
+            except Invalid as exc:
+                raise OptionError(str(exc.parts[0]) if exc.parts else "", exc.reason) from None
+            return
         for key in options:
             if key not in cls.allowed_options:
                 expected = ", ".join(sorted(cls.allowed_options)) or "no keys"

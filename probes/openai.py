@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 
@@ -51,6 +51,7 @@ from probes.common import (
     parse_json,
     read_body,
 )
+from probes.options import Endpoint
 from probes.streaming import (
     GenerationProbe,
     GenerationRun,
@@ -85,14 +86,13 @@ class OpenAIProbe(GenerationProbe):
     protocol = "openai"
     flags = ("stream", "check_models")
     allowed_options = GENERATION_OPTIONS | {"endpoint", "messages", *flags}
+    own_options: ClassVar[dict[str, Any]] = {"endpoint": Endpoint, "messages": Any}
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Validate keys and value types; raise OptionError naming the key."""
         super().check_options(options)
         endpoint = options.get("endpoint", "chat")
-        if endpoint not in _ENDPOINTS:
-            raise OptionError("endpoint", f'expected "chat" or "completions", got {endpoint!r}')
         if "messages" in options:
             _check_messages(options["messages"])
             if "prompt" in options:

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 import aiohttp
 
@@ -33,9 +33,8 @@ from probes.common import (
     Bounds,
     Deadline,
     RunFailed,
-    check_bool,
-    check_generation_options,
     check_status,
+    check_text_expectations,
     classify_exception,
     elapsed_ms,
     make_run,
@@ -43,6 +42,7 @@ from probes.common import (
     read_body,
     text_mismatch,
 )
+from probes.options import Flag, GenerationOptions, schema_for
 from storage.records import ProbeRun
 
 MAX_LINE_BYTES = 1 << 20
@@ -553,14 +553,19 @@ class GenerationProbe(Probe):
 
     allowed_options = GENERATION_OPTIONS
     flags: tuple[str, ...] = ()
+    own_options: ClassVar[dict[str, Any]] = {}
+    """Options of the subclass's protocol alone, beyond its ``flags`` (name -> type)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = {flag: Flag for flag in cls.flags} | cls.own_options
+        cls.options_schema = schema_for(cls.protocol, GenerationOptions, own)
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Validate keys and value types; raise OptionError naming the key."""
         super().check_options(options)
-        check_generation_options(options)
-        for key in cls.flags:
-            check_bool(options, key)
+        check_text_expectations(options)
 
     def __init__(self, target: ProbeTarget) -> None:
         super().__init__(target)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from probes.base import Probe, now_ms, register
-from probes.common import check_duration, duration_ms, elapsed_ms, make_run, over_bound
+from probes.common import duration_ms, elapsed_ms, make_run, over_bound
+from probes.options import MaxDuration, Options, schema_for
 from storage.records import ProbeRun
 
 
@@ -41,12 +40,7 @@ class TcpProbe(Probe):
 
     protocol = "tcp"
     allowed_options = frozenset({"max_latency"})
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        """Validate keys and value types; raise OptionError naming the key."""
-        super().check_options(options)
-        check_duration(options, "max_latency")
+    options_schema = schema_for("tcp", Options, {"max_latency": MaxDuration})
 
     async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
         """Connect once and close; never raises. ``session`` is unused (no HTTP here)."""

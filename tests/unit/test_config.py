@@ -946,3 +946,35 @@ def test_durations_beyond_a_century_are_refused(extra: str, field: str) -> None:
 def test_a_century_is_still_a_duration() -> None:
     cfg = parse_config('[agent]\nretention_events = "100y"\n', CFG)
     assert cfg.agent.retention_events_s == 100 * 365 * 86400.0
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize(
+    ("protocol", "key"),
+    [
+        ("openai", "temperature"),
+        ("openai", "min_tokens_per_s"),
+        ("ollama", "temperature"),
+        ("tgi", "min_tokens_per_s"),
+        ("onnx", "rtol"),
+        ("onnx", "atol"),
+    ],
+)
+def test_non_finite_canary_numbers_are_refused(protocol: str, key: str, value: str) -> None:
+    url = "file:///m.onnx" if protocol == "onnx" else "http://h/"
+    text = (
+        f'[[model]]\nname = "m"\nprotocol = "{protocol}"\nurl = "{url}"\n\n'
+        f"[model.canary]\n{key} = {value}\n"
+    )
+    check_error(refused(text), field=f"model[0].canary.{key}", line=7, expected="expected")
+    assert value.lstrip("+-") in str(refused(text))
+
+
+@pytest.mark.parametrize("protocol", ["openai", "tcp", "http", "kserve_v2"])
+def test_canary_latency_bounds_beyond_a_century_are_refused(protocol: str) -> None:
+    url = "tcp://h:1" if protocol == "tcp" else "http://h/"
+    text = (
+        f'[[model]]\nname = "m"\nprotocol = "{protocol}"\nurl = "{url}"\n\n'
+        '[model.canary]\nmax_latency = "101y"\n'
+    )
+    check_error(refused(text), field="model[0].canary.max_latency", line=7, expected="got '101y'")
