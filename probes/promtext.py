@@ -21,9 +21,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
+if TYPE_CHECKING:  # prometheus-client's parser loads on the first scrape, not in every agent
+    from prometheus_client.metrics_core import Metric
 
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -60,6 +61,8 @@ def parse_exposition(text: str) -> list[Metric]:
     Raises:
         ExpositionError: naming the first bad line and quoting it.
     """
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         return list(text_string_to_metric_families(text))
     except ValueError as exc:
@@ -67,6 +70,8 @@ def parse_exposition(text: str) -> list[Metric]:
 
 
 def _locate(text: str, exc: ValueError) -> ExpositionError:
+    from prometheus_client.parser import text_string_to_metric_families
+
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

@@ -240,12 +240,18 @@ class _MigrationDatabase:
         """Run one statement on the migration's connection (as ``Database.execute``)."""
         return self.conn.execute(sql) if parameters is None else self.conn.execute(sql, parameters)
 
-    def __getattr__(self, name: str) -> Any:
+    def _database(self) -> Any:
         if self._db is None:
             import sqlite_utils  # deferred: only a migration that asks for more than SQL
 
             self._db = sqlite_utils.Database(self.conn)
-        return getattr(self._db, name)
+        return self._db
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._database(), name)
+
+    def __getitem__(self, table: str) -> Any:
+        return self._database()[table]
 
 
 def migrate(

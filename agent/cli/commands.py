@@ -17,6 +17,7 @@ from types import FrameType
 from agent import __version__
 from agent.cli import audit as audit_cmd
 from agent.cli.api_client import AgentUnreachable, ApiClient, resolve_target
+from agent.cli.extras import missing_extra
 from agent.cli.status_view import render_status
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from storage.records import AgentStatus
@@ -612,6 +613,19 @@ def _until_stopped(command: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vigil`` console script."""
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ModuleNotFoundError as exc:
+        # An install without the extra this command needs (pyproject.toml): say which.
+        command = " ".join(filter(None, (args.command, getattr(args, "agent_command", None))))
+        message = missing_extra(command, exc)
+        if message is None:
+            raise
+        print(f"vigil: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "agent":
         if args.agent_command == "run":
             return _agent_run(args.config)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agent.health.incidents import IncidentBook
-from agent.report import CONTENT_TYPES, DOCUMENT_FORMATS, parse_since, render
+from agent.serve.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from agent.serve.exposition import render as render_metrics
 from agent.serve.metrics import AgentMetrics, ProbeMetrics
 from agent.serve.tokens import Tokens
 from agent.supervise.proclogs import TAIL_MAX_LINES
@@ -29,7 +29,6 @@ from storage import queries
 from storage.db import DB_FILENAME, connect
 from storage.incidents import list_incidents
 from storage.records import AgentStatus, Event, make_labels
-from storage.report import build_report
 from storage.stats import summarize
 from storage.text import printable
 from storage.units import parse_duration
@@ -338,6 +337,11 @@ class Api:
 
     async def report(self, request: web.Request) -> web.Response:
         """The host report (the same code as ``vigil report``), built in a worker thread."""
+        # Deferred: the report code (and its tables and charts) loads on the first export,
+        # not in every agent that never serves one.
+        from agent.report import CONTENT_TYPES, DOCUMENT_FORMATS, parse_since, render
+        from storage.report import build_report
+
         q = request.query
         fmt = q.get("format", "json")
         if fmt not in DOCUMENT_FORMATS:
@@ -388,12 +392,11 @@ class Api:
 def build_app(agent: AgentView, tokens: Tokens) -> web.Application:
     """The aiohttp application for one agent."""
     api = Api(agent)
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(AgentMetrics(agent))
+    collector = AgentMetrics(agent)
 
     async def metrics(request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(generate_latest, registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = await asyncio.to_thread(lambda: render_metrics(collector.collect()))
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     app = web.Application(middlewares=[_auth_middleware(tokens)])
     app.router.add_get("/healthz", api.healthz)

@@ -1,23 +1,26 @@
 """``/metrics``: the agent's live state in Prometheus text format.
 
-A custom prometheus-client collector renders the latest values at scrape time, so nothing is
-kept twice: resource series become gauges named ``vigil_`` + the series name with dots turned
-into underscores (``host.mem.used_bytes`` -> ``vigil_host_mem_used_bytes``), keeping their
-labels.
+:class:`AgentMetrics` renders the latest values at scrape time, so nothing is kept twice:
+resource series become gauges named ``vigil_`` + the series name with dots turned into
+underscores (``host.mem.used_bytes`` -> ``vigil_host_mem_used_bytes``), keeping their labels.
+The text itself is written by :mod:`agent.serve.exposition` (no prometheus-client at run time).
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from agent.health.drift import METRICS as DRIFT_METRICS
+from agent.serve.exposition import (
+    Family,
+    LabelledCounter,
+    LabelledHistogram,
+    add_total,
+    counter,
+    gauge,
+)
 from storage.records import ModelState, ProbeRun
 
 if TYPE_CHECKING:
@@ -58,56 +61,46 @@ class ProbeMetrics:
 
     def __init__(self) -> None:
         labels = ["model"]
-        self.e2e = Histogram(
-            "vigil_probe_e2e_seconds",
-            "Probe request to complete answer",
-            labels,
-            buckets=E2E_BUCKETS,
-            registry=None,
+        self.e2e = LabelledHistogram(
+            "vigil_probe_e2e_seconds", "Probe request to complete answer", labels, E2E_BUCKETS
         )
-        self.ttft = Histogram(
+        self.ttft = LabelledHistogram(
             "vigil_probe_ttft_seconds",
             "Probe request to first generated text (streaming LLM probes)",
             labels,
-            buckets=TTFT_BUCKETS,
-            registry=None,
+            TTFT_BUCKETS,
         )
-        self.itl = Histogram(
+        self.itl = LabelledHistogram(
             "vigil_probe_itl_seconds",
             "Mean inter-token latency of a probe's answer (streaming LLM probes)",
             labels,
-            buckets=ITL_BUCKETS,
-            registry=None,
+            ITL_BUCKETS,
         )
-        self.runs = Counter(
-            "vigil_probe_runs",
-            "Probe runs by outcome category",
-            ["model", "category"],
-            registry=None,
+        self.runs = LabelledCounter(
+            "vigil_probe_runs", "Probe runs by outcome category", ["model", "category"]
         )
 
     def observe(self, run: ProbeRun) -> None:
         """Count one run; its latencies only when it succeeded (failures have none to trust)."""
-        self.runs.labels(run.model, run.category).inc()
+        self.runs.inc(str(run.model), str(run.category))
         if run.category not in ("ok", "slow"):
             return
         if run.e2e_ms is not None:
-            self.e2e.labels(run.model).observe(run.e2e_ms / 1000)
+            self.e2e.observe(str(run.model), value=run.e2e_ms / 1000)
         if run.ttft_ms is not None:
-            self.ttft.labels(run.model).observe(run.ttft_ms / 1000)
+            self.ttft.observe(str(run.model), value=run.ttft_ms / 1000)
         if run.itl_ms is not None:
-            self.itl.labels(run.model).observe(run.itl_ms / 1000)
+            self.itl.observe(str(run.model), value=run.itl_ms / 1000)
 
     def forget(self, model: str) -> None:
         """Drop a model removed from the config, so it stops being exported."""
         for metric in (self.e2e, self.ttft, self.itl):
-            with contextlib.suppress(KeyError):
-                metric.remove(model)
-        for labels in list(self.runs._metrics):  # prometheus-client offers no prefix removal
+            metric.remove(model)
+        for labels in list(self.runs.values):
             if labels[0] == model:
                 self.runs.remove(*labels)
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         """The families, for :class:`AgentMetrics`."""
         for metric in (self.e2e, self.ttft, self.itl, self.runs):
             yield from metric.collect()
@@ -118,16 +111,16 @@ def metric_name(series: str) -> str:
     return "vigil_" + _INVALID.sub("_", series)
 
 
-class AgentMetrics(Collector):
+class AgentMetrics:
     """Collects from the agent's live status on every scrape."""
 
     def __init__(self, agent: AgentView) -> None:
         self.agent = agent
 
-    def collect(self) -> Iterator[Metric]:
-        """Yield every metric family (called by prometheus-client per scrape)."""
+    def collect(self) -> Iterator[Family]:
+        """Yield every metric family (per scrape; :func:`agent.serve.exposition.render`)."""
         status = self.agent.status()
-        families: dict[str, GaugeMetricFamily] = {}
+        families: dict[str, Family] = {}
         # A family has one label set. Where a series has a total without labels beside
         # labelled parts (host.cpu.percent and host.cpu.percent{core}), the parts get a family
         # of their own: vigil_host_cpu_percent_by_core.
@@ -139,44 +132,42 @@ class AgentMetrics(Collector):
                 name += "_by_" + "_".join(keys)
             fam = families.get(name)
             if fam is None:
-                fam = families[name] = GaugeMetricFamily(
-                    name, f"Vigil series {res.name}", labels=keys
-                )
-            fam.add_metric([v for _, v in res.labels], res.value)
+                fam = families[name] = gauge(name, f"Vigil series {res.name}", labels=keys)
+            fam.add([v for _, v in res.labels], res.value)
         yield from families.values()
 
-        up = GaugeMetricFamily(
+        up = gauge(
             "vigil_model_up", "1 if the model's last probe succeeded", labels=["model", "protocol"]
         )
-        state = GaugeMetricFamily(
+        state = gauge(
             "vigil_model_state", "1 for the model's current state", labels=["model", "state"]
         )
-        tps = GaugeMetricFamily(
+        tps = gauge(
             "vigil_probe_tokens_per_second",
             "Output tokens per second of the model's last successful generation probe",
             labels=["model"],
         )
-        last = GaugeMetricFamily(
+        last = gauge(
             "vigil_probe_last_run_timestamp_seconds",
             "When the model was last probed",
             labels=["model"],
         )
-        drift = GaugeMetricFamily(
+        drift = gauge(
             "vigil_model_drift",
             "1 while drift of this kind is detected on the model and not yet cleared",
             labels=["model", "kind"],
         )
         for m in status.models:
-            up.add_metric([m.name, m.protocol], 1.0 if m.state == "up" else 0.0)
+            up.add([m.name, m.protocol], 1.0 if m.state == "up" else 0.0)
             for kind in DRIFT_GROUPS:
-                drift.add_metric([m.name, kind], 1.0 if kind in m.drift else 0.0)
+                drift.add([m.name, kind], 1.0 if kind in m.drift else 0.0)
             for s in MODEL_STATES:
-                state.add_metric([m.name, s], 1.0 if m.state == s else 0.0)
+                state.add([m.name, s], 1.0 if m.state == s else 0.0)
             run = m.last_run
             if run is not None:
-                last.add_metric([m.name], run.ts_ms / 1000)
+                last.add([m.name], run.ts_ms / 1000)
                 if run.ok and run.tokens_per_s is not None:
-                    tps.add_metric([m.name], run.tokens_per_s)
+                    tps.add([m.name], run.tokens_per_s)
         yield up
         yield state
         yield drift
@@ -184,45 +175,43 @@ class AgentMetrics(Collector):
         yield last
         yield from self.agent.probe_metrics.collect()
 
-        incidents = GaugeMetricFamily(
-            "vigil_incidents_open", "Open incidents by severity", labels=["severity"]
-        )
+        incidents = gauge("vigil_incidents_open", "Open incidents by severity", labels=["severity"])
         counts = {"critical": 0, "warning": 0}
         for inc in self.agent.incidents.open_incidents():
             counts[inc.severity] = counts.get(inc.severity, 0) + 1
         for sev, n in sorted(counts.items()):
-            incidents.add_metric([sev], float(n))
+            incidents.add([sev], float(n))
         yield incidents
 
-        pup = GaugeMetricFamily(
+        pup = gauge(
             "vigil_process_up", "1 if the supervised process is running", labels=["process"]
         )
-        restarts = CounterMetricFamily(
+        restarts = counter(
             "vigil_process_restarts", "Restarts by the supervisor", labels=["process"]
         )
-        pstate = GaugeMetricFamily(
+        pstate = gauge(
             "vigil_process_state",
             "1 for the supervised process's current state",
             labels=["process", "state"],
         )
         for p in status.processes:
-            pup.add_metric([p.name], 1.0 if p.state == "running" else 0.0)
-            restarts.add_metric([p.name], float(p.restarts))
+            pup.add([p.name], 1.0 if p.state == "running" else 0.0)
+            add_total(restarts, [p.name], float(p.restarts))
             for s in PROCESS_STATES:
-                pstate.add_metric([p.name, s], 1.0 if p.state == s else 0.0)
+                pstate.add([p.name, s], 1.0 if p.state == s else 0.0)
         yield pup
         yield restarts
         yield pstate
 
-        yield GaugeMetricFamily(
+        yield gauge(
             "vigil_agent_uptime_seconds", "Seconds since the agent started", value=status.uptime_s
         )
-        yield GaugeMetricFamily(
+        yield gauge(
             "vigil_storage_ok",
             "1 while the database accepts writes",
             value=1.0 if status.storage_ok else 0.0,
         )
-        yield GaugeMetricFamily(
+        yield gauge(
             "vigil_gpu_available",
             "1 when NVML found a GPU",
             value=1.0 if status.gpu_available else 0.0,
