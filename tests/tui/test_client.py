@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui.conftest import TOKEN, FakeAgent
+from tests.fakes.agent_api import TOKEN, FakeAgent
 from tui.remote.client import AgentClient, AgentError, discover_local
 
 

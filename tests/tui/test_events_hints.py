@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from textual.widgets import Input, Static
 
+from tests.fakes.triage_agent import TriageAgent
 from tests.tui.test_host_screen import wait_for
 from tests.tui.test_triage_views import count, make_app, ready
-from tests.tui.triage_fake import TriageAgent
 from tui.screens.events import EventsScreen
 
 

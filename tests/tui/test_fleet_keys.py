@@ -13,8 +13,8 @@ from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from tests.tui.conftest import TOKEN
-from tests.tui.fleet_fakes import FleetFake, gpu_status
+from tests.fakes.agent_api import TOKEN
+from tests.fakes.fleet_agents import FleetFake, gpu_status
 from tests.tui.test_fleet_screen import REFRESH_S, all_answered, fakes, fleet, make_app, wait_for
 from tui.app import FleetApp
 from tui.fleet import FleetEntry
@@ -166,7 +166,7 @@ async def test_a_hostile_host_name_shows_literally_in_the_palette(
 @contextmanager
 def agents_in_thread(agents: list[FleetFake]) -> Iterator[list[FleetFake]]:
     """Serve the fakes from a loop of their own: a snapshot runs the app with ``App.run`` in
-    the test's thread (as ``triage_fake.agent_in_thread`` does for one agent)."""
+    the test's thread (as ``triage_agent.agent_in_thread`` does for one agent)."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
 

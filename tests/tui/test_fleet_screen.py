@@ -10,8 +10,8 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from tests.tui.conftest import TOKEN
-from tests.tui.fleet_fakes import FleetFake, gpu_status
+from tests.fakes.agent_api import TOKEN
+from tests.fakes.fleet_agents import FleetFake, gpu_status
 from tui.app import FleetApp
 from tui.fleet import FleetEntry
 from tui.screens.fleet import FleetScreen

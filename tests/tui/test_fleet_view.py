@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from storage.records import AgentStatus, ModelStatus, ProcessStatus
-from tests.tui.conftest import TOKEN, sample_status
-from tests.tui.fleet_fakes import FleetFake, gpu_status, models_json
+from tests.fakes.agent_api import TOKEN, sample_status
+from tests.fakes.fleet_agents import FleetFake, gpu_status, models_json
 from tui.fleet import FleetEntry
 from tui.remote.client import AgentError
 from tui.remote.ssh import SshAddress, parse_remote_output, remote_script

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from storage.records import ModelStatus, ProbeRun
-from tests.tui.conftest import GiB, res, sample_status
+from tests.fakes.agent_api import GiB, res, sample_status
 from tui.view.fmt import bar, clean, format_rate, format_used_total, safe
 from tui.view.hostview import HostView, from_resources
 from tui.widgets.resources import cores_text, disks_text, gpu_text, mem_text, net_text

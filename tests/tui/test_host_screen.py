@@ -14,7 +14,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Sparkline, Static
 
 from storage.records import ModelStatus
-from tests.tui.conftest import TOKEN, FakeAgent, res, sample_status
+from tests.fakes.agent_api import TOKEN, FakeAgent, res, sample_status
 from tui.app import VigilApp
 from tui.remote.client import AgentClient
 from tui.screens.host import HostScreen

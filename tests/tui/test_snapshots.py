@@ -18,8 +18,8 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from storage.records import ModelStatus
+from tests.fakes.triage_agent import READ_TOKEN, TOKEN, TriageAgent, agent_in_thread, fixed_agent
 from tests.tui.test_host_screen import wait_for
-from tests.tui.triage_fake import READ_TOKEN, TOKEN, TriageAgent, agent_in_thread, fixed_agent
 from tui.app import VigilApp
 from tui.remote.client import AgentClient
 from tui.screens.host import HostScreen

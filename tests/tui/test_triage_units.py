@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from storage.records import Event, Incident
-from tests.tui.triage_fake import READ_TOKEN, TOKEN, TriageAgent
+from tests.fakes.triage_agent import READ_TOKEN, TOKEN, TriageAgent
 from tui.remote.apitypes import LatencySummary, ModelDetail
 from tui.remote.client import AgentClient, AgentError, operator_identity
 from tui.screens.model import title_text

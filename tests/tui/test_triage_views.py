@@ -14,8 +14,8 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Log, Static
 
 from storage.records import ModelStatus
+from tests.fakes.triage_agent import READ_TOKEN, TOKEN, TriageAgent
 from tests.tui.test_host_screen import wait_for
-from tests.tui.triage_fake import READ_TOKEN, TOKEN, TriageAgent
 from tui.app import VigilApp
 from tui.remote.client import AgentClient, operator_identity
 from tui.screens.confirm import ConfirmScreen

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from agent.cli.api_client import ApiClient
 from agent.cli.demo import status_block
-from tests.tui.triage_fake import TOKEN, agent_in_thread, fixed_agent
+from tests.fakes.triage_agent import TOKEN, agent_in_thread, fixed_agent
 
 
 def test_the_headless_demo_prints_the_status_table_with_availability_and_latency() -> None:

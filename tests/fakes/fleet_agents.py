@@ -1,5 +1,6 @@
-"""Fake agents for fleet tests: the TUI conftest's fake, plus ``/api/v1/models`` (latency
-percentiles) and ``/api/v1/incidents`` answers, and GPUs in the status."""
+"""Fake agents for fleet tests: the TUI's fake agent (:mod:`tests.fakes.agent_api`), plus
+``/api/v1/models`` (latency percentiles) and ``/api/v1/incidents`` answers, and GPUs in the
+status."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from storage.records import AgentStatus
-from tests.tui.conftest import FakeAgent, GiB, res, sample_status
+from tests.fakes.agent_api import FakeAgent, GiB, res, sample_status
 
 
 def gpu_status(host: str, util: float = 80.0, cpu: float = 23.4) -> AgentStatus:
-    """The conftest's sample status with two GPUs."""
+    """The sample status (:func:`tests.fakes.agent_api.sample_status`) with two GPUs."""
     status = sample_status(host=host, cpu=cpu)
     now = status.now_ms
     gpus = [

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from storage.records import Event, Incident, ProbeRun
-from tests.tui.conftest import TOKEN, FakeAgent, sample_status
+from tests.fakes.agent_api import TOKEN, FakeAgent, sample_status
 
 READ_TOKEN = "s3cret-read-only-token"
 FIXED_NOW_MS = 1_780_000_000_000
