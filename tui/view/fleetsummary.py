@@ -10,9 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-FAILING_PROCESS_STATES = frozenset({"failed", "backoff", "quarantined"})
-"""Process states that make a host ``failing`` (as ``vigil status`` exits 1 on them)."""
-DEGRADED_PROCESS_STATES = frozenset({"starting", "blocked", "exited", "stopping"})
+from storage.records import FAILING_PROCESS_STATES, ModelState, ProcessState
+
+# FAILING_PROCESS_STATES (storage.records) make a host ``failing``, as ``vigil status`` exits 1.
+DEGRADED_PROCESS_STATES = frozenset(
+    {ProcessState.STARTING, ProcessState.BLOCKED, ProcessState.EXITED, ProcessState.STOPPING}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +160,9 @@ def summarize(
     failing: list[str] = []
     degraded: list[str] = []
     for name, state in model_states:
-        if state == "down":
+        if state == ModelState.DOWN:
             failing.append(f"model {name} down")
-        elif state == "degraded":
+        elif state == ModelState.DEGRADED:
             degraded.append(f"model {name} degraded")
     for name, state in process_states:
         if state in FAILING_PROCESS_STATES:
@@ -182,8 +185,8 @@ def summarize(
         host=host,
         health=health,
         reasons=(*failing, *degraded),
-        models_up=sum(1 for _n, state in model_states if state == "up"),
-        models_down=sum(1 for _n, state in model_states if state == "down"),
+        models_up=sum(1 for _n, state in model_states if state == ModelState.UP),
+        models_down=sum(1 for _n, state in model_states if state == ModelState.DOWN),
         models_total=len(model_states),
         ttft_p95_ms=details.ttft_p95_ms,
         e2e_p95_ms=details.e2e_p95_ms,

@@ -13,25 +13,25 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
-from storage.records import AgentStatus, ModelStatus, ProcessStatus
+from storage.records import AgentStatus, ModelState, ModelStatus, ProcessState, ProcessStatus
 from tui.view.fmt import clean, format_bytes, format_duration, format_ms, format_percent, safe
 from tui.view.hostview import HostView, ProcessUsage
 
-MODEL_STATE_STYLES = {
-    "up": "green",
-    "degraded": "yellow",
-    "down": "bold red",
-    "unknown": "dim",
-    "starting": "cyan",
-    "stopped": "dim",
+MODEL_STATE_STYLES: dict[str, str] = {
+    ModelState.UP: "green",
+    ModelState.DEGRADED: "yellow",
+    ModelState.DOWN: "bold red",
+    ModelState.UNKNOWN: "dim",
+    ModelState.STARTING: "cyan",
+    ModelState.STOPPED: "dim",
 }
-PROCESS_STATE_STYLES = {
-    "running": "green",
-    "starting": "yellow",
-    "backoff": "yellow",
-    "exited": "red",
-    "failed": "bold red",
-    "stopped": "dim",
+PROCESS_STATE_STYLES: dict[str, str] = {
+    ProcessState.RUNNING: "green",
+    ProcessState.STARTING: "yellow",
+    ProcessState.BACKOFF: "yellow",
+    ProcessState.EXITED: "red",
+    ProcessState.FAILED: "bold red",
+    ProcessState.STOPPED: "dim",
 }
 
 Row = tuple[str, list[Text]]
