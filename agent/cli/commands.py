@@ -20,7 +20,7 @@ from agent.cli.api_client import AgentUnreachable, ApiClient, resolve_target
 from agent.cli.extras import missing_extra
 from agent.cli.status_view import render_status
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from storage.records import AgentStatus
+from storage.records import FAILING_PROCESS_STATES, AgentStatus
 from storage.text import printable
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -276,7 +276,7 @@ def _has_failure(status: AgentStatus) -> bool:
     return (
         any(m.state == "down" for m in status.models)
         # quarantined too: a crash loop given up on until an operator acts is a failure.
-        or any(p.state in ("failed", "backoff", "quarantined") for p in status.processes)
+        or any(p.state in FAILING_PROCESS_STATES for p in status.processes)
         or not status.storage_ok
     )
 

@@ -8,7 +8,7 @@ from agent._rooms import lazy_exports
 
 _EXPORTS = {
     "build_app": "api",
-    "AgentView": "api",
+    "AgentView": "view",
     "ProbeMetrics": "metrics",
     "Tokens": "tokens",
     "load_or_create": "tokens",

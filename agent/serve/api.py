@@ -12,24 +12,22 @@ import json
 import math
 import sqlite3
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from agent.health.incidents import IncidentBook
 from agent.serve.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.serve.exposition import render as render_metrics
-from agent.serve.metrics import AgentMetrics, ProbeMetrics
+from agent.serve.metrics import AgentMetrics
 from agent.serve.tokens import Tokens
+from agent.serve.view import AgentView, model_stats
 from agent.supervise.proclogs import TAIL_MAX_LINES
-from agent.supervise.supervisor import ActionError, Supervisor
+from agent.supervise.supervisor import ActionError
 from probes.base import now_ms
 from storage import queries
 from storage.db import DB_FILENAME, connect
 from storage.incidents import list_incidents
-from storage.records import AgentStatus, Event, make_labels
-from storage.stats import summarize
+from storage.records import Event, make_labels
 from storage.text import printable
 from storage.units import parse_duration
 
@@ -38,42 +36,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_POINTS = 2000
 """A range query without a step returns at most about this many points (auto-downsampled)."""
-
-
-class AgentView(Protocol):
-    """What the API needs from the agent (kept narrow so tests can serve a stand-in)."""
-
-    data_dir: Path
-    incidents: IncidentBook
-    supervisor: Supervisor
-    probe_metrics: ProbeMetrics
-
-    def status(self) -> AgentStatus: ...
-
-    def model_info(self) -> dict[str, dict[str, Any]]: ...
-
-    def emit(self, event: Event) -> None: ...
-
-    async def probe_models(self, names: list[str]) -> None: ...
-
-
-WINDOWS_MS = {"5m": 300_000, "1h": 3_600_000}
-"""Latency percentiles are reported over these windows."""
-
-
-def model_stats(conn: sqlite3.Connection, model: str, now: int) -> dict[str, Any]:
-    """Latency percentiles per window, outcome counts and availability over the last hour."""
-    latency = {}
-    for label, width in WINDOWS_MS.items():
-        values = queries.probe_latencies(conn, model, now - width)
-        latency[label] = {col: summarize(vals) for col, vals in values.items()}
-    outcomes = queries.probe_outcomes(conn, model, now - WINDOWS_MS["1h"])
-    total = sum(outcomes.values())
-    return {
-        "latency": latency,
-        "outcomes_1h": outcomes,
-        "availability_1h": (outcomes.get("ok", 0) / total) if total else None,
-    }
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from agent.health.drift import METRICS as DRIFT_METRICS
 from agent.serve.exposition import (
@@ -21,27 +20,15 @@ from agent.serve.exposition import (
     counter,
     gauge,
 )
-from storage.records import ModelState, ProbeRun
-
-if TYPE_CHECKING:
-    from agent.serve.api import AgentView
+from agent.serve.view import AgentView
+from storage.records import ModelState, ProbeRun, ProcessState
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 MODEL_STATES = tuple(str(s) for s in ModelState)
 DRIFT_GROUPS = tuple(dict.fromkeys(group for _, group, _ in DRIFT_METRICS))
 """Drift kinds with a lasting state; output drift is a one-off event, counted in reports."""
-PROCESS_STATES = (
-    "starting",
-    "running",
-    "backoff",
-    "blocked",
-    "stopping",
-    "quarantined",
-    "stopped",
-    "exited",
-    "failed",
-)
+PROCESS_STATES = tuple(str(s) for s in ProcessState)
 
 # Bucket bounds in seconds, spanning what a canary sees from a small CPU model (ms) to a large
 # LLM under load (tens of seconds).
@@ -195,7 +182,7 @@ class AgentMetrics:
             labels=["process", "state"],
         )
         for p in status.processes:
-            pup.add([p.name], 1.0 if p.state == "running" else 0.0)
+            pup.add([p.name], 1.0 if p.state == ProcessState.RUNNING else 0.0)
             add_total(restarts, [p.name], float(p.restarts))
             for s in PROCESS_STATES:
                 pstate.add([p.name, s], 1.0 if p.state == s else 0.0)
