@@ -115,10 +115,12 @@ async def test_values_refresh_live_and_feed_the_sparkline(fake_agent: FakeAgent)
         spark = app.screen.query_one("#cpu-spark", Sparkline)
         assert spark.data is not None
         assert 77.7 in spark.data
-        # The five points of the pre-filled minute came from /api/v1/series.
-        assert fake_agent.hits["/api/v1/series"] == 1
+        # The five points of the pre-filled minute came from /api/v1/series (its worker runs
+        # beside the status fetches: wait for its answer, not for the status's).
         screen = app.screen
         assert isinstance(screen, HostScreen)
+        await wait_for(pilot, lambda: screen.history_done)
+        assert fake_agent.hits["/api/v1/series"] == 1
         assert len(screen.cpu_history) <= 60
 
 
