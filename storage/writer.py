@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage.audit import GENESIS, canonical, chain_hash
@@ -40,6 +40,18 @@ Record = Sample | ProbeRun | Event
 
 
 @dataclass
+@dataclass
+class _LoopState:
+    """The writer thread's loop: records waiting for a commit, flushes waiting for an answer,
+    when the records are due, when a failing commit may be retried, and whether to stop."""
+
+    pending: list[Record] = field(default_factory=list)
+    markers: list[_FlushMarker] = field(default_factory=list)
+    deadline: float | None = None
+    retry_at: float = 0.0
+    stopping: bool = False
+
+
 class WriterStats:
     """Counters for the agent's own metrics and for tests."""
 
@@ -207,94 +219,88 @@ class Writer:
             self._opened.set()
             return
         self._opened.set()
-        pending: list[Record] = []
-        markers: list[_FlushMarker] = []
-        deadline: float | None = None
-        retry_at = 0.0
-        stopping = False
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        st = _LoopState()
+        while not st.stopping:
+            timeout = None if st.deadline is None else max(0.0, st.deadline - time.monotonic())
             try:
-                item = self._queue.get(timeout=timeout)
+                self._take(st, self._queue.get(timeout=timeout), first=True)
             except queue.Empty:
-                item = None
-            if item is _STOP:
-                stopping = True
-            elif isinstance(item, _FlushMarker):
-                markers.append(item)
-            elif isinstance(item, _Task):
-                pending = self._settle(pending, markers)
-                self._run_task(item)
-            elif isinstance(item, _Records):
-                pending.extend(item.records)
-                if item.urgent:
-                    # Audit events are rare and matter: commit them now, not a second later,
-                    # so an action's record is durable and visible as soon as it happened.
-                    deadline = time.monotonic()
-                elif deadline is None:
-                    deadline = time.monotonic() + self.flush_interval_s
+                pass
             # Drain whatever else is already queued so one commit carries it.
-            while len(pending) < self.batch_size and not stopping:
+            while len(st.pending) < self.batch_size and not st.stopping:
                 try:
-                    more = self._queue.get_nowait()
+                    self._take(st, self._queue.get_nowait(), first=False)
                 except queue.Empty:
                     break
-                if more is _STOP:
-                    stopping = True
-                elif isinstance(more, _FlushMarker):
-                    markers.append(more)
-                elif isinstance(more, _Task):
-                    # A task is no record: run it in order, after what was queued before it.
-                    pending = self._settle(pending, markers)
-                    self._run_task(more)
-                elif isinstance(more, _Records):
-                    pending.extend(more.records)
-                    if more.urgent:
-                        deadline = time.monotonic()
-            if not pending:
-                deadline = None
-            elif deadline is None:
-                # Records drained after a task or a flush marker still need their time limit.
-                deadline = time.monotonic() + self.flush_interval_s
-            everything = bool(
-                markers or stopping or (deadline is not None and time.monotonic() >= deadline)
-            )
-            due = everything or len(pending) >= self.batch_size
-            # Back off only while failing: a commit that succeeded elsewhere (before a task)
-            # ends the backoff, or a flush marker could wait for a retry that never comes.
-            if due and (pending or markers) and (self.healthy or time.monotonic() >= retry_at):
-                if everything:
-                    ok = self._commit(pending) if pending else self.healthy
-                    rest: list[Record] = []
-                else:
-                    # Full batches only; the remainder waits for its time limit.
-                    ok = True
-                    while ok and len(pending) >= self.batch_size:
-                        ok = self._commit(pending[: self.batch_size])
-                        if ok:
-                            pending = pending[self.batch_size :]
-                    rest = pending
-                if ok:
-                    pending = rest
-                    retry_at = 0.0
-                else:
-                    pending = self._bound(pending)
-                    retry_at = time.monotonic() + min(5.0, self.flush_interval_s * 2)
-                for m in markers:
-                    m.ok = ok
-                    m.done.set()
-                markers = []
-                deadline = (time.monotonic() + self.flush_interval_s) if pending else None
-            elif pending and deadline is not None and time.monotonic() >= deadline:
-                deadline = retry_at
-            if stopping:
-                if pending:
-                    self._commit(pending)
-                for m in markers:
-                    m.done.set()
-                break
+            self._step(st)
+        if st.pending:
+            self._commit(st.pending)
+        for m in st.markers:
+            m.done.set()
         if self._conn is not None:
             self._conn.close()
+
+    def _take(self, st: _LoopState, item: object, *, first: bool) -> None:
+        """One queued item into the loop's state."""
+        if item is _STOP:
+            st.stopping = True
+        elif isinstance(item, _FlushMarker):
+            st.markers.append(item)
+        elif isinstance(item, _Task):
+            # A task is no record: run it in order, after what was queued before it.
+            st.pending = self._settle(st.pending, st.markers)
+            self._run_task(item)
+        elif isinstance(item, _Records):
+            st.pending.extend(item.records)
+            if item.urgent:
+                # Audit events are rare and matter: commit them now, not a second later,
+                # so an action's record is durable and visible as soon as it happened.
+                st.deadline = time.monotonic()
+            elif first and st.deadline is None:
+                st.deadline = time.monotonic() + self.flush_interval_s
+
+    def _step(self, st: _LoopState) -> None:
+        """Commit what is due: everything (a flush, a stop, the time limit) or full batches."""
+        if not st.pending:
+            st.deadline = None
+        elif st.deadline is None:
+            # Records drained after a task or a flush marker still need their time limit.
+            st.deadline = time.monotonic() + self.flush_interval_s
+        everything = bool(
+            st.markers
+            or st.stopping
+            or (st.deadline is not None and time.monotonic() >= st.deadline)
+        )
+        due = everything or len(st.pending) >= self.batch_size
+        # Back off only while failing: a commit that succeeded elsewhere (before a task)
+        # ends the backoff, or a flush marker could wait for a retry that never comes.
+        if due and (st.pending or st.markers) and (self.healthy or time.monotonic() >= st.retry_at):
+            ok, rest = self._commit_due(st.pending, everything=everything)
+            if ok:
+                st.pending = rest
+                st.retry_at = 0.0
+            else:
+                st.pending = self._bound(rest)
+                st.retry_at = time.monotonic() + min(5.0, self.flush_interval_s * 2)
+            for m in st.markers:
+                m.ok = ok
+                m.done.set()
+            st.markers = []
+            st.deadline = (time.monotonic() + self.flush_interval_s) if st.pending else None
+        elif st.pending and st.deadline is not None and time.monotonic() >= st.deadline:
+            st.deadline = st.retry_at
+
+    def _commit_due(self, pending: list[Record], *, everything: bool) -> tuple[bool, list[Record]]:
+        """Commit all of ``pending``, or only its full batches; (ok, what is left)."""
+        if everything:
+            ok = self._commit(pending) if pending else self.healthy
+            return ok, ([] if ok else pending)
+        # Full batches only; the remainder waits for its time limit.
+        while len(pending) >= self.batch_size:
+            if not self._commit(pending[: self.batch_size]):
+                return False, pending
+            pending = pending[self.batch_size :]
+        return True, pending
 
     def _settle(self, pending: list[Record], markers: list[_FlushMarker]) -> list[Record]:
         """Before a task: commit what was queued before it and answer the flushes waiting for
