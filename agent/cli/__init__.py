@@ -5,7 +5,7 @@ from agent._rooms import lazy_exports
 
 _EXPORTS = {
     "main": "commands",
-    "build_parser": "commands",
+    "build_parser": "parser",
     "ApiClient": "api_client",
     "render_status": "status_view",
 }

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import commands as cli
+from agent.cli import stopping
 from agent.cli.api_client import AgentUnreachable, ApiClient, resolve_target
 from tests.helpers import child_env
 
@@ -101,16 +102,16 @@ def main_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers can only be set from the main thread")
     # SIGHUP sends what is left for the terminal to /dev/null: not pytest's own, with -s.
-    monkeypatch.setattr(cli, "_detach", lambda fds: None)
-    before = {s: signal.getsignal(s) for s in (*cli.STOP_SIGNALS, signal.SIGINT)}
+    monkeypatch.setattr(stopping, "_detach", lambda fds: None)
+    before = {s: signal.getsignal(s) for s in (*stopping.STOP_SIGNALS, signal.SIGINT)}
     yield
     assert {s: signal.getsignal(s) for s in before} == before, "handlers not restored"
 
 
 @pytest.mark.usefixtures("main_thread")
-@pytest.mark.parametrize("sig", cli.STOP_SIGNALS)
+@pytest.mark.parametrize("sig", stopping.STOP_SIGNALS)
 def test_a_stop_signal_interrupts_like_ctrl_c(sig: int) -> None:
-    with cli.stop_signals_interrupt() as stop, pytest.raises(KeyboardInterrupt):
+    with stopping.stop_signals_interrupt() as stop, pytest.raises(KeyboardInterrupt):
         signal_self(sig)
         pytest.fail("the signal did not interrupt")
     assert stop.received == [sig]
@@ -129,7 +130,7 @@ def test_a_stop_signal_cancels_an_event_loop_gracefully() -> None:
         finally:
             cleaned.append("shut down")
 
-    with cli.stop_signals_interrupt() as stop, pytest.raises(KeyboardInterrupt):
+    with stopping.stop_signals_interrupt() as stop, pytest.raises(KeyboardInterrupt):
         asyncio.run(app())
     assert stop.received == [signal.SIGHUP]
     assert cleaned == ["shut down"]
@@ -138,7 +139,7 @@ def test_a_stop_signal_cancels_an_event_loop_gracefully() -> None:
 @pytest.mark.usefixtures("main_thread")
 def test_later_stop_signals_do_not_interrupt_the_cleanup() -> None:
     # A closed terminal sends SIGHUP more than once, often with a SIGTERM after it.
-    with cli.stop_signals_interrupt() as stop:
+    with stopping.stop_signals_interrupt() as stop:
         with pytest.raises(KeyboardInterrupt):
             signal_self(signal.SIGHUP)
         signal_self(signal.SIGHUP)
@@ -148,8 +149,8 @@ def test_later_stop_signals_do_not_interrupt_the_cleanup() -> None:
 
 HUNG = """
 import os, signal, sys, threading
-from agent.cli import commands as cli
-with cli.stop_signals_interrupt(grace_s=0.2) as stop:
+from agent.cli import stopping
+with stopping.stop_signals_interrupt(grace_s=0.2) as stop:
     stop.on_forced_exit(lambda: open(sys.argv[1], "w").write("cleaned"))
     try:
         os.kill(os.getpid(), signal.SIGTERM)

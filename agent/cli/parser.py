@@ -1,0 +1,192 @@
+"""``vigil``'s command tree: every command, its options and its help (docs/cli.md lists them,
+and a test checks the two against each other)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agent import __version__
+from agent.cli import audit as audit_cmd
+from agent.cli.exits import EXIT_USAGE
+from agent.config import DEFAULT_CONFIG_PATH
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_target_args(p: argparse.ArgumentParser, *, ssh: bool = False) -> None:
+    url_help = "agent API URL (default: the local agent, found through its data dir)"
+    if ssh:
+        url_help += (
+            "; also ssh://[user@]host[:port][/data/dir]: the agent reached through your own ssh"
+        )
+    p.add_argument("--url", help=url_help)
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        help="file holding the bearer token (default: the data dir's api-token, or $VIGIL_TOKEN)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help=f"agent config, to find the data dir (default: {DEFAULT_CONFIG_PATH} if it exists)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (documented in docs/cli.md, which the tests check against it)."""
+    parser = _Parser(prog="vigil", description="Vigil keeps watch over ML inference hosts.")
+    parser.add_argument("--version", action="version", version=f"vigil {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _agent_parsers(sub)
+    _view_parsers(sub)
+    _process_parsers(sub)
+    audit = sub.add_parser("audit", help="the tamper-evident audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    audit_cmd.add_parsers(audit_sub)
+    _report_parser(sub)
+    _probe_parsers(sub)
+    return parser
+
+
+def _agent_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    agent = sub.add_parser("agent", help="run or manage the agent daemon")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True, parser_class=_Parser)
+    run = agent_sub.add_parser("run", help="run the agent in the foreground")
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"config file (default: {DEFAULT_CONFIG_PATH})",
+    )
+    check = agent_sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"config file (default: {DEFAULT_CONFIG_PATH})",
+    )
+    svc = agent_sub.add_parser(
+        "install-service", help="write a hardened systemd unit for the agent and its data dir"
+    )
+    svc.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"config file the service runs (must be valid; default: {DEFAULT_CONFIG_PATH})",
+    )
+    svc.add_argument("--user", help="run the agent as this user (default: root)")
+    svc.add_argument(
+        "--read-write",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="another path the agent and its model servers may write (repeatable)",
+    )
+    svc.add_argument(
+        "--unit-dir",
+        type=Path,
+        default=Path("/etc/systemd/system"),
+        help="where to write vigil-agent.service (default: /etc/systemd/system)",
+    )
+    svc.add_argument("--dry-run", action="store_true", help="print the unit; change nothing")
+
+
+def _view_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    status = sub.add_parser("status", help="show an agent's host, models and processes")
+    _add_target_args(status)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    tui = sub.add_parser("tui", help="open the terminal UI on an agent")
+    _add_target_args(tui, ssh=True)
+    tui.add_argument("--refresh", type=float, default=1.0, help="seconds between refreshes")
+    tui.add_argument(
+        "--fleet",
+        type=Path,
+        metavar="FILE",
+        help="watch many agents listed in a fleet file (TOML; its agents may be http(s):// or "
+        "ssh:// addresses); not with --url or --token-file",
+    )
+
+    demo = sub.add_parser("demo", help="run an agent on a bundled demo model, with the TUI")
+    demo.add_argument(
+        "--no-tui", action="store_true", help="print status lines instead of opening the TUI"
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, help="with --no-tui: stop after this many seconds"
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+
+
+def _process_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    proc = sub.add_parser("process", help="act on a supervised process, or read its log")
+    proc_sub = proc.add_subparsers(dest="process_command", required=True, parser_class=_Parser)
+    for action, text in (
+        ("start", "start a stopped, exited or quarantined process"),
+        ("stop", "stop a process (its whole tree); it stays stopped until started"),
+        ("restart", "stop and start a process now"),
+        ("release", "release a quarantined process and start it again"),
+    ):
+        a = proc_sub.add_parser(action, help=text)
+        a.add_argument("name", help="the [[process]] name")
+        _add_target_args(a)
+    logs = proc_sub.add_parser("logs", help="print the last lines of a process's output")
+    logs.add_argument("name", help="the [[process]] name")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
+    _add_target_args(logs)
+
+
+def _report_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    report = sub.add_parser(
+        "report", help="a host report from the local database (HTML, Markdown, JSON or CSV)"
+    )
+    report.add_argument(
+        "--since", default="7d", help="the window, up to now: 24h, 7d, 30d... (default 7d)"
+    )
+    report.add_argument(
+        "--format",
+        choices=("html", "md", "json", "csv"),
+        default=None,
+        help="default: from -o's suffix (.html, .md, .json), else md",
+    )
+    report.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="file to write (for csv: a directory, one file per table); default: stdout",
+    )
+    source = report.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config", type=Path, default=None, help="agent config: its data dir, host and models"
+    )
+    source.add_argument("--db", type=Path, default=None, help="the database file itself")
+
+
+def _probe_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    probe = sub.add_parser("probe", help="tools for model probes")
+    probe_sub = probe.add_subparsers(dest="probe_command", required=True, parser_class=_Parser)
+    golden = probe_sub.add_parser(
+        "record-golden",
+        help="run an ONNX model once and write its inputs and outputs as a golden file",
+    )
+    golden.add_argument("--model", type=Path, required=True, help="the .onnx model file")
+    golden.add_argument(
+        "--inputs",
+        type=Path,
+        help="JSON file of {input name: nested list}, or an older golden file to reuse its "
+        "inputs (default: generated from the model's signature)",
+    )
+    golden.add_argument("-o", "--output", type=Path, required=True, help="golden JSON to write")
+    golden.add_argument(
+        "--max-memory-mb", type=int, default=2048, help="the worker's memory cap (default 2048)"
+    )
+    golden.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to load and run (default 120)"
+    )
