@@ -222,10 +222,8 @@ class Writer:
         st = _LoopState()
         while not st.stopping:
             timeout = None if st.deadline is None else max(0.0, st.deadline - time.monotonic())
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._take(st, self._queue.get(timeout=timeout), first=True)
-            except queue.Empty:
-                pass
             # Drain whatever else is already queued so one commit carries it.
             while len(st.pending) < self.batch_size and not st.stopping:
                 try:

@@ -18,47 +18,16 @@ def report_command(args: argparse.Namespace) -> int:
     import time
 
     from agent import report as reports
-    from agent.config import default_data_dir
-    from storage.db import DB_FILENAME
 
     try:
         span_ms = reports.parse_since(args.since)
+        fmt = _format_of(args)
+        db, host, models = _source_of(args)
+    except _Usage as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ValueError as exc:
         print(f"vigil: --since: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    fmt = args.format
-    if fmt is None:
-        fmt = "md" if args.output is None else _SUFFIX_FORMATS.get(args.output.suffix.lower())
-        if fmt is None:
-            print(
-                f"vigil: -o {args.output}: cannot tell the format from the suffix; "
-                "pass --format html, md, json or csv",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-    if fmt == "csv" and args.output is None:
-        print("vigil: --format csv writes one file per table: pass -o DIR", file=sys.stderr)
-        return EXIT_USAGE
-    db: Path | None = args.db
-    host: str | None = None
-    models: list[str] | None = None
-    if db is None:
-        config_path = args.config
-        if config_path is None and DEFAULT_CONFIG_PATH.exists():
-            config_path = DEFAULT_CONFIG_PATH
-        try:
-            if config_path is not None:
-                config = load_config(config_path)
-                db = config.agent.data_dir / DB_FILENAME
-                host = config.agent.host
-                models = [m.name for m in config.models]
-            else:
-                db = default_data_dir() / DB_FILENAME
-        except ConfigError as exc:
-            print(f"vigil: config refused: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    if not db.is_file():
-        print(f"vigil: no database at {db} (pass --db or --config)", file=sys.stderr)
         return EXIT_USAGE
     now = time.time_ns() // 1_000_000
     try:
@@ -89,3 +58,49 @@ def report_command(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     return EXIT_OK
+
+
+class _Usage(Exception):
+    """A usage error, said as it is (exit 2)."""
+
+
+def _format_of(args: argparse.Namespace) -> str:
+    """``--format``, else from ``-o``'s suffix, else Markdown."""
+    fmt: str | None = args.format
+    if fmt is None:
+        fmt = "md" if args.output is None else _SUFFIX_FORMATS.get(args.output.suffix.lower())
+        if fmt is None:
+            raise _Usage(
+                f"-o {args.output}: cannot tell the format from the suffix; "
+                "pass --format html, md, json or csv"
+            )
+    if fmt == "csv" and args.output is None:
+        raise _Usage("--format csv writes one file per table: pass -o DIR")
+    return fmt
+
+
+def _source_of(args: argparse.Namespace) -> tuple[Path, str | None, list[str] | None]:
+    """The database to read, with the host name and models a config names (if one does)."""
+    from agent.config import default_data_dir
+    from storage.db import DB_FILENAME
+
+    db: Path | None = args.db
+    host: str | None = None
+    models: list[str] | None = None
+    if db is None:
+        config_path = args.config
+        if config_path is None and DEFAULT_CONFIG_PATH.exists():
+            config_path = DEFAULT_CONFIG_PATH
+        try:
+            if config_path is not None:
+                config = load_config(config_path)
+                db = config.agent.data_dir / DB_FILENAME
+                host = config.agent.host
+                models = [m.name for m in config.models]
+            else:
+                db = default_data_dir() / DB_FILENAME
+        except ConfigError as exc:
+            raise _Usage(f"config refused: {exc}") from None
+    if not db.is_file():
+        raise _Usage(f"no database at {db} (pass --db or --config)")
+    return db, host, models
