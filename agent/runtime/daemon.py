@@ -17,9 +17,7 @@ import logging
 import os
 import random
 import signal
-import sqlite3
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,10 +25,17 @@ import aiohttp
 from aiohttp import web
 
 from agent import __version__
-from agent.config import Config, ConfigError, load_config
-from agent.health.drift import ANSWERED
+from agent.config import Config, ConfigError
 from agent.health.incidents import IncidentBook
 from agent.health.monitor import ModelMonitor, samples_for
+from agent.runtime.housekeeping import Retention
+from agent.runtime.reloading import (
+    read_for_reload,
+    refused_event,
+    reloaded_event,
+    restart_needed,
+    stored_runs,
+)
 from agent.runtime.schedule import Scheduler
 from agent.runtime.sdnotify import Notifier
 from agent.runtime.watch import ConfigWatcher
@@ -44,9 +49,7 @@ from probes.gpu import GpuCollector
 from probes.host import HostCollector
 from probes.process import ProcessCollector
 from storage.db import DB_FILENAME, connect
-from storage.queries import recent_probe_runs
-from storage.records import AgentStatus, Event, Labels, ProbeRun, ResourceValue, Sample
-from storage.retention import RetentionPolicy, RetentionResult, retention_steps
+from storage.records import AgentStatus, Event, Labels, ResourceValue, Sample
 from storage.writer import Writer
 
 log = logging.getLogger("vigil.agent")
@@ -93,7 +96,7 @@ class Agent:
         self.notifier = Notifier(unset=True)
         self.probe_metrics = ProbeMetrics()
         self._watchdog: asyncio.Task[None] | None = None
-        self._retention_running = False
+        self.housekeeping = Retention(self.writer)
 
     # --- events and state --------------------------------------------------------------
 
@@ -214,35 +217,7 @@ class Agent:
 
     async def retention(self) -> None:
         """Queue a retention pass on the writer thread, in small steps between its batches."""
-        if self._retention_running:
-            return  # a long first pass (a backlog) is still going: never run two at once
-        a = self.config.agent
-        policy = RetentionPolicy(
-            raw_ms=int(a.retention_s * 1000),
-            rollup_1m_ms=int(a.retention_1m_s * 1000),
-            rollup_1h_ms=int(a.retention_1h_s * 1000),
-            events_ms=None if a.retention_events_s is None else int(a.retention_events_s * 1000),
-        )
-        now = now_ms()
-        result = RetentionResult()
-        started = time.monotonic()
-
-        def steps(conn: sqlite3.Connection) -> Iterator[None]:
-            return retention_steps(conn, now, policy, result)
-
-        def done() -> None:
-            self._retention_running = False
-            if result.deleted:
-                log.info(
-                    "retention purged %s steps=%d max_step_ms=%.1f total_s=%.2f",
-                    " ".join(f"{k}={v}" for k, v in sorted(result.deleted.items())),
-                    result.steps,
-                    result.max_step_s * 1000,
-                    time.monotonic() - started,
-                )
-
-        self._retention_running = True
-        self.writer.run_steps(steps, on_done=done)
+        self.housekeeping.run(self.config.agent)
 
     # --- config ------------------------------------------------------------------------
 
@@ -298,7 +273,9 @@ class Agent:
         self.monitors = monitors
         if seed_drift:
             # Read in a thread, replayed here on the loop: the windows are the loop's alone.
-            stored = await asyncio.to_thread(self._stored_runs, list(monitors.values()))
+            stored = await asyncio.to_thread(
+                stored_runs, self.data_dir / DB_FILENAME, list(monitors.values())
+            )
             for name, runs in stored.items():
                 monitors[name].drift.seed(reversed(runs))
         links: dict[str, list[str]] = {}
@@ -314,43 +291,16 @@ class Agent:
         if path is None:
             return False
         try:
-            new = load_config(path)
-            if path.stat().st_size == 0:
-                # An empty file is a valid config (all defaults) at start-up, but on a reload it
-                # is far more often a write caught halfway, and applying it would stop every
-                # model server: refuse it.
-                raise ConfigError(
-                    path,
-                    "the file is empty; refusing to reload to an empty "
-                    "config (write config files atomically: temp + mv)",
-                )
+            new = read_for_reload(path)
         except ConfigError as exc:
             log.error("config reload refused reason=%s error=%r", reason, str(exc))
-            self.emit(
-                Event(
-                    ts_ms=now_ms(),
-                    kind="config.reload_refused",
-                    subject="agent",
-                    message=str(exc),
-                    data={
-                        "path": str(path),
-                        "field": exc.field,
-                        "line": exc.line,
-                        "reason": exc.reason,
-                        "trigger": reason,
-                    },
-                )
-            )
+            self.emit(refused_event(path, exc, reason))
             return False
         if new == self.config:
             # Said, not recorded: a file watcher firing on a touch is no event worth keeping.
             log.info("config unchanged reason=%s", reason)
             return True
-        ignored = [
-            k
-            for k in ("data_dir", "listen_host", "listen_port")
-            if getattr(new.agent, k) != getattr(self.config.agent, k)
-        ]
+        ignored = restart_needed(self.config, new)
         if ignored:
             log.warning("config change needs a restart to take effect fields=%s", ",".join(ignored))
         await self.apply(new)
@@ -360,20 +310,7 @@ class Agent:
             len(new.models),
             len(new.processes),
         )
-        self.emit(
-            Event(
-                ts_ms=now_ms(),
-                kind="config.reloaded",
-                subject="agent",
-                message=f"config reloaded ({reason})",
-                data={
-                    "path": str(path),
-                    "trigger": reason,
-                    "restart_needed_for": ignored,
-                    "models": [m.name for m in new.models],
-                },
-            )
-        )
+        self.emit(reloaded_event(path, new, reason, ignored))
         return True
 
     def _load_state(self) -> None:
@@ -382,27 +319,6 @@ class Agent:
             self.incidents.load(conn)
         finally:
             conn.close()
-
-    def _stored_runs(self, monitors: list[ModelMonitor]) -> dict[str, list[ProbeRun]]:
-        """Each model's last answered runs, newest first, enough to fill its drift windows;
-        without storage the windows simply start empty."""
-        out: dict[str, list[ProbeRun]] = {}
-        try:
-            conn = connect(self.data_dir / DB_FILENAME, readonly=True)
-        except (sqlite3.Error, OSError) as exc:
-            log.warning("drift baselines not restored error=%s", exc)
-            return out
-        try:
-            for mon in monitors:
-                d = mon.config.drift
-                out[mon.config.name] = recent_probe_runs(
-                    conn, mon.config.name, limit=d.window + d.baseline, categories=ANSWERED
-                )
-        except sqlite3.Error as exc:
-            log.warning("drift baselines not restored error=%s", exc)
-        finally:
-            conn.close()
-        return out
 
     def request_reload(self, trigger: str = "signal") -> None:
         """Ask the main loop to reload: SIGHUP (``signal``) or the file watcher

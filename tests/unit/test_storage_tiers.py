@@ -762,7 +762,7 @@ async def test_the_agents_retention_job_applies_each_horizon(tmp_path: Path) -> 
         assert agent.writer.flush()
         await agent.retention()
         await agent.retention()  # a pass still running is not started twice
-        wait_for(lambda: not agent._retention_running, timeout=30, what="the retention pass")
+        wait_for(lambda: not agent.housekeeping.running, timeout=30, what="the retention pass")
         assert agent.writer.flush()
     finally:
         agent.writer.close()
