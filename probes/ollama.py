@@ -38,11 +38,10 @@ from probes.common import (
 from probes.streaming import (
     GenerationProbe,
     GenerationRun,
-    JSONLine,
-    NDJSONParser,
     StreamTimer,
     read_stream,
 )
+from probes.streamparse import JSONLine, NDJSONParser
 from storage.records import ProbeRun
 
 _SERVER_PHASES = {

@@ -55,11 +55,10 @@ from probes.options import Endpoint
 from probes.streaming import (
     GenerationProbe,
     GenerationRun,
-    SSEEvent,
-    SSEParser,
     StreamTimer,
     read_stream,
 )
+from probes.streamparse import SSEEvent, SSEParser
 from storage.records import ProbeRun
 
 _ENDPOINTS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}

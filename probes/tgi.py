@@ -37,11 +37,10 @@ from probes.common import (
 from probes.streaming import (
     GenerationProbe,
     GenerationRun,
-    SSEEvent,
-    SSEParser,
     StreamTimer,
     read_stream,
 )
+from probes.streamparse import SSEEvent, SSEParser
 from storage.records import ProbeRun
 
 

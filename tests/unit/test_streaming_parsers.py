@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probes.streaming import (
+from probes.streamparse import (
     MAX_LINE_BYTES,
     JSONLine,
     NDJSONParser,
