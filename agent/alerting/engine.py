@@ -23,10 +23,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from agent.alerting.rules import Rule
 from agent.alerting.signals import Observation, RestartHistory, observe
 from agent.alerting.snapshot import Snapshot
-from agent.alerting.templates import render
+from agent.config.alerting.rules import Rule
+from agent.config.alerting.templates import render
 from storage.alerts import AlertRow, list_alerts, max_alert_id, save_alert
 from storage.records import Event, make_labels
 from storage.writer import Writer

@@ -7,72 +7,20 @@ Inside one, monitoring and records go on; notifications about covered subjects a
 the daemon asks :meth:`MaintenanceCalendar.in_maintenance` when it opens an incident, so that
 incidents inside a window are marked planned. Each window's start and end are audited
 (``maintenance.started``, ``maintenance.ended``) and, with ``notify``, announced.
+
+The window itself (plain data, validated when the config is read) lives in
+:mod:`agent.config.alerting.windows`, below this room, so the config schema can build it.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from agent.alerting.cron import Cron, zone
-from agent.alerting.rules import RuleError
+from agent.config.alerting.windows import MaintenanceWindow, validate_window
 from storage.records import Event
 
-
-@dataclass(frozen=True, slots=True)
-class MaintenanceWindow:
-    """One maintenance window (see the module docstring)."""
-
-    name: str
-    duration_s: float
-    schedule: str = ""
-    """A cron expression; empty for a one-off window at ``starts_ms``."""
-    starts_ms: int | None = None
-    timezone: str = "UTC"
-    subjects: tuple[str, ...] = ()
-    """Subject patterns (``fnmatch``) it covers; empty covers the whole host."""
-    notify: bool = False
-    comment: str = ""
-
-    def covers(self, subject: str) -> bool:
-        """Whether ``subject`` is inside this window's scope."""
-        return not self.subjects or any(fnmatch.fnmatchcase(subject, p) for p in self.subjects)
-
-    def current(self, now_ms: int) -> tuple[int, int] | None:
-        """The (start, end) of the occurrence in force at ``now_ms``, or None."""
-        length = int(self.duration_s * 1000)
-        if not self.schedule:
-            if self.starts_ms is not None and self.starts_ms <= now_ms < self.starts_ms + length:
-                return self.starts_ms, self.starts_ms + length
-            return None
-        start = _cron(self.schedule).latest_start(now_ms, zone(self.timezone), length)
-        return (start, start + length) if start is not None else None
-
-
-@functools.lru_cache(maxsize=64)
-def _cron(expr: str) -> Cron:
-    return Cron.parse(expr)
-
-
-def validate_window(w: MaintenanceWindow) -> list[RuleError]:
-    """Every problem with a window, each naming its field."""
-    errors: list[RuleError] = []
-    if w.duration_s <= 0:
-        errors.append(RuleError(w.name, "duration", "expected a duration > 0"))
-    if bool(w.schedule) == (w.starts_ms is not None):
-        errors.append(RuleError(w.name, "schedule", "expected either a schedule or a start"))
-    if w.schedule:
-        try:
-            Cron.parse(w.schedule)
-        except ValueError as exc:
-            errors.append(RuleError(w.name, "schedule", str(exc)))
-    try:
-        zone(w.timezone)
-    except ValueError as exc:
-        errors.append(RuleError(w.name, "timezone", str(exc)))
-    return errors
+__all__ = ["MaintenanceCalendar", "MaintenanceWindow", "WindowChange", "validate_window"]
 
 
 @dataclass(frozen=True, slots=True)

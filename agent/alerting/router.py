@@ -23,37 +23,9 @@ from dataclasses import dataclass, field
 
 from agent.alerting.engine import FIRING, RESOLVED, Transition
 from agent.alerting.model import AlertNotice, NoticeKind, NotificationRequest
-from agent.alerting.silences import Matcher
+from agent.config.alerting.routes import Route
 from storage.alerts import AlertRow
 from storage.records import make_labels
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Which alerts go to one channel, and how they are grouped and timed (seconds)."""
-
-    channel: str
-    severities: tuple[str, ...] = ()
-    """Empty: every severity."""
-    matchers: tuple[Matcher, ...] = ()
-    group_by: tuple[str, ...] = ("alertname",)
-    group_wait_s: float = 30.0
-    group_interval_s: float = 300.0
-    repeat_interval_s: float = 4 * 3600.0
-    send_resolved: bool = True
-    name: str = ""
-
-    @property
-    def key(self) -> str:
-        """The route's name, or its channel's."""
-        return self.name or self.channel
-
-    def accepts(self, row: AlertRow) -> bool:
-        """Whether an alert goes this way."""
-        if self.severities and row.severity not in self.severities:
-            return False
-        labels = dict(row.labels)
-        return all(m.matches(labels) for m in self.matchers)
 
 
 def stable_id(*parts: object) -> str:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent.alerting.catalog import subject_of
-from agent.alerting.rules import Aggregation, Rule, SourceKind
 from agent.alerting.snapshot import Snapshot
+from agent.config.alerting.catalog import subject_of
+from agent.config.alerting.rules import Aggregation, Rule, SourceKind
 from storage.units import format_duration
 
 

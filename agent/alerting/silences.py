@@ -3,72 +3,23 @@
 A silence mutes notifications only: alerts are still evaluated, recorded and audited. It ends
 by itself at ``ends_ms`` (``silence.expired``, by ``time``) or when someone expires it early.
 Matchers are Alertmanager's: ``label=value``, ``label!=value``, ``label=~regex``,
-``label!~regex``, regexes anchored at both ends.
+``label!~regex``, regexes anchored at both ends (:class:`Matcher`, in
+:mod:`agent.config.alerting.routes` so that routes in the config can use it too).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
+from agent.config.alerting.routes import Matcher
 from storage.alerts import SilenceRow, list_silences, save_silence
 from storage.records import Event
 from storage.writer import Writer
 
-OPS = ("=~", "!~", "!=", "=")
-_MATCHER = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
-
-
-@dataclass(frozen=True, slots=True)
-class Matcher:
-    """One label condition."""
-
-    label: str
-    op: str
-    value: str
-
-    def __post_init__(self) -> None:
-        if self.op not in OPS:
-            raise ValueError(f"expected an operator among {' '.join(OPS)}, got {self.op!r}")
-        if self.op in ("=~", "!~"):
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"bad regex {self.value!r}: {exc}") from None
-
-    @classmethod
-    def parse(cls, text: str) -> Matcher:
-        """``model=~llama.*`` -> Matcher; a quoted value (``model="a b"``) loses its quotes.
-
-        Raises:
-            ValueError: naming the text and what was expected.
-        """
-        m = _MATCHER.fullmatch(text)
-        if not m:
-            raise ValueError(
-                f"expected LABEL=VALUE, LABEL!=VALUE, LABEL=~RE or LABEL!~RE, got {text!r}"
-            )
-        label, op, value = m.groups()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
-        return cls(label, op, value)
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        """Whether ``labels`` pass (a missing label is the empty string, as in Alertmanager)."""
-        got = labels.get(self.label, "")
-        if self.op == "=":
-            return got == self.value
-        if self.op == "!=":
-            return got != self.value
-        found = re.fullmatch(self.value, got) is not None
-        return found if self.op == "=~" else not found
-
-    def __str__(self) -> str:
-        return f"{self.label}{self.op}{self.value}"
+__all__ = ["Matcher", "SilenceBook", "matchers_of"]
 
 
 def matchers_of(row: SilenceRow) -> list[Matcher]:

@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 
 from agent.alerting.builtin import BUILTIN_NAMES, effective_rules
-from agent.alerting.cron import Cron, zone
-from agent.alerting.maintenance import MaintenanceWindow, validate_window
 from agent.alerting.rules import Rule, SourceKind, parse_rule_duration, validate_rule
 from agent.alerting.silences import Matcher
-from agent.alerting.templates import check_template, render
+from agent.config.alerting.cron import Cron, zone
+from agent.config.alerting.templates import check_template, render
+from agent.config.alerting.windows import MaintenanceWindow, validate_window
 
 
 def fields(rule: Rule) -> dict[str, str]:
