@@ -145,14 +145,10 @@ def _m0003_sample_tiers(db: sqlite_utils.Database) -> None:
         "SELECT series_id, ts - ts % 3600000, sum(count), sum(sum), min(min), max(max) "
         "FROM samples_1m GROUP BY series_id, ts - ts % 3600000"
     )
-    import numpy as np
-
     for (sid,) in conn.execute("SELECT DISTINCT series_id FROM samples").fetchall():
         cur = conn.execute("SELECT ts, value FROM samples WHERE series_id = ? ORDER BY ts", (sid,))
         while rows := cur.fetchmany(16 * BLOCK_SAMPLES):
-            ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vals = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
-            write_blocks(conn, sid, ts, vals)
+            write_blocks(conn, sid, [r[0] for r in rows], [r[1] for r in rows])
     conn.execute("DROP TABLE samples")
 
 

@@ -19,9 +19,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
-
-from storage.codec import decode
+from storage.codec import decode_lists
 from storage.records import Labels, Sample, labels_json
 from storage.samples import (
     BLOCK_SAMPLES,
@@ -298,22 +296,24 @@ def _append_sealing(
     ).fetchall()
     h = len(head)
     n = h + len(new_ts)
-    ts = np.fromiter(itertools.chain((r[0] for r in head), new_ts), dtype=np.int64, count=n)
-    vals = np.fromiter(itertools.chain((r[1] for r in head), new_vals), dtype=np.float64, count=n)
+    ts = [r[0] for r in head]
+    ts += new_ts
+    vals = [r[1] for r in head]
+    vals += new_vals
     blocks, guess = pack(ts, vals, guess, most=most, keep_tail=True)
     for lo, hi, blob in blocks:
-        insert_block(conn, sid, int(ts[lo]), int(ts[hi - 1]), hi - lo, blob)
+        insert_block(conn, sid, ts[lo], ts[hi - 1], hi - lo, blob)
     sealed = blocks[-1][1] if blocks else 0
     if h and sealed:
         conn.execute(
             "DELETE FROM samples_head WHERE series_id = ? AND ts <= ?",
-            (sid, int(ts[min(sealed, h) - 1])),
+            (sid, ts[min(sealed, h) - 1]),
         )
     rest = max(sealed, h)
     if rest < n:
         conn.executemany(
             _INSERT_HEAD,
-            zip(itertools.repeat(sid), ts[rest:].tolist(), vals[rest:].tolist()),
+            zip(itertools.repeat(sid), ts[rest:], vals[rest:]),
         )
     return n - sealed, guess
 
@@ -322,17 +322,11 @@ def _merge_into_block(conn: sqlite3.Connection, sid: int, start: int, pts: list[
     (blob,) = conn.execute(
         "SELECT data FROM sample_blocks WHERE series_id = ? AND start_ts = ?", (sid, start)
     ).fetchone()
-    ts, vals = decode(blob)
-    new_ts = np.array([p[0] for p in pts], dtype=np.int64)
-    new_vals = np.array([p[1] for p in pts], dtype=np.float64)
-    all_ts = np.concatenate((ts, new_ts))
-    all_vals = np.concatenate((vals, new_vals))
-    order = np.argsort(all_ts, kind="stable")  # for equal times the new sample comes last
-    all_ts, all_vals = all_ts[order], all_vals[order]
-    last_of_run = np.append(all_ts[1:] != all_ts[:-1], True)
-    all_ts, all_vals = all_ts[last_of_run], all_vals[last_of_run]
+    merged = dict(zip(*decode_lists(blob), strict=True))
+    merged.update(pts)  # for equal times the new sample wins
+    all_ts = sorted(merged)
     conn.execute("DELETE FROM sample_blocks WHERE series_id = ? AND start_ts = ?", (sid, start))
-    write_blocks(conn, sid, all_ts, all_vals)
+    write_blocks(conn, sid, all_ts, [merged[t] for t in all_ts])
 
 
 def _recompute(conn: sqlite3.Connection, fix: _Fix) -> None:

@@ -16,18 +16,27 @@ keyed by ``(series_id, time)``; blocks are a rowid table with a unique ``(series
 start_ts)`` index. Every read is one index range.
 
 Only the writer thread writes (:class:`storage.ingest.SampleStore`); the read functions here
-take any connection.
+take any connection. The reads answer numpy arrays and import numpy when first called; the
+writer's functions (:func:`pack`, :func:`write_blocks`) take lists too and never import it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
+from storage.codec import decode, encode
 
-from storage.codec import Floats, Ints, decode, encode
+if TYPE_CHECKING:
+    from storage.codec import Floats, Ints
+
+if importlib.util.find_spec("numpy") is None:  # looked up, not imported
+    # The reads need it: an install without it (no agent extra) fails here, at start-up, not
+    # on its first chart.
+    raise ModuleNotFoundError("No module named 'numpy'", name="numpy")
 
 RES_1M = 60_000
 RES_1H = 3_600_000
@@ -67,6 +76,8 @@ class Aggregates(NamedTuple):
 
 
 def _empty() -> Aggregates:
+    import numpy as np
+
     f = np.empty(0, dtype=np.float64)
     return Aggregates(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), f, f, f)
 
@@ -78,6 +89,8 @@ def raw_arrays(
     conn: sqlite3.Connection, series_id: int, since_ms: int, until_ms: int
 ) -> tuple[Ints, Floats]:
     """Raw samples of one series in ``[since_ms, until_ms]``, in time order."""
+    import numpy as np
+
     ts_parts: list[Ints] = []
     val_parts: list[Floats] = []
     # Blocks never overlap: the one holding since_ms starts at the latest start <= since_ms,
@@ -115,6 +128,8 @@ def rollup_arrays(
     conn: sqlite3.Connection, tier: Tier, series_id: int, since_ms: int, until_ms: int
 ) -> Aggregates:
     """Rollup rows of one series whose start is in ``[since_ms, until_ms]``."""
+    import numpy as np
+
     rows = conn.execute(
         f"SELECT ts, count, sum, min, max FROM {tier.table} "  # noqa: S608 - fixed table names
         "WHERE series_id = ? AND ts BETWEEN ? AND ? ORDER BY ts",
@@ -170,6 +185,8 @@ def fetch(
     coarser tier answers for the older part, so a long chart is never empty at its start.
     A coarser row is used only if it ends before the finer tier's data begins.
     """
+    import numpy as np
+
     parts: list[Aggregates] = []
     finer_from: int | None = None  # where the finer tier already used begins
     for t in TIERS[TIERS.index(tier) :]:
@@ -198,6 +215,8 @@ def fetch(
 def bucket(data: Aggregates, since_ms: int, step_ms: int) -> Aggregates:
     """Group points into ``step_ms`` buckets starting at ``since_ms`` (each counts where it
     starts); avg is ``sum / count``."""
+    import numpy as np
+
     if not len(data.ts):
         return data
     idx = (data.ts - since_ms) // step_ms
@@ -252,6 +271,8 @@ def count_raw_between(conn: sqlite3.Connection, since_ms: int, until_ms: int) ->
 
 def _runs(keys: Ints) -> tuple[Ints, Ints]:
     """Start index and length of each run of equal values in a sorted array."""
+    import numpy as np
+
     starts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
     bounds = np.empty(len(starts) + 2, dtype=np.int64)
     bounds[0] = 0
@@ -264,7 +285,12 @@ def _runs(keys: Ints) -> tuple[Ints, Ints]:
 
 
 def pack(
-    ts: Ints, values: Floats, guess: int, *, most: int = BLOCK_SAMPLES, keep_tail: bool
+    ts: Sequence[int] | Ints,
+    values: Sequence[float] | Floats,
+    guess: int,
+    *,
+    most: int = BLOCK_SAMPLES,
+    keep_tail: bool,
 ) -> tuple[list[tuple[int, int, bytes]], int]:
     """Cut time-ordered samples into encoded blocks of at most ``most`` samples and
     :data:`BLOCK_BYTES` bytes, starting with ``guess`` samples a block.
@@ -303,7 +329,12 @@ def insert_block(
     )
 
 
-def write_blocks(conn: sqlite3.Connection, series_id: int, ts: Ints, values: Floats) -> None:
+def write_blocks(
+    conn: sqlite3.Connection,
+    series_id: int,
+    ts: Sequence[int] | Ints,
+    values: Sequence[float] | Floats,
+) -> None:
     """Insert samples (time-ordered, unique, not overlapping stored blocks) as blocks."""
     blocks, _ = pack(ts, values, BLOCK_SAMPLES, keep_tail=False)
     for lo, hi, blob in blocks:
