@@ -6,6 +6,7 @@ one error a bad file is refused with (file:line:field, via :mod:`storage.tomlsch
 Exported eagerly: whoever imports the config loads it anyway.
 """
 
+from agent.config.alerting.build import AlertingConfig
 from agent.config.errors import ConfigError
 from agent.config.load import load_config, parse_config
 from agent.config.records import (
@@ -31,6 +32,7 @@ __all__ = [
     "RESTART_POLICIES",
     "TARGET_KEYS",
     "AgentConfig",
+    "AlertingConfig",
     "Config",
     "ConfigError",
     "DriftConfig",

@@ -7,7 +7,6 @@ the daemon can validate a changed file and keep its running config if the new on
 
 from __future__ import annotations
 
-import os
 import pwd
 import re
 import signal
@@ -16,6 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from agent.config.alerting.build import build_alerting
 from agent.config.errors import ConfigError
 from agent.config.records import (
     DEFAULT_PORT,
@@ -29,11 +29,12 @@ from agent.config.records import (
     default_data_dir,
 )
 from agent.config.schema import AgentTable, ModelTable, ProcessTable
+from agent.config.secrets import read_secret
 from probes.base import OptionError
 from probes.registry import PROBES
-from storage.tomlschema import Invalid, Locator, Part, decode, syntax_line
+from storage.tomlschema import Invalid, Locator, decode, syntax_line
 
-_TOP_LEVEL = ("agent", "model", "process")
+_TOP_LEVEL = ("agent", "model", "process", "alerting", "alert", "notify", "maintenance")
 
 
 def load_config(path: Path | str) -> Config:
@@ -76,7 +77,9 @@ def _build(raw: dict[str, Any], path: Path) -> Config:
     for key in raw:
         if key not in _TOP_LEVEL:
             raise Invalid(
-                (key,), "unknown top-level key; expected [agent], [[model]] or [[process]]"
+                (key,),
+                "unknown top-level key; expected [agent], [[model]] or [[process]] (or, for "
+                "alerting, [alerting], [[alert]], [[notify]] or [[maintenance]])",
             )
     agent_raw = raw.get("agent", {})
     if not isinstance(agent_raw, dict):
@@ -97,7 +100,16 @@ def _build(raw: dict[str, Any], path: Path) -> Config:
                 f"names process {m.process!r}, but no [[process]] has that "
                 f"name; expected one of: {', '.join(sorted(names)) or 'none'}",
             )
-    return Config(path=path, agent=agent, models=models, processes=processes)
+    knobs = raw.get("alerting", {})
+    if not isinstance(knobs, dict):
+        raise _Shape(("alerting",), "expected a table [alerting]")
+    alerting = build_alerting(
+        knobs,
+        _array_of_tables(raw, "alert"),
+        _array_of_tables(raw, "notify"),
+        _array_of_tables(raw, "maintenance"),
+    )
+    return Config(path=path, agent=agent, models=models, processes=processes, alerting=alerting)
 
 
 def _array_of_tables(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -216,34 +228,7 @@ def _model(raw: dict[str, Any], i: int) -> ModelConfig:
 
 def _api_key(t: ModelTable, i: int) -> str | None:
     """Read the model's API key now, so a missing secret refuses the config up front."""
-    if t.api_key_env and t.api_key_file:
-        raise Invalid(
-            ("model", i, "api_key_file"), "expected api_key_env or api_key_file, not both"
-        )
-    if t.api_key_env:
-        # Stripped before the check: a variable holding only whitespace holds no key.
-        value = os.environ.get(t.api_key_env, "").strip()
-        if not value:
-            raise Invalid(
-                ("model", i, "api_key_env"),
-                f"the environment variable {t.api_key_env} is unset or empty "
-                "(expected it to hold the API key)",
-            )
-        return value
-    if t.api_key_file:
-        path = Path(t.api_key_file).expanduser()
-        where: tuple[Part, ...] = ("model", i, "api_key_file")
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise Invalid(where, f"cannot read {path}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            # A ConfigError like any other: a reload catches only those.
-            raise Invalid(where, f"{path} is not UTF-8 text (expected the API key)") from None
-        if not value:
-            raise Invalid(where, f"{path} is empty (expected the API key)")
-        return value
-    return None
+    return read_secret(t.api_key_env, t.api_key_file, ("model", i), "api_key", "the API key")
 
 
 def _process(raw: dict[str, Any], i: int) -> ProcessConfig:

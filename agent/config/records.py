@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.config.alerting.build import AlertingConfig
+
 DEFAULT_CONFIG_PATH = Path("/etc/vigil/vigil.toml")
 DEFAULT_PORT = 8470
 RESTART_POLICIES = ("always", "on-failure", "never")
@@ -172,3 +174,5 @@ class Config:
     agent: AgentConfig
     models: tuple[ModelConfig, ...] = ()
     processes: tuple[ProcessConfig, ...] = ()
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    """``[alerting]``, ``[[alert]]``, ``[[notify]]`` and ``[[maintenance]]``."""
