@@ -12,7 +12,8 @@ the router decide what is due. The daemon runs, each evaluation::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from agent.alerting.engine import AlertEngine, Transition
 from agent.alerting.maintenance import MaintenanceCalendar, WindowChange
@@ -34,6 +35,21 @@ class Notifier:
         self.router = Router(routes)
         self.silences = silences
         self.maintenance = maintenance
+
+    def restore(
+        self, active: Iterable[AlertRow], outbox: Iterable[Mapping[str, Any]], now_ms: int
+    ) -> None:
+        """At start: regroup the firing alerts the engine loaded, counting those a firing
+        notification in the outbox (``outbox``: stored payloads) carries as notified."""
+        notified: dict[str, set[str]] = {}
+        for payload in outbox:
+            if payload.get("kind") not in (NoticeKind.FIRING, NoticeKind.FLAPPING):
+                continue
+            fps = notified.setdefault(str(payload.get("channel")), set())
+            for alert in payload.get("alerts") or ():
+                if alert.get("status") == "firing":
+                    fps.add(str(alert.get("fingerprint")))
+        self.router.seed(active, notified, now_ms)
 
     def mute_reason(self, row: AlertRow, snap: Snapshot, now_ms: int) -> str | None:
         """Why an alert's notifications are muted now (a silence, a window), or None."""

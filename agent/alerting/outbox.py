@@ -87,6 +87,27 @@ class Sender:
         self._tasks: dict[str, asyncio.Task[bool]] = {}
         self._wake = asyncio.Event()
 
+    def set_channels(self, channels: Iterable[Channel]) -> list[Channel]:
+        """Take a new set of channels (config reload); returns the ones replaced or removed,
+        for the caller to close. A channel kept as it was keeps its health and pacing; rows of
+        a removed channel wait in the outbox (a channel of that name later sends them)."""
+        old = self.channels
+        self.channels = {c.name: c for c in channels}
+        now = self.clock()
+        for name, channel in self.channels.items():
+            if old.get(name) is channel:
+                continue
+            if name not in self.health or self.health[name].kind != channel.kind:
+                self.health[name] = ChannelHealth(name, channel.kind)
+            s = channel.settings
+            self._buckets[name] = TokenBucket(s.rate_per_s, s.burst, now)
+        for name in [n for n in self.health if n not in self.channels]:
+            del self.health[name]
+            self._buckets.pop(name, None)
+            self._ready_ms.pop(name, None)
+        self._wake.set()
+        return [c for n, c in old.items() if self.channels.get(n) is not c]
+
     # --- driving ----------------------------------------------------------------------------
 
     def wake(self) -> None:

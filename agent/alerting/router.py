@@ -53,6 +53,41 @@ class Router:
         self.routes = list(routes)
         self._groups: dict[str, dict[str, _Group]] = {r.key: {} for r in self.routes}
 
+    def set_routes(self, routes: Iterable[Route]) -> None:
+        """Take a new set of routes (config reload). A route whose key and settings stay keeps
+        its groups; a changed or removed one starts afresh (its groups are dropped)."""
+        old = {r.key: r for r in self.routes}
+        self.routes = list(routes)
+        kept = {r.key for r in self.routes if old.get(r.key) == r}
+        self._groups = {
+            r.key: self._groups.get(r.key, {}) if r.key in kept else {} for r in self.routes
+        }
+
+    def seed(
+        self, active: Iterable[AlertRow], notified: Mapping[str, set[str]], now_ms: int
+    ) -> None:
+        """Rebuild the groups of firing alerts picked up at start (group state lives in memory).
+
+        Args:
+            active: the engine's alerts as loaded from the database.
+            notified: channel -> fingerprints of alerts a firing notification in the outbox
+                carries. Those count as already notified (so their resolution is sent, and they
+                are not announced again); the others are announced at the group's first flush,
+                with the id they would have had, so an alert whose notification was decided but
+                not yet written when the agent died is still announced, once.
+        """
+        rows = [r for r in active if r.state == FIRING]
+        for route in self.routes:
+            groups = self._groups.setdefault(route.key, {})
+            for row in rows:
+                if not route.accepts(row):
+                    continue
+                group = self._group_for(route, groups, row, {}, now_ms)
+                group.members[row.fingerprint] = row
+                if row.fingerprint in notified.get(route.channel, ()):
+                    group.sent_firing.add(row.fingerprint)
+                    group.last_sent_ms = now_ms
+
     def step(
         self,
         now_ms: int,

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import gc
-import json
 import logging
 import os
 import random
@@ -28,6 +27,8 @@ from agent import __version__
 from agent.config import Config, ConfigError
 from agent.health.incidents import IncidentBook
 from agent.health.monitor import ModelMonitor, samples_for
+from agent.runtime import apiserver
+from agent.runtime.alerting_job import AlertingJob, PlannedIncidents
 from agent.runtime.housekeeping import Retention
 from agent.runtime.reloading import (
     read_for_reload,
@@ -66,7 +67,12 @@ class Agent:
         self.data_dir = config.agent.data_dir
         self.started_ms = now_ms()
         self.writer = Writer(self.data_dir / DB_FILENAME, on_state_change=self._storage_changed)
-        self.incidents = IncidentBook(self.writer, self.emit)
+        # Incidents opened inside a maintenance window are marked planned (alerting knows).
+        self.incidents: IncidentBook = PlannedIncidents(
+            self.writer,
+            self.emit,
+            lambda subject, at: self.alerting.planned_reason(subject, at),  # noqa: PLW0108
+        )
         self.gpu = GpuCollector()
         self.supervisor = Supervisor(
             self.data_dir,
@@ -97,6 +103,15 @@ class Agent:
         self.probe_metrics = ProbeMetrics()
         self._watchdog: asyncio.Task[None] | None = None
         self.housekeeping = Retention(self.writer)
+        self.alerting = AlertingJob(
+            config.alerting,
+            writer=self.writer,
+            emit=self.emit,
+            db_path=self.data_dir / DB_FILENAME,
+            status=self.status,
+            incidents=self.incidents,
+            links=lambda: {m.name: m.process for m in self.config.models if m.process},
+        )
 
     # --- events and state --------------------------------------------------------------
 
@@ -226,6 +241,8 @@ class Agent:
         sched = self._scheduler
         sched.every("collect", config.agent.sample_interval_s, self.collect)
         sched.every("retention", RETENTION_EVERY_S, self.retention, first_in_s=30.0)
+        every = config.alerting.evaluate_interval_s
+        sched.every("alerting", every, self.alerting.evaluate, first_in_s=min(1.0, every))
         wanted = {f"probe:{m.name}" for m in config.models}
         origin = datetime.now(UTC)
         for job in sched.job_ids():
@@ -283,6 +300,7 @@ class Agent:
             if m.process is not None:
                 links.setdefault(m.process, []).append(m.name)
         await self.supervisor.apply(config.processes, links, reason=reason)
+        await self.alerting.apply(config.alerting)
         self._schedule(config)
 
     async def reload(self, reason: str) -> bool:
@@ -317,6 +335,7 @@ class Agent:
         conn = connect(self.data_dir / DB_FILENAME, readonly=True)
         try:
             self.incidents.load(conn)
+            self.alerting.load(conn)
         finally:
             conn.close()
 
@@ -334,29 +353,13 @@ class Agent:
 
     async def _start_api(self) -> None:
         assert self.tokens is not None
-        app = build_app(self, self.tokens)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            self.config.agent.listen_host,
-            self.config.agent.listen_port,
-            reuse_address=True,
-        )
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port only through the server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        host, port = server.sockets[0].getsockname()[:2]  # type: ignore[attr-defined]
-        shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{port}"
+        host, port = self.config.agent.listen_host, self.config.agent.listen_port
+        self._runner, self.url = await apiserver.bind(build_app(self, self.tokens), host, port)
 
     def _publish_api(self) -> None:
         """Write api.json, where local clients find the agent: only once the config is
         applied, so nobody finds an agent that does not list its processes yet."""
-        info = {"url": self.url, "pid": os.getpid(), "started_ms": self.started_ms}
-        tmp = self.data_dir / (API_FILE + ".tmp")
-        tmp.write_text(json.dumps(info) + "\n", encoding="utf-8")
-        tmp.replace(self.data_dir / API_FILE)
+        apiserver.publish(self.data_dir, self.url, self.started_ms)
 
     async def run(self) -> int:
         """Run until stopped; return the process exit code."""
@@ -365,6 +368,7 @@ class Agent:
         self.tokens = load_or_create(self.data_dir)
         await asyncio.to_thread(self.writer.start)
         await asyncio.to_thread(self._load_state)
+        self.alerting.start()  # the outbox's sender: sends what a previous run left unsent
         # No pool limit (aiohttp's default is 100 connections): a probe's TTFT clock starts
         # before the request takes a connection, so with more models than that probing at
         # once, the later ones would count the wait for another model's stream as TTFT. Each
@@ -462,6 +466,7 @@ class Agent:
             self._scheduler.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.alerting.stop()
         for mon in self.monitors.values():
             if mon.inflight is not None:
                 mon.inflight.cancel()
