@@ -9,8 +9,10 @@ The text itself is written by :mod:`agent.serve.exposition` (no prometheus-clien
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
+from agent.config.alerting.rules import Severity
 from agent.health.drift import METRICS as DRIFT_METRICS
 from agent.serve.exposition import (
     Family,
@@ -21,7 +23,10 @@ from agent.serve.exposition import (
     gauge,
 )
 from agent.serve.view import AgentView
-from storage.records import ModelState, ProbeRun, ProcessState
+from storage.records import AgentStatus, ModelState, ProbeRun, ProcessState
+
+if TYPE_CHECKING:
+    from agent.alerting.outbox import Sender
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -98,6 +103,55 @@ def metric_name(series: str) -> str:
     return "vigil_" + _INVALID.sub("_", series)
 
 
+class AlertingMetricsView(Protocol):
+    """What ``/metrics`` reads of the agent's alerting (``agent.runtime.alerting_job``)."""
+
+    @property
+    def sender(self) -> Sender: ...
+
+    def counts(self) -> Mapping[tuple[str, str], int]: ...
+
+
+ALERT_STATES = ("pending", "firing", "silenced")
+ALERT_SEVERITIES = tuple(str(s) for s in Severity)
+
+
+def alert_families(alerting: AlertingMetricsView) -> Iterator[Family]:
+    """Alerts by state and severity; notifications sent, failed and given up per channel."""
+    alerts = gauge(
+        "vigil_alerts",
+        "Alerts now by state (silenced: firing and muted by a silence) and severity",
+        labels=["state", "severity"],
+    )
+    counts = alerting.counts()
+    for state in ALERT_STATES:
+        for sev in ALERT_SEVERITIES:
+            alerts.add([state, sev], float(counts.get((state, sev), 0)))
+    yield alerts
+    sent = counter(
+        "vigil_notifications_sent", "Notifications the receiver accepted", labels=["channel"]
+    )
+    failed = counter(
+        "vigil_notifications_failed",
+        "Failed delivery attempts (each retried or given up)",
+        labels=["channel"],
+    )
+    undelivered = counter(
+        "vigil_notifications_undelivered",
+        "Notifications given up as undelivered",
+        labels=["channel"],
+    )
+    ok = gauge(
+        "vigil_notify_channel_ok", "1 unless the channel's last attempt failed", labels=["channel"]
+    )
+    for name, health in sorted(alerting.sender.health.items()):
+        add_total(sent, [name], float(health.delivered))
+        add_total(failed, [name], float(health.failed_attempts))
+        add_total(undelivered, [name], float(health.given_up))
+        ok.add([name], 1.0 if health.ok else 0.0)
+    yield from (sent, failed, undelivered, ok)
+
+
 class AgentMetrics:
     """Collects from the agent's live status on every scrape."""
 
@@ -170,25 +224,7 @@ class AgentMetrics:
             incidents.add([sev], float(n))
         yield incidents
 
-        pup = gauge(
-            "vigil_process_up", "1 if the supervised process is running", labels=["process"]
-        )
-        restarts = counter(
-            "vigil_process_restarts", "Restarts by the supervisor", labels=["process"]
-        )
-        pstate = gauge(
-            "vigil_process_state",
-            "1 for the supervised process's current state",
-            labels=["process", "state"],
-        )
-        for p in status.processes:
-            pup.add([p.name], 1.0 if p.state == ProcessState.RUNNING else 0.0)
-            add_total(restarts, [p.name], float(p.restarts))
-            for s in PROCESS_STATES:
-                pstate.add([p.name, s], 1.0 if p.state == s else 0.0)
-        yield pup
-        yield restarts
-        yield pstate
+        yield from _process_families(status)
 
         yield gauge(
             "vigil_agent_uptime_seconds", "Seconds since the agent started", value=status.uptime_s
@@ -203,3 +239,26 @@ class AgentMetrics:
             "1 when NVML found a GPU",
             value=1.0 if status.gpu_available else 0.0,
         )
+        # Stand-in agents (tests, the demo's) may run no alerting.
+        alerting: AlertingMetricsView | None = getattr(self.agent, "alerting", None)
+        if alerting is not None:
+            yield from alert_families(alerting)
+
+
+def _process_families(status: AgentStatus) -> Iterator[Family]:
+    """Each supervised process: up, restarts, state."""
+    pup = gauge("vigil_process_up", "1 if the supervised process is running", labels=["process"])
+    restarts = counter("vigil_process_restarts", "Restarts by the supervisor", labels=["process"])
+    pstate = gauge(
+        "vigil_process_state",
+        "1 for the supervised process's current state",
+        labels=["process", "state"],
+    )
+    for p in status.processes:
+        pup.add([p.name], 1.0 if p.state == ProcessState.RUNNING else 0.0)
+        add_total(restarts, [p.name], float(p.restarts))
+        for s in PROCESS_STATES:
+            pstate.add([p.name, s], 1.0 if p.state == s else 0.0)
+    yield pup
+    yield restarts
+    yield pstate
