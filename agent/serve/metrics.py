@@ -109,6 +109,9 @@ class AlertingMetricsView(Protocol):
     @property
     def sender(self) -> Sender: ...
 
+    @property
+    def evaluations(self) -> int: ...
+
     def counts(self) -> Mapping[tuple[str, str], int]: ...
 
 
@@ -128,6 +131,9 @@ def alert_families(alerting: AlertingMetricsView) -> Iterator[Family]:
         for sev in ALERT_SEVERITIES:
             alerts.add([state, sev], float(counts.get((state, sev), 0)))
     yield alerts
+    evaluations = counter("vigil_alert_evaluations", "Evaluations of the alert rules")
+    add_total(evaluations, [], float(alerting.evaluations))
+    yield evaluations
     sent = counter(
         "vigil_notifications_sent", "Notifications the receiver accepted", labels=["channel"]
     )
