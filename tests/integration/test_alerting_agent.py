@@ -258,12 +258,14 @@ startup_timeout = "20s"
         )
         with running_agent(cfg) as agent:
 
-            def serving() -> int | None:
+            def serving() -> int:
                 _, procs = agent.get("/api/v1/processes")
                 (proc,) = procs["processes"]
                 _, models = agent.get("/api/v1/models")
                 ups = [m for m in models["models"] if m["state"] == "up"]
-                return proc.get("pid") if proc["state"] == "running" and len(ups) == 3 else None
+                return (
+                    int(proc.get("pid") or 0) if proc["state"] == "running" and len(ups) == 3 else 0
+                )
 
             pid = wait_for(serving, 20, what="the process and its three models up")
             os.kill(pid, signal.SIGKILL)
