@@ -585,7 +585,9 @@ async def run_latency(
             continue
         for a in r.doc["alerts"]:
             first_receipt.setdefault(dict(a["labels"])["model"], r.at_s)
-    total, decide, deliver = [], [], []
+    total: list[float] = []
+    decide: list[float] = []
+    deliver: list[float] = []
     for m, at in crossings.items():
         total.append(first_receipt[m] * S - at - for_s * S)
         decide.append(decided[m] - at - for_s * S)
@@ -600,6 +602,11 @@ async def run_latency(
         "decided_ms": percentiles(decide, (50, 95, 99), digits=1),
         "delivered_ms": percentiles(deliver, (50, 95, 99), digits=1),
         "tick_late_ms": percentiles(late, (50, 99), digits=1),
+        "extra_tick": sum(1 for d in decide if d >= interval_s * S),
+        "per_trial_ms": [
+            {"model": m, "beyond_for": round(t, 1), "decided": d, "delivered": round(v, 1)}
+            for m, t, d, v in zip(crossings, total, decide, deliver, strict=True)
+        ],
         "evaluations": ticks,
         "received": len(receiver.got),
         "bad_signatures": receiver.bad_signatures,
@@ -667,6 +674,8 @@ def render(result: dict[str, Any]) -> str:
             row("crossing -> received - for", lat["beyond_for_ms"]),
             row("  crossing -> firing - for", lat["decided_ms"]),
             row("  firing -> received", lat["delivered_ms"]),
+            f"  trials fired one evaluation later than for needs: {lat['extra_tick']} of "
+            f"{lat['trials']}",
             f"  evaluation tick lateness p50 {lat['tick_late_ms'].get('p50', 0):.1f} ms, "
             f"p99 {lat['tick_late_ms'].get('p99', 0):.1f} ms",
         ]
