@@ -31,7 +31,9 @@ false to true. (Its recoveries are counted apart, as ``naive_recoveries``.)
 **Latency** (``--trials``): in real time, each trial is one alert instance of a rule
 ``probe.e2e_ms > 1000`` with ``for = --for-s``: its model's latency crosses the threshold at a
 random instant (trials start ``--spacing-s`` apart, so several are pending at once), evaluated
-every ``--interval-s`` on the wall clock. The route groups by model with ``group_wait = 0``
+every ``--interval-s`` (default 0.5 s; the agent's own default ``evaluate_interval`` is 5 s) with
+``now`` read from the wall clock at each tick, as the agent's job does (``--scheduled-now``: the
+tick's scheduled time instead). The route groups by model with ``group_wait = 0``
 (a group wait is a deliberate delay, not latency). Latency = the webhook's receipt (``time.time()``
 in its handler) - the crossing - ``for``, split into *decided* (the engine's firing transition -
 crossing - ``for``: the evaluation tick's quantization) and *delivered* (receipt - decision: the
@@ -60,6 +62,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -197,6 +200,7 @@ class Pipeline:
         channel = WebhookChannel(WebhookSettings(name="ops", url=url, secret=SECRET))
         self.sender = Sender(OutboxStore(self.writer), [channel], clock=clock)
         self._task: asyncio.Task[None] | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bench-alerts")
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
@@ -205,9 +209,11 @@ class Pipeline:
     def start(self) -> None:
         self._task = asyncio.create_task(self.sender.run(), name="bench-sender")
 
-    def tick(self, now_ms: int, snap: Snapshot) -> list[NotificationRequest]:
-        """One evaluation, as the daemon's alerting job runs it."""
-        transitions = self.engine.evaluate(now_ms, snap)
+    async def tick(self, now_ms: int, snap: Snapshot) -> list[NotificationRequest]:
+        """One evaluation, as the daemon's alerting job (``AlertingJob.evaluate``) runs it: the
+        rules on a thread of their own, the notifier and ``Sender.add`` on the loop."""
+        loop = asyncio.get_running_loop()
+        transitions = await loop.run_in_executor(self._pool, self.engine.evaluate, now_ms, snap)
         requests = self.notifier.step(now_ms, transitions, self.engine, snap)
         self.sender.add(requests)
         return requests
@@ -218,6 +224,7 @@ class Pipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.sender.close()
+        self._pool.shutdown(wait=True)
         self.writer.close()
 
 
@@ -436,7 +443,7 @@ async def run_hour(tmp: Path, eval_s: float, hour_s: int, group_wait_s: float) -
             now[0] = t0 + t
             snap = hour_snapshot(t, t0)
             naive.step(now[0], snap)
-            sent |= {r.notification_id for r in pipe.tick(now[0], snap)}
+            sent |= {r.notification_id for r in await pipe.tick(now[0], snap)}
             evaluations += 1
             await receiver.wait_for(sent, DELIVERY_TIMEOUT_S)
     finally:
@@ -566,7 +573,7 @@ async def run_latency(
             t = time.monotonic()
             if ticks:
                 late.append(max(0.0, t - (start + ticks * interval_s)) * 1000)
-            pipe.tick(
+            await pipe.tick(
                 start_wall + int(ticks * interval_s * S) if scheduled_now else wall_ms(), snap
             )
             ticks += 1
@@ -697,8 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--eval-s",
         type=float,
-        default=10.0,
-        help="replay: simulated seconds between evaluations (default 10)",
+        default=5.0,
+        help="replay: simulated seconds between evaluations (default 5, the agent's "
+        "[alerting] evaluate_interval)",
     )
     p.add_argument(
         "--hour-s", type=int, default=3600, help="replay length, simulated s (default 3600)"
