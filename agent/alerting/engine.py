@@ -69,6 +69,13 @@ class _Flaps:
     flapping: bool = False
 
 
+TICK_TOLERANCE_MS = 50
+"""How early an evaluation may come and still count a ``for``/``clear_for`` as held: the
+periodic job reads the clock as it wakes, a few ms either side of its tick, and without this a
+tick that woke early made the alert wait a whole interval more (bench/alert_noise.py: a
+quarter of alerts fired one evaluation late)."""
+
+
 class AlertEngine:
     """Evaluates rules; keeps, stores and audits every alert's lifecycle."""
 
@@ -174,7 +181,7 @@ class AlertEngine:
             if value is None or not rule.passes(value, rule.threshold):
                 return self._end(live, now_ms)
             live.row = dataclasses.replace(row, value=value)
-            if now_ms - row.pending_ms >= rule.for_s * 1000:
+            if now_ms - row.pending_ms >= rule.for_s * 1000 - TICK_TOLERANCE_MS:
                 return self._fire(live, obs, rule, now_ms, was=PENDING)
             return []
         if value is not None and rule.passes(value, rule.clear_at):
@@ -183,7 +190,7 @@ class AlertEngine:
             return []
         if live.clear_since_ms is None:
             live.clear_since_ms = now_ms
-        if now_ms - live.clear_since_ms >= rule.clear_for_s * 1000:
+        if now_ms - live.clear_since_ms >= rule.clear_for_s * 1000 - TICK_TOLERANCE_MS:
             if value is not None:
                 live.row = dataclasses.replace(row, value=value)
             return self._end(live, now_ms)

@@ -13,11 +13,10 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from agent.alerting.snapshot import Snapshot
 from agent.config.alerting.catalog import subject_of
 from agent.config.alerting.rules import Aggregation, Rule, SourceKind
+from storage.stats import percentile
 from storage.units import format_duration
 
 
@@ -175,17 +174,19 @@ def aggregate(rule: Rule, pts: list[tuple[int, float]], now_ms: int) -> float | 
         return 0.0 if pts else 1.0
     if not pts:
         return None
-    values = np.fromiter((v for _, v in pts), dtype=np.float64, count=len(pts))
+    # Plain Python, not numpy: a window holds a few hundred values, and importing numpy would
+    # cost every running agent ~11 MB (bench/RESULTS.md, the lean agent).
+    values = [float(v) for _, v in pts]
     if agg == Aggregation.AVG:
-        return float(values.mean())
+        return math.fsum(values) / len(values)
     if agg == Aggregation.MAX:
-        return float(values.max())
+        return max(values)
     if agg == Aggregation.MIN:
-        return float(values.min())
+        return min(values)
     if agg in (Aggregation.LAST, Aggregation.TIME_TO_FULL):
-        return float(values[-1])
+        return values[-1]
     if agg in (Aggregation.P50, Aggregation.P95, Aggregation.P99):
-        return float(np.percentile(values, float(agg.value[1:])))
+        return percentile(sorted(values), float(agg.value[1:]))
     return _slope_per_s(pts)
 
 
@@ -193,12 +194,16 @@ def _slope_per_s(pts: list[tuple[int, float]]) -> float | None:
     """Least-squares slope, per second; None with fewer than two distinct times."""
     if len(pts) < 2:
         return None
-    ts = np.fromiter((t for t, _ in pts), dtype=np.float64, count=len(pts)) / 1000.0
-    if float(ts.max() - ts.min()) <= 0:
+    ts = [t / 1000.0 for t, _ in pts]
+    if max(ts) - min(ts) <= 0:
         return None
-    vals = np.fromiter((v for _, v in pts), dtype=np.float64, count=len(pts))
-    ts -= ts.mean()
-    return float((ts * (vals - vals.mean())).sum() / (ts * ts).sum())
+    vals = [float(v) for _, v in pts]
+    t_mean = math.fsum(ts) / len(ts)
+    v_mean = math.fsum(vals) / len(vals)
+    dts = [t - t_mean for t in ts]
+    return math.fsum(d * (v - v_mean) for d, v in zip(dts, vals, strict=True)) / math.fsum(
+        d * d for d in dts
+    )
 
 
 def _time_to_full(pts: list[tuple[int, float]], limit: float, now_ms: int) -> float | None:

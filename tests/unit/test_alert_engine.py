@@ -60,6 +60,17 @@ def test_for_holds_pending_then_fires_and_clear_for_holds_the_resolution(tmp_pat
         bench.close()
 
 
+def test_a_tick_that_wakes_a_few_ms_early_still_fires_on_time(tmp_path: Path) -> None:
+    bench = Bench(tmp_path, [mem_rule(for_s=30)])
+    try:
+        snap = Snapshot(series=FnSeries("host.mem.percent", (), constant(95)))
+        assert [t.kind for t in bench.tick(T0, snap)] == ["pending"]
+        # The tick meant for 30 s woke 3 ms early: `for` has held, within the tolerance.
+        assert [t.kind for t in bench.tick(T0 + 30 * S - 3, snap)] == ["firing"]
+    finally:
+        bench.close()
+
+
 def test_a_pending_alert_that_lapses_never_fires(tmp_path: Path) -> None:
     bench = Bench(tmp_path, [mem_rule(for_s=30)])
     try:
