@@ -23,6 +23,14 @@ def series_id(conn: sqlite3.Connection, name: str, labels: Labels = ()) -> int |
     return int(row[0]) if row else None
 
 
+def series_points(
+    conn: sqlite3.Connection, name: str, labels: Labels, *, since_ms: int, until_ms: int
+) -> list[tuple[int, float]]:
+    """Raw (ts_ms, value) samples of one series in ``[since_ms, until_ms]``, without numpy."""
+    sid = series_id(conn, name, labels)
+    return [] if sid is None else samples.raw_points(conn, sid, since_ms, until_ms)
+
+
 def series_range(
     conn: sqlite3.Connection,
     name: str,

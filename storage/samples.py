@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from storage.codec import decode, encode
+from storage.codec import decode, decode_lists, encode
 
 if TYPE_CHECKING:
     from storage.codec import Floats, Ints
@@ -122,6 +122,35 @@ def raw_arrays(
     if len(ts_parts) == 1:
         return ts_parts[0], val_parts[0]
     return np.concatenate(ts_parts), np.concatenate(val_parts)
+
+
+def raw_points(
+    conn: sqlite3.Connection, series_id: int, since_ms: int, until_ms: int
+) -> list[tuple[int, float]]:
+    """Raw samples of one series in ``[since_ms, until_ms]``, in time order, as plain tuples.
+
+    The same samples :func:`raw_arrays` reads, decoded in pure Python: for the agent's own
+    short reads (alert rules over a few minutes), which must not load numpy into every
+    running agent.
+    """
+    out: list[tuple[int, float]] = []
+    blocks = conn.execute(
+        "SELECT start_ts, end_ts, data FROM sample_blocks WHERE series_id = ? AND start_ts >= "
+        "coalesce((SELECT max(start_ts) FROM sample_blocks WHERE series_id = ? "
+        "AND start_ts <= ?), ?) AND start_ts <= ? ORDER BY start_ts",
+        (series_id, series_id, since_ms, since_ms, until_ms),
+    )
+    for _start, end, blob in blocks:
+        if end < since_ms:
+            continue
+        ts, vals = decode_lists(blob)
+        out.extend((t, v) for t, v in zip(ts, vals, strict=True) if since_ms <= t <= until_ms)
+    head = conn.execute(
+        "SELECT ts, value FROM samples_head WHERE series_id = ? AND ts BETWEEN ? AND ? ORDER BY ts",
+        (series_id, since_ms, until_ms),
+    ).fetchall()
+    out.extend((int(t), float(v)) for t, v in head)
+    return out
 
 
 def rollup_arrays(

@@ -45,8 +45,7 @@ class SqliteSeriesReader:
         self, name: str, labels: Labels, since_ms: int, until_ms: int
     ) -> list[tuple[int, float]]:
         """Raw samples of one series in the window."""
-        rows = queries.series_range(self.conn, name, labels, since_ms=since_ms, until_ms=until_ms)
-        return [(p.ts_ms, p.avg) for p in rows]
+        return queries.series_points(self.conn, name, labels, since_ms=since_ms, until_ms=until_ms)
 
 
 class NoSeries:
