@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from agent.cli import alerts_cmd
 from agent.cli import audit as audit_cmd
 from agent.cli.api_client import AgentUnreachable, ApiClient, resolve_target
 from agent.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
@@ -97,11 +98,15 @@ def _status(args: argparse.Namespace) -> int:
     except (AgentUnreachable, ConfigError) as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
+    alerts = alerts_cmd.firing(client)
     if args.json:
         # The status document, with each model carrying its latency percentiles and outcomes.
-        print(json.dumps({**status.to_json(), "models": models}, indent=2, sort_keys=True))
+        doc = {**status.to_json(), "models": models}
+        if alerts is not None:
+            doc["alerts"] = alerts
+        print(json.dumps(doc, indent=2, sort_keys=True))
     else:
-        print(render_status(status, model_details={m["name"]: m for m in models}))
+        print(render_status(status, model_details={m["name"]: m for m in models}, alerts=alerts))
     return EXIT_FAILURE if _has_failure(status) else EXIT_OK
 
 
@@ -241,4 +246,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return record_golden_command(args)
     if args.command == "report":
         return report_command(args)
+    if args.command in ("alerts", "notify"):
+        return alerts_cmd.run(args, operator_name())
     return EXIT_USAGE  # pragma: no cover - argparse requires a command

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd.add_parsers(audit_sub)
     _report_parser(sub)
     _probe_parsers(sub)
+    _alerts_parsers(sub)
     return parser
 
 
@@ -190,3 +191,59 @@ def _probe_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     golden.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to load and run (default 120)"
     )
+
+
+def _alerts_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    alerts = sub.add_parser("alerts", help="list alerts (the default), silence or unsilence them")
+    _add_list_args(alerts)
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", parser_class=_Parser)
+    listing = alerts_sub.add_parser(
+        "list", help="pending, firing (and silenced) alerts, and those resolved in the last hour"
+    )
+    _add_list_args(listing)
+    silence = alerts_sub.add_parser(
+        "silence", help="mute notifications of alerts matching every MATCHER for a while"
+    )
+    silence.add_argument(
+        "matchers",
+        nargs="+",
+        metavar="MATCHER",
+        help="label=value, label!=value, label=~regex or label!~regex (e.g. model=llama)",
+    )
+    silence.add_argument(
+        "--for",
+        dest="duration",
+        default="1h",
+        metavar="DURATION",
+        help="how long: 30m, 2h, 1d... (default 1h)",
+    )
+    silence.add_argument("--comment", required=True, help="why (recorded with your user@host)")
+    silence.add_argument("--json", action="store_true", help="print the new silence as JSON")
+    _add_target_args(silence)
+    unsilence = alerts_sub.add_parser("unsilence", help="expire a silence now")
+    unsilence.add_argument("id", help="the silence's id (from `vigil alerts silence`)")
+    _add_target_args(unsilence)
+
+    notify = sub.add_parser("notify", help="notification channels")
+    notify_sub = notify.add_subparsers(dest="notify_command", required=True, parser_class=_Parser)
+    test = notify_sub.add_parser(
+        "test", help="send a test notification through a channel and print the receiver's answer"
+    )
+    test.add_argument("channel", help="the [[notify]] name")
+    _add_target_args(test)
+
+
+def _add_list_args(p: argparse.ArgumentParser) -> None:
+    """``--state``, ``--json`` and the target flags of a listing, each left out of the
+    namespace when not given: ``vigil alerts`` and ``vigil alerts list`` both take them, and a
+    subcommand's defaults would otherwise overwrite what was given before its name."""
+    before = len(p._actions)
+    p.add_argument(
+        "--state",
+        choices=("pending", "firing", "silenced", "resolved"),
+        help="only alerts in this state",
+    )
+    p.add_argument("--json", action="store_true", help="print the alerts as JSON")
+    _add_target_args(p)
+    for action in p._actions[before:]:
+        action.default = argparse.SUPPRESS

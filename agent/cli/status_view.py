@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from storage.records import AgentStatus
@@ -46,16 +46,47 @@ def _triple(details: Mapping[str, Any], window: str, column: str) -> str:
     return "/".join(_opt(v, ".1f") for v in values)
 
 
+ALERT_HEADERS = ["STATE", "SEVERITY", "RULE", "SUBJECT", "SINCE", "SUMMARY"]
+
+
+def render_alerts(alerts: Sequence[Mapping[str, Any]], now_ms: int) -> list[str]:
+    """``/api/v1/alerts`` entries as a table: state (and the silence or maintenance window
+    muting it), severity, rule, subject, how long in that state, summary."""
+    rows = []
+    for a in alerts:
+        state = str(a.get("state", "?")).upper()
+        if a.get("silenced_by"):
+            state += f" (silenced {a['silenced_by']})"
+        elif a.get("maintenance"):
+            state += f" (maintenance {a['maintenance']})"
+        at = a.get("resolved_ms") or a.get("firing_ms") or a.get("pending_ms")
+        since = "-" if not isinstance(at, int) else format_duration(max(0, now_ms - at) / 1000)
+        rows.append(
+            [
+                printable(state),
+                printable(str(a.get("severity", ""))),
+                printable(str(a.get("rule", ""))),
+                printable(str(a.get("subject", ""))),
+                since,
+                printable(str(a.get("summary", "")))[:70],
+            ]
+        )
+    return _table(ALERT_HEADERS, rows)
+
+
 def render_status(
     status: AgentStatus,
     now_ms: int | None = None,
     model_details: Mapping[str, Mapping[str, Any]] | None = None,
+    alerts: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """Render a status snapshot for a terminal (every agent-supplied text made printable).
 
     Args:
         model_details: ``/api/v1/models`` entries by name, for latency percentiles over the
             last 5 minutes (TTFT where the protocol streams, else end to end).
+        alerts: the firing alerts (``/api/v1/alerts?state=firing``), shown last; None: the
+            agent was not asked (or runs no alerting) and the block is left out.
     """
     details = model_details or {}
     now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
@@ -160,4 +191,13 @@ def render_status(
         for p in status.processes
     ]
     out += _table(["NAME", "STATE", "PID", "RESTARTS", "SINCE", "LAST_EXIT"], rows)
-    return "\n".join(out)
+    return "\n".join([*out, *_alerts_block(alerts, now)])
+
+
+def _alerts_block(alerts: Sequence[Mapping[str, Any]] | None, now_ms: int) -> list[str]:
+    """``alerts (2 firing, 1 muted)`` and their table; nothing when the agent was not asked."""
+    if alerts is None:
+        return []
+    muted = sum(1 for a in alerts if a.get("silenced_by") or a.get("maintenance"))
+    head = f"alerts ({len(alerts)} firing{f', {muted} muted' if muted else ''})"
+    return ["", head, *(render_alerts(alerts, now_ms) if alerts else [])]

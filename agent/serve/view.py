@@ -18,11 +18,16 @@ from storage.records import AgentStatus, Event
 from storage.stats import summarize
 
 if TYPE_CHECKING:
+    from agent.alerting.maintenance import MaintenanceCalendar
+    from agent.alerting.outbox import Sender
+    from agent.alerting.outbox_store import OutboxStore
+    from agent.alerting.silences import SilenceBook
     from agent.health.incidents import IncidentBook
     from agent.serve.exposition import Family
     from agent.supervise.supervisor import Supervisor
+    from storage.alerts import AlertRow
 
-__all__ = ["WINDOWS_MS", "AgentView", "MetricFamilies", "model_stats"]
+__all__ = ["WINDOWS_MS", "AgentView", "AlertingView", "MetricFamilies", "model_stats"]
 
 WINDOWS_MS = {"5m": 300_000, "1h": 3_600_000}
 """Latency percentiles are reported over these windows."""
@@ -36,12 +41,31 @@ class MetricFamilies(Protocol):
         ...
 
 
+class AlertingView(Protocol):
+    """What the API reads and acts on of the agent's alerting (``agent.runtime.alerting_job``):
+    every member is used on the event loop."""
+
+    silences: SilenceBook
+    calendar: MaintenanceCalendar
+    sender: Sender
+    store: OutboxStore
+
+    def alerts(self) -> list[AlertRow]:
+        """The pending and firing alerts as of the last evaluation."""
+        ...
+
+
 class AgentView(Protocol):
     """What the API needs from the agent (kept narrow so tests can serve a stand-in)."""
 
     data_dir: Path
     incidents: IncidentBook
     supervisor: Supervisor
+
+    @property
+    def alerting(self) -> AlertingView:
+        """The alerting job: alerts, silences, maintenance windows, channels, the outbox."""
+        ...
 
     @property
     def probe_metrics(self) -> MetricFamilies:
