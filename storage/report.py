@@ -22,7 +22,15 @@ What the numbers mean (docs/reports.md says the same for users):
   "+175 %" from 9 runs in 40 s says nothing).
 - **Time to detect** is ``opened_ms - began_ms`` (when the fault began; older incidents: their
   evidence's ``failing_since_ms``); **time to recover** is the incident's ``ttr_ms``
-  (resolved - began); MTTR is their mean over incidents resolved in the window.
+  (resolved - began); MTTR is their mean over incidents resolved in the window. Both cover
+  *unplanned* incidents only: those opened inside a maintenance window (evidence ``planned``
+  = ``maintenance: <name>``) are counted apart.
+- **Alerting** (:mod:`storage.report_alerting`): alert occurrences that started firing in the
+  window by rule and severity, notifications (outbox rows) created in it per channel and
+  delivery state, the **time to first notification** of each unplanned incident opened in the
+  window (its fault's start to the delivery of the first delivered notification created at or
+  after it that carries an alert on the incident's subject), and the silences and maintenance
+  windows active in the window.
 - **Deployments** are ``model.artifact`` events whose artifact differs from the model's
   previous one. **Drift detections** are ``drift.*`` events (the agent's drift checks,
   agent/health/drift.py).
@@ -36,6 +44,7 @@ from collections.abc import Iterable, Sequence
 
 from storage.audit import verify_chain
 from storage.queries import ANSWERED, LATENCY_COLUMNS, list_series, series_range, series_summary
+from storage.report_alerting import alerting_in
 from storage.report_events import (
     deployments_in,
     drift_in,
@@ -180,6 +189,7 @@ def _build(
         ),
         coverage=coverage,
         notes=tuple(notes),
+        alerting=alerting_in(conn, window),
     )
 
 

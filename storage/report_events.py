@@ -68,8 +68,24 @@ def began_of(inc: Incident) -> int | None:
     return int(failing) if isinstance(failing, int | float) else None
 
 
+MAINTENANCE_PREFIX = "maintenance:"
+
+
+def maintenance_of(inc: Incident) -> str | None:
+    """The maintenance window an incident opened in: its evidence's ``planned`` key, when that
+    reads ``maintenance: <name>`` (the name; ``?`` if empty); None for an unplanned incident."""
+    planned = inc.evidence.get("planned")
+    if isinstance(planned, str) and planned.startswith(MAINTENANCE_PREFIX):
+        return planned[len(MAINTENANCE_PREFIX) :].strip() or "?"
+    return None
+
+
 def incidents_in(conn: sqlite3.Connection, window: Window) -> Incidents:
-    """Incidents open at some time in the window, with their times to detect and recover."""
+    """Incidents open at some time in the window, with their times to detect and recover.
+
+    Incidents opened inside a maintenance window (evidence ``planned`` starting with
+    ``maintenance:``) are counted apart; MTTD, MTTR and the longest TTR cover the unplanned
+    ones only."""
     found = [
         i
         for i in list_incidents(conn, since_ms=window.since_ms, limit=1_000_000)
@@ -94,20 +110,25 @@ def incidents_in(conn: sqlite3.Connection, window: Window) -> Incidents:
                 ttd_ms=max(0, inc.opened_ms - failing_ms) if failing_ms is not None else None,
                 ttr_ms=inc.ttr_ms if resolved_in else None,
                 root_id=inc.root_id,
+                maintenance=maintenance_of(inc),
             )
         )
-    ttds = [r.ttd_ms for r in rows if r.ttd_ms is not None and r.opened_ms >= window.since_ms]
-    ttrs = [r.ttr_ms for r in rows if r.ttr_ms is not None and r.resolved_ms is not None]
+    unplanned = [r for r in rows if r.maintenance is None]
+    ttds = [r.ttd_ms for r in unplanned if r.ttd_ms is not None and r.opened_ms >= window.since_ms]
+    resolved = [r for r in rows if r.ttr_ms is not None and r.resolved_ms is not None]
+    ttrs = [r.ttr_ms for r in resolved if r.maintenance is None and r.ttr_ms is not None]
     return Incidents(
         total=len(rows),
         opened_in_window=sum(1 for r in rows if r.opened_ms >= window.since_ms),
-        resolved_in_window=len(ttrs),
+        resolved_in_window=len(resolved),
         still_open=sum(1 for r in rows if r.resolved_ms is None),
         critical=sum(1 for r in rows if r.severity == "critical"),
         mttd_ms=(sum(ttds) / len(ttds)) if ttds else None,
         mttr_ms=(sum(ttrs) / len(ttrs)) if ttrs else None,
         max_ttr_ms=max(ttrs) if ttrs else None,
         rows=tuple(rows),
+        in_maintenance=len(rows) - len(unplanned),
+        unplanned=len(unplanned),
     )
 
 

@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped when a field changes meaning or goes away (adding one does not bump it). 2:
 deployment rows name the artifact (``artifact``, ``artifact_kind``, ``previous_artifact``,
-``artifact_time_ms``) instead of ``sha256``, ``previous_sha256``, ``artifact_mtime_ms``."""
+``artifact_time_ms``) instead of ``sha256``, ``previous_sha256``, ``artifact_mtime_ms``. 4:
+``incidents.mttd_ms``, ``mttr_ms`` and ``max_ttr_ms`` cover *unplanned* incidents only (those
+opened inside a maintenance window are counted apart, ``incidents.in_maintenance``)."""
 
 
 def to_plain(obj: Any) -> Any:
@@ -131,12 +133,20 @@ class IncidentRow:
     ttd_ms: int | None
     ttr_ms: int | None
     root_id: int | None
+    maintenance: str | None = None
+    """The maintenance window the incident opened in (its evidence's ``planned`` key,
+    ``maintenance: <name>``, gives the name); None for an unplanned incident."""
 
 
 @dataclass(frozen=True, slots=True)
 class Incidents:
     """Incidents and their mean time to detect (opened in the window) and to recover
-    (resolved in the window)."""
+    (resolved in the window).
+
+    ``mttd_ms``, ``mttr_ms`` and ``max_ttr_ms`` cover *unplanned* incidents only: those opened
+    inside a maintenance window (``in_maintenance``, rows with ``maintenance`` set) were
+    expected and are counted apart. ``total``, ``still_open`` and ``critical`` count all rows.
+    """
 
     total: int
     opened_in_window: int
@@ -147,6 +157,10 @@ class Incidents:
     mttr_ms: float | None
     max_ttr_ms: int | None
     rows: tuple[IncidentRow, ...]
+    in_maintenance: int = 0
+    """Rows opened inside a maintenance window (planned)."""
+    unplanned: int = 0
+    """Rows opened outside any maintenance window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +308,106 @@ class Coverage:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleFirings:
+    """How many alert occurrences of one rule (at one severity) started firing in the window."""
+
+    rule: str
+    severity: str
+    fired: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPages:
+    """Notifications created in the window for one channel, by delivery state as it stood at
+    the window's end: ``delivered`` (accepted by the receiver by then), ``undelivered`` (given
+    up), ``pending`` (still being retried, or delivered only after the window)."""
+
+    channel: str
+    delivered: int
+    undelivered: int
+    pending: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FirstNotification:
+    """Time from an incident to its first notification.
+
+    ``began_ms`` is the incident's fault start (``began_ms``; older rows: ``failing_since_ms``;
+    else ``opened_ms``). The first notification is the earliest-delivered outbox row of state
+    ``delivered`` that carries an alert whose subject is the incident's subject, created at or
+    after ``began_ms`` and delivered by the window's end. ``latency_ms`` is its
+    ``delivered_ms - began_ms``; all three are null when there is none.
+    """
+
+    incident_id: int
+    subject: str
+    kind: str
+    began_ms: int
+    notified_ms: int | None
+    channel: str | None
+    latency_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceInWindow:
+    """A silence active at some time in the window; ``matchers`` as ``label op value``."""
+
+    id: str
+    matchers: str
+    starts_ms: int
+    ends_ms: int
+    expired_ms: int | None
+    author: str
+    comment: str
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceInWindow:
+    """A maintenance window open at some time in the report's window.
+
+    From the ``maintenance.started``/``maintenance.ended`` events (``source`` ``events``;
+    ``ends_ms`` is the end event's time, else the end the start event announced), or, where
+    no event recorded it, from incidents marked ``maintenance: <name>`` (``source``
+    ``incidents``; ``starts_ms`` the first such incident's opening, ``ends_ms`` null).
+    """
+
+    name: str
+    starts_ms: int
+    ends_ms: int | None
+    subjects: str
+    incidents: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alerting:
+    """Alerts, notifications, silences and maintenance windows in the window.
+
+    ``fired`` counts alert occurrences whose ``firing_ms`` is in the window; ``by_rule`` splits
+    them by rule and severity (most first), ``noisiest`` is the top rules by firings (all
+    severities together, at most five). ``pages_*`` count outbox rows created in the window
+    (test messages left out) across channels. ``mean_time_to_notify_ms`` and
+    ``median_time_to_notify_ms`` are over ``first_notifications`` that have one; those rows are
+    the *unplanned* incidents opened in the window (maintenance mutes notifications).
+    """
+
+    fired: int
+    by_rule: tuple[RuleFirings, ...]
+    noisiest: tuple[RuleFirings, ...]
+    pages_delivered: int
+    pages_undelivered: int
+    pages_pending: int
+    channels: tuple[ChannelPages, ...]
+    first_notifications: tuple[FirstNotification, ...]
+    mean_time_to_notify_ms: float | None
+    median_time_to_notify_ms: float | None
+    silences: tuple[SilenceInWindow, ...]
+    maintenance: tuple[MaintenanceInWindow, ...]
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """A host report: everything ``vigil report`` and ``GET /api/v1/report`` render."""
 
@@ -313,6 +427,7 @@ class Report:
     notes: tuple[str, ...]
     """Report-wide caveats (where the stored data begins); a section's own note (no
     deployments, no drift) is in that section."""
+    alerting: Alerting
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document (see ``agent/report/schema.json``)."""

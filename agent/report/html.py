@@ -244,6 +244,18 @@ def render_html(report: Report) -> str:
         ),
         section("Deployments", render_table(by_name["deployments"])),
         section("Drift detections", render_table(by_name["drift"])),
+        section(
+            "Alerting",
+            subsection(by_name["alerts"]),
+            subsection(by_name["noisiest_rules"]),
+            subsection(by_name["pages"]),
+            subsection(by_name["first_notifications"]),
+            subsection(by_name["silences"]),
+            subsection(by_name["maintenance"]),
+            '<p class="note">Time to notify runs from when an unplanned incident\'s fault began '
+            "to the delivery of the first notification about its subject created after that. "
+            "MTTD and MTTR leave out incidents opened inside maintenance windows.</p>",
+        ),
         section("Resource utilization", *charts["resources"], render_table(by_name["resources"])),
         section("Automated monitoring", render_table(by_name["monitoring"])),
         section(

@@ -110,6 +110,7 @@ def resource_label(name: str, labels: Mapping[str, str]) -> str:
 def summary_items(report: Report) -> list[tuple[str, str]]:
     """The headline numbers, for the top of HTML and Markdown."""
     inc, dep, mon, audit = report.incidents, report.deployments, report.monitoring, report.audit
+    al = report.alerting
     span = (report.window.until_ms - report.window.since_ms) / 1000
     chain = (
         f"verified ({audit.checked} events)"
@@ -130,7 +131,14 @@ def summary_items(report: Report) -> list[tuple[str, str]]:
         (
             "Incidents",
             f"{inc.total} ({inc.still_open} open, {inc.critical} critical); "
-            f"MTTD {format_ms(inc.mttd_ms)}, MTTR {format_ms(inc.mttr_ms)}",
+            f"{inc.in_maintenance} in maintenance; MTTD {format_ms(inc.mttd_ms)}, "
+            f"MTTR {format_ms(inc.mttr_ms)} (unplanned only)",
+        ),
+        (
+            "Alerting",
+            f"{al.fired} alerts fired; {al.pages_delivered} notifications delivered, "
+            f"{al.pages_undelivered} undelivered, {al.pages_pending} pending; "
+            f"median time to first notification {format_ms(al.median_time_to_notify_ms)}",
         ),
         ("Restarts", str(report.restarts.total)),
         (
@@ -161,6 +169,13 @@ def summary_table(report: Report) -> Table:
         ("incidents_open", inc.still_open),
         ("mttd_ms", inc.mttd_ms),
         ("mttr_ms", inc.mttr_ms),
+        ("incidents_in_maintenance", inc.in_maintenance),
+        ("alerts_fired", report.alerting.fired),
+        ("pages_delivered", report.alerting.pages_delivered),
+        ("pages_undelivered", report.alerting.pages_undelivered),
+        ("pages_pending", report.alerting.pages_pending),
+        ("mean_time_to_notify_ms", report.alerting.mean_time_to_notify_ms),
+        ("median_time_to_notify_ms", report.alerting.median_time_to_notify_ms),
         ("restarts", report.restarts.total),
         ("deployments", dep.count),
         ("deployments_per_day", dep.per_day),
@@ -235,6 +250,7 @@ def tables(report: Report) -> list[Table]:
             "ttr_ms": r.ttr_ms,
             "resolved_ms": r.resolved_ms,
             "root_id": r.root_id,
+            "maintenance": r.maintenance,
             "cause": r.cause,
         }
         for r in report.incidents.rows
@@ -299,6 +315,56 @@ def tables(report: Report) -> list[Table]:
         }
         for r in report.resources
         for p in r.points
+    )
+    al = report.alerting
+    alert_rules = tuple(
+        {"rule": f.rule, "severity": f.severity, "fired": f.fired} for f in al.by_rule
+    )
+    noisiest = tuple({"rule": f.rule, "fired": f.fired} for f in al.noisiest)
+    pages = tuple(
+        {
+            "channel": c.channel,
+            "delivered": c.delivered,
+            "undelivered": c.undelivered,
+            "pending": c.pending,
+            "last_error": c.last_error,
+        }
+        for c in al.channels
+    )
+    first_notifications = tuple(
+        {
+            "incident_id": f.incident_id,
+            "subject": f.subject,
+            "kind": f.kind,
+            "began_ms": f.began_ms,
+            "notified_ms": f.notified_ms,
+            "channel": f.channel,
+            "latency_ms": f.latency_ms,
+        }
+        for f in al.first_notifications
+    )
+    silences = tuple(
+        {
+            "id": x.id,
+            "matchers": x.matchers,
+            "starts_ms": x.starts_ms,
+            "ends_ms": x.ends_ms,
+            "expired_ms": x.expired_ms,
+            "author": x.author,
+            "comment": x.comment,
+        }
+        for x in al.silences
+    )
+    maintenance = tuple(
+        {
+            "name": m.name,
+            "starts_ms": m.starts_ms,
+            "ends_ms": m.ends_ms,
+            "subjects": m.subjects,
+            "incidents": m.incidents,
+            "source": m.source,
+        }
+        for m in al.maintenance
     )
     mon = report.monitoring
     monitoring = tuple(
@@ -372,6 +438,7 @@ def tables(report: Report) -> list[Table]:
                 t("ttr_ms", "Time to recover", "ms"),
                 t("resolved_ms", "Resolved", "ts"),
                 t("root_id", "Root #", "int"),
+                t("maintenance", "Maintenance"),
                 t("cause", "Cause"),
             ),
             incidents,
@@ -431,6 +498,77 @@ def tables(report: Report) -> list[Table]:
             ),
             drift,
             empty=report.drift.note or "no drift detections in this window",
+        ),
+        Table(
+            "alerts",
+            "Alerts fired by rule",
+            (t("rule", "Rule"), t("severity", "Severity"), t("fired", "Fired", "int")),
+            alert_rules,
+            empty=al.note or "no alert fired in this window",
+        ),
+        Table(
+            "noisiest_rules",
+            "Noisiest rules",
+            (t("rule", "Rule"), t("fired", "Fired", "int")),
+            noisiest,
+            empty="no rule fired in this window",
+        ),
+        Table(
+            "pages",
+            "Notifications per channel",
+            (
+                t("channel", "Channel"),
+                t("delivered", "Delivered", "int"),
+                t("undelivered", "Undelivered", "int"),
+                t("pending", "Pending", "int"),
+                t("last_error", "Last error"),
+            ),
+            pages,
+            empty="no notifications in this window",
+        ),
+        Table(
+            "first_notifications",
+            "Time from incident to first notification",
+            (
+                t("incident_id", "Incident #", "int"),
+                t("subject", "Subject"),
+                t("kind", "Kind"),
+                t("began_ms", "Began", "ts"),
+                t("notified_ms", "First notified", "ts"),
+                t("channel", "Channel"),
+                t("latency_ms", "Time to notify", "ms"),
+            ),
+            first_notifications,
+            empty="no unplanned incidents opened in this window",
+        ),
+        Table(
+            "silences",
+            "Silences active in the window",
+            (
+                t("id", "Id"),
+                t("matchers", "Matchers"),
+                t("starts_ms", "Starts", "ts"),
+                t("ends_ms", "Ends", "ts"),
+                t("expired_ms", "Expired", "ts"),
+                t("author", "Author"),
+                t("comment", "Comment"),
+            ),
+            silences,
+            empty="no silences active in this window",
+        ),
+        Table(
+            "maintenance",
+            "Maintenance windows",
+            (
+                t("name", "Window"),
+                t("starts_ms", "Starts", "ts"),
+                t("ends_ms", "Ends", "ts"),
+                t("subjects", "Scope"),
+                t("incidents", "Incidents inside", "int"),
+                t("source", "Source"),
+            ),
+            maintenance,
+            empty="no maintenance windows in this window",
         ),
         Table(
             "resources",
