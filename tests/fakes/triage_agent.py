@@ -112,6 +112,97 @@ def sample_events(now: int) -> list[Event]:
     ]
 
 
+def sample_alerts(now: int) -> list[dict[str, Any]]:
+    """Alerts as ``GET /api/v1/alerts`` serves them: one pending, two firing (one silenced),
+    one resolved."""
+
+    def alert(id_: int, rule: str, subject: str, sev: str, state: str, **kw: Any) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "id": id_,
+            "fingerprint": f"fp{id_}",
+            "rule": rule,
+            "subject": subject,
+            "labels": {"rule": rule, "subject": subject},
+            "severity": sev,
+            "state": state,
+            "value": None,
+            "summary": f"{rule} on {subject}",
+            "runbook_url": "",
+            "pending_ms": now - 300_000,
+            "firing_ms": None,
+            "resolved_ms": None,
+            "flapping": False,
+            "updated_ms": now - 1000,
+            "silenced_by": None,
+            "maintenance": None,
+        }
+        base.update(kw)
+        return base
+
+    return [
+        alert(4, "disk_filling", "host", "warning", "pending", value=91.5),
+        alert(3, "model_down", "model:whisper", "critical", "firing", firing_ms=now - 60_000),
+        alert(
+            2,
+            "process_restart_loop",
+            "process:llama-cpp",
+            "warning",
+            "firing",
+            firing_ms=now - 600_000,
+            silenced_by=7,
+        ),
+        alert(
+            1,
+            "model_degraded",
+            "model:embedder",
+            "warning",
+            "resolved",
+            firing_ms=now - 7_200_000,
+            resolved_ms=now - 1_800_000,
+        ),
+    ]
+
+
+def sample_silences(now: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": 7,
+            "matchers": ['subject="process:llama-cpp"'],
+            "starts_ms": now - 900_000,
+            "ends_ms": now + 6_300_000,
+            "author": "alice@laptop",
+            "comment": "rebuilding the llama-cpp image",
+            "created_ms": now - 900_000,
+            "expired_ms": None,
+            "expired_by": None,
+            "state": "active",
+        }
+    ]
+
+
+def sample_channels() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "ops-webhook",
+            "kind": "webhook",
+            "ok": True,
+            "last_error": None,
+            "delivered": 12,
+            "failed_attempts": 0,
+            "given_up": 0,
+        },
+        {
+            "name": "pager",
+            "kind": "pagerduty",
+            "ok": False,
+            "last_error": "HTTP 503: service unavailable",
+            "delivered": 3,
+            "failed_attempts": 5,
+            "given_up": 1,
+        },
+    ]
+
+
 @dataclass
 class TriageAgent(FakeAgent):
     """The fake agent, with everything the triage views read and do."""
@@ -123,9 +214,17 @@ class TriageAgent(FakeAgent):
     actions: list[tuple[str, str, str]] = field(default_factory=list)
     """(method and path, operator header, scope) of every action and report asked for."""
     whoami_missing: bool = False
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    silences: list[dict[str, Any]] = field(default_factory=list)
+    channels: list[dict[str, Any]] = field(default_factory=list)
+    bodies: list[Any] = field(default_factory=list)
+    """The JSON body of every POST that had one (a new silence's matchers...)."""
 
     def __post_init__(self) -> None:
         now = self.status.now_ms
+        self.alerts = sample_alerts(now)
+        self.silences = sample_silences(now)
+        self.channels = sample_channels()
         self.incidents = sample_incidents(now)
         self.events = sample_events(now)
         self.logs = [
@@ -150,7 +249,7 @@ class TriageAgent(FakeAgent):
         scope = self._scope(request)
         if scope is None:
             return web.json_response({"error": "token rejected"}, status=401)
-        if request.method == "POST" and scope != "operate":
+        if request.method in ("POST", "DELETE") and scope != "operate":
             return web.json_response(
                 {"error": "this token is read-only; the action needs the operate scope"},
                 status=403,
@@ -160,7 +259,12 @@ class TriageAgent(FakeAgent):
         operator = request.headers.get("X-Vigil-Operator", "")
         if request.method == "POST":
             self.actions.append((f"POST {unquote(path)}", operator, scope))
+            if request.can_read_body:
+                self.bodies.append(await request.json())
             return self._act(unquote(path))
+        if request.method == "DELETE":
+            self.actions.append((f"DELETE {unquote(path)}", operator, scope))
+            return self._expire(unquote(path), operator)
         if path == "/api/v1/report":
             self.actions.append(
                 (f"GET {path}?format={request.query.get('format')}", operator, scope)
@@ -193,6 +297,22 @@ class TriageAgent(FakeAgent):
                 and (not q.get("subject") or i.subject == q["subject"])
             ]
             return {"incidents": [i.to_json() for i in found]}
+        if path == "/api/v1/alerts":
+            state = q.get("state")
+            matching = [
+                a
+                for a in self.alerts
+                if not state or (a["silenced_by"] if state == "silenced" else a["state"] == state)
+            ]
+            return {"alerts": matching}
+        if path == "/api/v1/silences":
+            return {
+                "silences": [
+                    s for s in self.silences if not q.get("state") or s["state"] == q["state"]
+                ]
+            }
+        if path == "/api/v1/deliveries":
+            return {"deliveries": [], "channels": self.channels}
         if path == "/api/v1/processes":
             return {"processes": [p.to_json() for p in status.processes]}
         if path.startswith("/api/v1/processes/") and path.endswith("/logs"):
@@ -237,8 +357,44 @@ class TriageAgent(FakeAgent):
             "incident": incident.to_json() if incident else None,
         }
 
+    def _expire(self, path: str, operator: str) -> web.Response:
+        parts = path.removeprefix("/api/v1/").split("/")
+        if parts[0] == "silences" and len(parts) == 2:
+            for n, sil in enumerate(self.silences):
+                if str(sil["id"]) == parts[1] and sil["state"] in ("active", "pending"):
+                    now = self.status.now_ms
+                    done = {
+                        **sil,
+                        "state": "expired",
+                        "expired_ms": now,
+                        "expired_by": operator or "token:operate",
+                    }
+                    self.silences[n] = done
+                    for a in self.alerts:
+                        if a["silenced_by"] == sil["id"]:
+                            a["silenced_by"] = None
+                    return web.json_response({"silence": done})
+        return web.json_response({"error": "no such silence in force"}, status=404)
+
     def _act(self, path: str) -> web.Response:
         parts = path.removeprefix("/api/v1/").split("/")
+        if parts == ["silences"] and self.bodies:
+            body = self.bodies[-1]
+            now = self.status.now_ms
+            made = {
+                "id": max((int(s["id"]) for s in self.silences), default=0) + 1,
+                "matchers": list(body.get("matchers", [])),
+                "starts_ms": now,
+                "ends_ms": now + 7_200_000,
+                "author": "x",
+                "comment": body.get("comment", ""),
+                "created_ms": now,
+                "expired_ms": None,
+                "expired_by": None,
+                "state": "active",
+            }
+            self.silences.insert(0, made)
+            return web.json_response({"silence": made}, status=201)
         if parts[0] == "processes" and len(parts) == 3:
             name, action = parts[1], parts[2]
             proc = next((p for p in self.status.processes if p.name == name), None)
@@ -275,6 +431,7 @@ class TriageAgent(FakeAgent):
         app = web.Application()
         app.router.add_get("/api/v1/{tail:.*}", self._handle)
         app.router.add_post("/api/v1/{tail:.*}", self._handle)
+        app.router.add_delete("/api/v1/{tail:.*}", self._handle)
         self.runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

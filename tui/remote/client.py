@@ -290,8 +290,59 @@ class AgentClient:
             "GET", "/api/v1/report", {"format": fmt, "since": since}, operator=True
         )
 
-    async def _post_json(self, path: str) -> Any:
-        return _parse_json(await self._send("POST", path, operator=True), path)
+    # --- alerts (issue 15): what fires, what is muted, what reached people --------------
+
+    async def alerts(self, state: str | None = None) -> list[dict[str, Any]]:
+        """``GET /api/v1/alerts``: pending and firing alerts (newest first), then those
+        resolved in the last hour; each a dict as documented in docs/api.md.
+
+        Args:
+            state: ``pending``, ``firing``, ``silenced`` or ``resolved``; None for all.
+        """
+        data = await self._get_json("/api/v1/alerts", {"state": state} if state else None)
+        return _decode(lambda: [dict(a) for a in data["alerts"]], "alerts")
+
+    async def silences(self, state: str | None = None) -> list[dict[str, Any]]:
+        """``GET /api/v1/silences``, newest first (``state``: active, pending, expired)."""
+        data = await self._get_json("/api/v1/silences", {"state": state} if state else None)
+        return _decode(lambda: [dict(s) for s in data["silences"]], "silences")
+
+    async def deliveries(self, limit: int = 100) -> dict[str, list[dict[str, Any]]]:
+        """``GET /api/v1/deliveries``: ``{"deliveries": [...], "channels": [...]}``, outbox
+        rows newest first and each channel's delivery health."""
+        data = await self._get_json("/api/v1/deliveries", {"limit": str(limit)})
+
+        def build() -> dict[str, list[dict[str, Any]]]:
+            return {
+                "deliveries": [dict(d) for d in data["deliveries"]],
+                "channels": [dict(c) for c in data["channels"]],
+            }
+
+        return _decode(build, "deliveries")
+
+    async def create_silence(
+        self, matchers: list[str], duration: str, comment: str
+    ) -> dict[str, Any]:
+        """``POST /api/v1/silences`` (operate): mute alerts whose labels match ``matchers``
+        (``["model=m1"]``) for ``duration`` (``2h``); the agent records the operator as
+        author (``silence.created``).
+
+        Returns:
+            The silence as the agent stored it.
+        """
+        body = {"matchers": list(matchers), "duration": duration, "comment": comment}
+        data = await self._post_json("/api/v1/silences", body)
+        return _decode(lambda: dict(data["silence"]), "create silence")
+
+    async def expire_silence(self, silence_id: int) -> dict[str, Any]:
+        """``DELETE /api/v1/silences/{id}`` (operate): end it now (``silence.expired``); 404
+        when no such silence is in force."""
+        path = f"/api/v1/silences/{int(silence_id)}"
+        data = _parse_json(await self._send("DELETE", path, operator=True), path)
+        return _decode(lambda: dict(data["silence"]), "expire silence")
+
+    async def _post_json(self, path: str, body: Any = None) -> Any:
+        return _parse_json(await self._send("POST", path, operator=True, body=body), path)
 
     async def _send(
         self,
@@ -300,33 +351,40 @@ class AgentClient:
         params: Mapping[str, str] | None = None,
         *,
         operator: bool = False,
+        body: Any = None,
     ) -> bytes:
-        """One request; the body of a 2xx answer, every failure an :class:`AgentError`."""
+        """One request (``body``, if not None, sent as JSON); the body of a 2xx answer, every
+        failure an :class:`AgentError`."""
         session = self._ensure_session()
         headers = {"X-Vigil-Operator": self.operator or operator_identity()} if operator else {}
         try:
             # No redirects: the token must only ever go to the agent we were pointed at.
             async with session.request(
-                method, self.url + path, params=params, headers=headers, allow_redirects=False
+                method,
+                self.url + path,
+                params=params,
+                headers=headers,
+                json=body,
+                allow_redirects=False,
             ) as resp:
-                body = await resp.read()
+                answer = await resp.read()
                 if resp.status == 401:
                     raise AgentError("token rejected", "rejected", resp.status)
                 if resp.status == 403:
                     if method != "GET":
                         self.scope = "read"  # the agent said so: stop offering actions
-                    reason = _error_text(body) or "forbidden"
+                    reason = _error_text(answer) or "forbidden"
                     raise AgentError(
                         f"token lacks the scope for {path}: {reason}", "forbidden", resp.status
                     )
                 if resp.status >= 300:
-                    reason = _error_text(body) or resp.reason or ""
+                    reason = _error_text(answer) or resp.reason or ""
                     raise AgentError(
                         f"HTTP {resp.status} from {path}: {reason}".rstrip(": "),
                         "http",
                         resp.status,
                     )
-                return body
+                return answer
         except AgentError:
             raise
         # Before ClientError: aiohttp's timeout errors subclass both.

@@ -81,6 +81,8 @@ class HostScreen(ActionScreen):
         Binding("slash", "filter", "Filter"),
         Binding("i", "incidents", "Incidents"),
         Binding("e", "events", "Events"),
+        # Hidden from the footer (full at 80 columns); listed by ``?``.
+        Binding("a", "alerts", "Alerts", show=False),
         Binding("x", "export_report", "Report"),
         Binding("p", "probe", "Probe"),
         Binding("s", "process('start')", "Start"),
@@ -360,6 +362,16 @@ class HostScreen(ActionScreen):
         from tui.screens.events import EventsScreen
 
         self.go(EventsScreen(self.client, self.refresh_s, kind=kind, subject=subject))
+
+    def open_alerts(self) -> None:
+        """The alerts of this host, its silences and delivery health."""
+        from tui.screens.alerts import AlertsScreen
+
+        self.go(AlertsScreen(self.client, self.refresh_s))
+
+    def action_alerts(self) -> None:
+        """``a``."""
+        self.open_alerts()
 
     def action_incidents(self) -> None:
         """``i``."""

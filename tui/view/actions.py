@@ -20,7 +20,18 @@ from rich.text import Text
 from tui.remote.client import AgentClient, AgentError
 from tui.view.fmt import clean
 
-Verb = Literal["start", "stop", "restart", "release", "probe", "acknowledge", "resolve", "export"]
+Verb = Literal[
+    "start",
+    "stop",
+    "restart",
+    "release",
+    "probe",
+    "acknowledge",
+    "resolve",
+    "export",
+    "silence",
+    "expire",
+]
 PROCESS_VERBS: tuple[Verb, ...] = ("start", "stop", "restart", "release")
 
 # What each verb does, said to the person about to confirm it.
@@ -33,6 +44,8 @@ _CONSEQUENCES: dict[Verb, str] = {
     "acknowledge": "The incident stays open, marked as taken by you.",
     "resolve": "The incident is closed by hand, even if its cause is still there.",
     "export": "The agent renders its host report of the last 7 days.",
+    "silence": "Notifications of matching alerts are muted; they are still evaluated and recorded.",
+    "expire": "The silence ends now: matching alerts notify again.",
 }
 
 
@@ -49,6 +62,12 @@ class OperatorAction:
     verb: Verb
     target: str
     path: Path | None = None
+    matchers: tuple[str, ...] = ()
+    """For a silence: ``label="value"`` matchers."""
+    duration: str = ""
+    """For a silence: how long, e.g. ``2h``."""
+    comment: str = ""
+    """For a silence: why (the agent requires it)."""
 
     @property
     def needs_operate(self) -> bool:
@@ -64,18 +83,25 @@ class OperatorAction:
             return "model"
         if self.verb in ("acknowledge", "resolve"):
             return "incident"
+        if self.verb in ("silence", "expire"):
+            return "silence"
         return "host"
 
     def question(self) -> Text:
         """``Restart process vllm?``, the target escaped (it is agent data)."""
         out = Text()
+        if self.verb == "silence":
+            out.append("Silence alert ")
+            out.append(clean(self.target, 64), style="bold")
+            out.append(f" for {clean(self.duration, 16)}?")
+            return out
         if self.verb == "export":
             out.append("Export the host report of ")
         elif self.verb == "probe":
             out.append("Probe model ")
         else:
             out.append(f"{self.verb.capitalize()} {self.noun} ")
-        if self.noun == "incident":
+        if self.noun in ("incident", "silence"):
             out.append(f"#{clean(self.target, 20)}", style="bold")
         else:
             out.append(clean(self.target, 64), style="bold")
@@ -85,6 +111,9 @@ class OperatorAction:
     def consequence(self) -> Text:
         """What will happen, and where an export goes."""
         out = Text(_CONSEQUENCES[self.verb])
+        if self.matchers:
+            out.append("\nMatchers ")
+            out.append(clean(" ".join(self.matchers), 300), style="bold")
         if self.path is not None:
             out.append("\nSaved to ")
             out.append(str(self.path), style="bold")
@@ -122,6 +151,16 @@ async def perform(client: AgentClient, action: OperatorAction) -> str:
             return f"incident #{incident_id} acknowledged"
         await client.resolve(incident_id)
         return f"incident #{incident_id} resolved"
+    if action.verb == "silence":
+        made = await client.create_silence(list(action.matchers), action.duration, action.comment)
+        return f"silence #{clean(made.get('id'), 12)} created for {clean(action.duration, 16)}"
+    if action.verb == "expire":
+        try:
+            silence_id = int(action.target)
+        except ValueError:
+            raise AgentError(f"not a silence number: {name!r}", "config") from None
+        await client.expire_silence(silence_id)
+        return f"silence #{silence_id} expired"
     if action.path is None:
         raise AgentError("no path to save the report to", "config")
     body = await client.report("html")
