@@ -44,7 +44,7 @@ def test_no_alerting_tables_means_the_built_ins_and_no_channels() -> None:
     cfg = parse_config("", CFG)
     assert {r.name for r in cfg.alerting.rules} == BUILTIN_NAMES
     assert cfg.alerting.channels == () and cfg.alerting.routes == ()
-    assert cfg.alerting.evaluate_interval_s == 5.0
+    assert cfg.alerting.evaluate_interval_s == 1.0
 
 
 def test_a_custom_rule_field_for_field() -> None:

@@ -51,7 +51,7 @@ class AlertingConfig:
     (``repr=False``): never print, store or serve them as they are.
     """
 
-    evaluate_interval_s: float = 5.0
+    evaluate_interval_s: float = 1.0
     flap_window_s: float = 600.0
     flap_transitions: int = 4
     rules: tuple[Rule, ...] = BUILTIN_RULES

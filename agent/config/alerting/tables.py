@@ -47,7 +47,7 @@ Number = Annotated[float, number()]
 class AlertingTable(_Table, frozen=True):
     """``[alerting]``: the engine's knobs."""
 
-    evaluate_interval: Duration = 5.0
+    evaluate_interval: Duration = 1.0
     flap_window: Duration = 600.0
     flap_transitions: Annotated[int, count(2)] = 4
 
