@@ -334,6 +334,11 @@ async def test_colon_jumps_to_any_view_by_name(triage_agent: TriageAgent) -> Non
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, IncidentsScreen))
         assert [type(s).__name__ for s in app.screen_stack] == ["HostScreen", "IncidentsScreen"]
+        await pilot.press("colon", *"alerts")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "AlertsScreen")
+        assert [type(s).__name__ for s in app.screen_stack] == ["HostScreen", "AlertsScreen"]
         await pilot.press("colon", *"host")
         await pilot.pause(0.3)
         await pilot.press("enter")

@@ -45,6 +45,10 @@ class HostNavigator(Protocol):
         """The agent's audit trail, optionally filtered."""
         ...
 
+    def open_alerts(self) -> None:
+        """The agent's alerts, silences and delivery health."""
+        ...
+
     def action_export_report(self) -> None:
         """Save the agent's report (confirmed first)."""
         ...

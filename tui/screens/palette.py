@@ -52,6 +52,7 @@ class JumpProvider(Provider):
         yield "host", host.go_home, "resources, models and processes"
         yield "incidents", host.open_incidents, "open, acknowledged and resolved incidents"
         yield "events", host.open_events, "the audit trail, filtered and searchable"
+        yield "alerts", host.open_alerts, "firing, pending and silenced alerts, silences, delivery"
         status = host.status
         if status is not None:
             for model in status.models:
