@@ -84,7 +84,41 @@ process = "demo-model-server"
 [model.canary]
 inputs = [{{ name = "input", shape = [1, 4], datatype = "FP32", data = [5.1, 3.5, 1.4, 0.2] }}]
 max_latency = "500ms"
+
+# An alert an operator can see fire: stopping the model server (TUI: `t` on its process) is
+# planned work and pages nobody through the built-in rules, so the demo watches for it itself.
+[[alert]]
+name = "demo_model_not_serving"
+kind = "model_state"
+states = ["stopped", "down"]
+severity = "warning"
+summary = "model {{model}} is {{state}} (since {{since}})"
+
+# A local receiver: each notification is appended to notifications.jsonl in the demo's dir.
+[[notify]]
+name = "demo-log"
+type = "exec"
+argv = {json.dumps(_receiver_argv(data_dir.parent / NOTIFICATIONS_FILE))}
+timeout = "5s"
+
+[[notify.route]]
+group_wait = "0s"
+group_interval = "5s"
 """
+
+
+NOTIFICATIONS_FILE = "notifications.jsonl"
+"""Where the demo's local receiver appends each notification it gets, one JSON per line."""
+
+
+def _receiver_argv(path: Path) -> list[str]:
+    # The notification arrives as JSON on stdin (docs/configuration.md, `exec`): one line each.
+    code = (
+        "import json, sys; n = json.load(sys.stdin); "
+        f"f = open({str(path)!r}, 'a', encoding='utf-8'); "
+        "f.write(json.dumps(n) + '\\n'); f.close()"
+    )
+    return [sys.executable, "-c", code]
 
 
 def start_demo_agent(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:

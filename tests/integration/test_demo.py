@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from agent.cli.api_client import ApiClient
-from agent.cli.demo import start_demo_agent, stop_agent
+from agent.cli.demo import NOTIFICATIONS_FILE, start_demo_agent, stop_agent
 from tests.helpers import child_env, vigil_cmd, wait_for
 
 pytestmark = pytest.mark.integration
@@ -103,6 +103,68 @@ def test_demo_agent_probes_the_bundled_model(tmp_path: Path) -> None:
         )
         runs = client.get("/api/v1/probe_runs?model=iris")["probe_runs"]
         assert runs and runs[0]["category"] == "ok"
+    finally:
+        stop_agent(proc)
+    assert proc.returncode == 0
+
+
+def _notifications(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def test_demo_alert_fires_and_resolves_when_its_model_is_stopped_and_started(
+    tmp_path: Path,
+) -> None:
+    """Issue 15: the demo shows an alert. Stopping the model server (planned, so no built-in
+    rule pages) fires the demo's own rule; its local receiver gets the firing notification,
+    and starting the server again resolves the alert and delivers the resolution."""
+    proc, url, token = start_demo_agent(tmp_path)
+    inbox = tmp_path / NOTIFICATIONS_FILE
+    try:
+        client = ApiClient(url, token)
+        wait_for(
+            lambda: any(m.name == "iris" and m.state == "up" for m in client.status().models),
+            30,
+            what="the demo model to be up",
+        )
+        assert client.get("/api/v1/alerts")["alerts"] == []
+
+        def alert(state: str) -> dict | None:
+            alerts = client.get("/api/v1/alerts")["alerts"]
+            return next(
+                (
+                    a
+                    for a in alerts
+                    if a["rule"] == "demo_model_not_serving" and a["state"] == state
+                ),
+                None,
+            )
+
+        client.post("/api/v1/processes/demo-model-server/stop", operator="demo-test")
+        firing = wait_for(lambda: alert("firing"), 30, what="the demo alert to fire")
+        assert firing["labels"]["model"] == "iris"
+        assert "iris is stopped" in firing["summary"]
+        sent = wait_for(
+            lambda: [n for n in _notifications(inbox) if n["kind"] == "firing"],
+            30,
+            what="the firing notification at the demo's receiver",
+        )
+        assert sent[0]["alerts"][0]["labels"]["alertname"] == "demo_model_not_serving"
+        # Planned: no built-in rule (model_down, process_down) fired for the stop.
+        assert {a["rule"] for a in client.get("/api/v1/alerts")["alerts"]} == {
+            "demo_model_not_serving"
+        }
+
+        client.post("/api/v1/processes/demo-model-server/start", operator="demo-test")
+        wait_for(lambda: alert("resolved"), 60, what="the demo alert to resolve")
+        resolved = wait_for(
+            lambda: [n for n in _notifications(inbox) if n["kind"] == "resolved"],
+            30,
+            what="the resolution at the demo's receiver",
+        )
+        assert resolved[0]["dedup_key"] == sent[0]["dedup_key"]
     finally:
         stop_agent(proc)
     assert proc.returncode == 0
