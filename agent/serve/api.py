@@ -20,6 +20,7 @@ from aiohttp import web
 from agent.alerting.outbox import send_test
 from agent.alerting.outbox_store import OutboxUnavailable
 from agent.config.alerting.routes import Matcher
+from agent.serve.alertsummary import alert_counts
 from agent.serve.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.serve.exposition import render as render_metrics
 from agent.serve.metrics import AgentMetrics
@@ -133,7 +134,8 @@ class Api:
         return web.json_response({"ok": True})
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.agent.status().to_json())
+        body = self.agent.status().to_json()
+        return web.json_response({**body, "alert_counts": alert_counts(self.agent.alerting)})
 
     async def whoami(self, request: web.Request) -> web.Response:
         """The presented token's scope, so a client can hide what it may not do."""
