@@ -7,14 +7,19 @@ point of adoption is that an agent restart costs the model nothing. Rotation is 
 copied to ``NAME.log.1`` and truncated in place; the child's next ``O_APPEND`` write lands at
 the new end. Lines written between the copy and the truncate are lost; at the sizes involved
 that window is a few milliseconds.
+
+Every file here is 0640 and the directory 0750, whatever the agent's umask
+(:mod:`storage.private`): a server's output can hold prompts and credentials, and a rotated copy
+made with the umask's mode was readable by every local user.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections import deque
 from pathlib import Path
+
+from storage import private
 
 TAIL_MAX_LINES = 10_000
 _TAIL_BLOCK = 64 * 1024
@@ -28,15 +33,20 @@ class ProcessLog:
         self.max_bytes = max_bytes
         self.keep = keep
 
+    def _open(self) -> int:
+        log_dir = self.path.parent
+        private.make_dir(log_dir, private.LOG_DIR_MODE)
+        private.tighten(log_dir, private.LOG_DIR_MODE)  # one an older agent left 0755
+        return private.open_fd(self.path, os.O_WRONLY | os.O_APPEND, private.LOG_FILE_MODE)
+
     def open_for_child(self) -> int:
         """A descriptor the child inherits as stdout and stderr (the caller closes ours)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        # O_CLOEXEC does not stop the child getting it: it is dup2-ed onto stdout and stderr.
+        return self._open()
 
     def append(self, text: str) -> None:
         """A line of the agent's own (a remediation command's banner, say) into the log."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8", errors="replace") as f:
+        with open(self._open(), "a", encoding="utf-8", errors="replace") as f:
             f.write(text if text.endswith("\n") else text + "\n")
 
     def over_size(self) -> bool:
@@ -53,9 +63,13 @@ class ProcessLog:
         for i in range(self.keep - 1, 0, -1):
             older = self.path.with_name(f"{self.path.name}.{i}")
             if older.exists():
-                older.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+                newer = self.path.with_name(f"{self.path.name}.{i + 1}")
+                older.replace(newer)
+                private.tighten(newer, private.LOG_FILE_MODE)  # rotated by an older agent
         if self.keep > 0:
-            shutil.copyfile(self.path, self.path.with_name(f"{self.path.name}.1"))
+            private.copy_file(
+                self.path, self.path.with_name(f"{self.path.name}.1"), private.LOG_FILE_MODE
+            )
         with open(self.path, "r+b") as f:
             f.truncate(0)
         return True

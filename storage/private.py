@@ -1,0 +1,113 @@
+"""Files and directories the agent writes, with the modes it means, whatever the umask.
+
+What the agent keeps in its data dir (events, log tails, server error bodies, tokens) is no
+other local user's business, yet a mode passed to ``open(2)`` or ``mkdir(2)`` is only an upper
+bound: the umask clears bits from it and never adds any, and ``shutil.copyfile`` or
+``Path.write_text`` ignore the intended mode altogether (they create with 0666 & ~umask). The
+helpers here create with the mode and then set it exactly (``fchmod``), so a file comes out the
+same under umask 000 as under 077, and one left loose by an older agent is tightened when the
+agent next opens it.
+
+Process logs are 0640 rather than 0600: the service installer gives the operators' group the
+data dir (0750) to read logs; every other file is owner-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+LOG_FILE_MODE = 0o640
+LOG_DIR_MODE = 0o750
+
+
+def make_dir(path: Path, mode: int = DIR_MODE) -> Path:
+    """Create ``path`` with ``mode``, and any missing parents owner-only.
+
+    An existing directory is left as it is: it may be one the operator chose and shares (the
+    installer makes the data dir 0750 for the operators' group); :func:`tighten` it where the
+    directory is the agent's own. (``Path.mkdir(parents=True)`` would give the parents the
+    umask's mode.)
+    """
+    missing: list[Path] = []
+    p = path
+    while not p.is_dir() and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        want = mode if d == path else DIR_MODE
+        try:
+            d.mkdir(want)
+        except FileExistsError:
+            continue  # made by someone else in between
+        os.chmod(d, want)
+    return path
+
+
+def open_fd(path: Path, flags: int, mode: int = FILE_MODE) -> int:
+    """``os.open(path, flags | O_CREAT, mode)``, then the mode set exactly, so neither the
+    umask nor an older, looser file decides it."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        _fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _fchmod(fd: int, mode: int) -> None:
+    # A file owned by another user (an agent that ran as root before) can be written by us but
+    # not chmod-ed: writing it matters more than its mode.
+    with contextlib.suppress(PermissionError):
+        if os.fstat(fd).st_mode & 0o7777 != mode:
+            os.fchmod(fd, mode)
+
+
+def tighten(path: Path, mode: int = FILE_MODE) -> None:
+    """Clear the bits of an existing file's or directory's mode that ``mode`` does not grant
+    (none is added: an owner who made a file read-only keeps it so); a no-op when the path is
+    missing or not ours."""
+    with contextlib.suppress(FileNotFoundError, PermissionError):
+        current = path.stat().st_mode & 0o7777
+        if current & ~mode:
+            os.chmod(path, current & mode)
+
+
+def copy_file(src: Path, dst: Path, mode: int = FILE_MODE) -> None:
+    """Copy ``src`` over ``dst`` with ``mode`` (``shutil.copyfile`` would use the umask's)."""
+    with open(src, "rb") as fin:
+        fd = open_fd(dst, os.O_WRONLY | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` all at once, or not at all.
+
+    Written to ``NAME.tmp``, flushed to disk, then renamed over ``path``: a full disk or a crash
+    leaves the old file whole. On a failure the temporary file is removed, so a full disk does
+    not leave an empty ``NAME.tmp`` behind either.
+
+    Raises:
+        OSError: the write failed (ENOSPC, EROFS, ...); ``path`` is unchanged.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = open_fd(tmp, os.O_WRONLY | os.O_TRUNC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
