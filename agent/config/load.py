@@ -23,12 +23,13 @@ from agent.config.records import (
     TARGET_KEYS,
     AgentConfig,
     Config,
+    DeployConfig,
     DriftConfig,
     ModelConfig,
     ProcessConfig,
     default_data_dir,
 )
-from agent.config.schema import AgentTable, ModelTable, ProcessTable
+from agent.config.schema import AgentTable, DeployTable, ModelTable, ProcessTable
 from agent.config.secrets import read_secret
 from probes.base import OptionError
 from probes.registry import PROBES
@@ -100,6 +101,7 @@ def _build(raw: dict[str, Any], path: Path) -> Config:
                 f"names process {m.process!r}, but no [[process]] has that "
                 f"name; expected one of: {', '.join(sorted(names)) or 'none'}",
             )
+        _check_deploy(m, i, {p.name: p for p in processes})
     knobs = raw.get("alerting", {})
     if not isinstance(knobs, dict):
         raise _Shape(("alerting",), "expected a table [alerting]")
@@ -223,7 +225,67 @@ def _model(raw: dict[str, Any], i: int) -> ModelConfig:
             output_stable_runs=d.output_stable_runs,
             output_confirm_runs=d.output_confirm_runs,
         ),
+        deploy=_deploy(t.deploy) if t.deploy is not None else None,
     )
+
+
+def _deploy(t: DeployTable) -> DeployConfig:
+    return DeployConfig(
+        link=Path(t.link).expanduser() if t.link else None,
+        process=t.process,
+        strategy=t.strategy,
+        bake_s=t.bake,
+        min_good_canaries=t.min_good_canaries,
+        max_bad_canaries=t.max_bad_canaries,
+        golden=t.golden,
+        latency_ratio_max=float(t.latency_ratio_max),
+        latency_min_delta_ms=t.latency_min_delta * 1000,
+        throughput_ratio_min=float(t.throughput_ratio_min),
+        baseline_runs=t.baseline_runs,
+        require_approval=t.require_approval,
+        approver_must_differ=t.approver_must_differ,
+        approval_timeout_s=t.approval_timeout,
+    )
+
+
+def _check_deploy(m: ModelConfig, i: int, processes: dict[str, ProcessConfig]) -> None:
+    """``[model.deploy]`` names a symlink by absolute path and a ``command`` process the
+    agent starts itself (a deploy restarts it), and bakes long enough for its canaries."""
+    d = m.deploy
+    if d is None:
+        return
+
+    def fail(key: str, reason: str) -> Invalid:
+        return Invalid(("model", i, "deploy", key), reason)
+
+    if d.link is not None and not d.link.is_absolute():
+        raise fail("link", f"expected an absolute path (the symlink to switch), got '{d.link}'")
+    proc = m.deploy_process
+    if d.process is not None and d.process not in processes:
+        raise fail(
+            "process",
+            f"names process {d.process!r}, but no [[process]] has that name; expected one of: "
+            f"{', '.join(sorted(processes)) or 'none'}",
+        )
+    if d.link is not None and proc is None:
+        raise fail(
+            "process",
+            "a deploy restarts the model's server: expected the [[process]] serving it "
+            "(here, or process in the [[model]])",
+        )
+    if proc is not None and d.link is not None and processes[proc].kind != "command":
+        raise fail(
+            "process",
+            f"process {proc!r} is a {processes[proc].kind} target; a deploy restarts a "
+            "process the agent starts itself: expected one with a command",
+        )
+    least = d.min_good_canaries * m.interval_s
+    if d.bake_s < least:
+        raise fail(
+            "bake",
+            f"expected at least min_good_canaries x interval ({least:g}s) to see that many "
+            f"canaries, got {d.bake_s:g}s",
+        )
 
 
 def _api_key(t: ModelTable, i: int) -> str | None:

@@ -84,6 +84,45 @@ class DriftConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DeployConfig:
+    """``[model.deploy]``: how ``vigil deploy`` switches a model's artifact, gates the new
+    version during its bake, and rolls back (see docs/deploy.md).
+
+    The gate's thresholds compare the new version with the previous one's own baseline (its
+    stored probe runs and answers), so they are ratios, not absolute budgets.
+    """
+
+    link: Path | None = None
+    """The ``current`` symlink the process's command reads its model through; Vigil switches it
+    atomically (a temporary link renamed over it). None: the model cannot be deployed."""
+    process: str | None = None
+    """The ``[[process]]`` restarted by a deploy; None means the model's own ``process``."""
+    strategy: str = "in-place"
+    bake_s: float = 300.0
+    """How long the new version is watched before it is promoted."""
+    min_good_canaries: int = 3
+    """``ok`` probe runs in a row the new version needs at the end of its bake."""
+    max_bad_canaries: int = 0
+    """Probe runs during the bake that may fail (any category but ``ok``) before the deploy
+    rolls back; 0: the first failed canary rolls it back."""
+    golden: bool = True
+    """The new version's canary answers must equal the previous version's, where those were
+    deterministic (identical over its last runs)."""
+    latency_ratio_max: float = 1.25
+    """The bake's p95 latency (e2e, TTFT) at most this times the previous version's p95 ..."""
+    latency_min_delta_ms: float = 20.0
+    """... unless it is within this many ms of it (1 ms -> 2 ms is noise, not a regression)."""
+    throughput_ratio_min: float = 0.8
+    """The bake's median tokens/s at least this times the previous version's (LLM protocols)."""
+    baseline_runs: int = 50
+    """The previous version's stored ``ok`` runs its latency baseline is taken from."""
+    require_approval: bool = False
+    approver_must_differ: bool = True
+    approval_timeout_s: float = 86400.0
+    """A deploy not approved within this long fails (nothing was switched)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """One ``[[model]]``: a served model and how to probe it."""
 
@@ -107,6 +146,16 @@ class ModelConfig:
     """Resolved from ``api_key_env`` or ``api_key_file`` at load; never printed or served."""
     canary: Mapping[str, Any] = field(default_factory=dict)
     drift: DriftConfig = DriftConfig()
+    deploy: DeployConfig | None = None
+    """``[model.deploy]``; None when the table is absent (its defaults apply to a deploy's
+    gate, but without a ``link`` the model cannot be deployed, only recorded)."""
+
+    @property
+    def deploy_process(self) -> str | None:
+        """The ``[[process]]`` a deploy restarts: ``[model.deploy] process``, else ``process``."""
+        if self.deploy is not None and self.deploy.process is not None:
+            return self.deploy.process
+        return self.process
 
 
 @dataclass(frozen=True, slots=True)

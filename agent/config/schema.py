@@ -69,6 +69,25 @@ class DriftTable(_Table, frozen=True):
     output_confirm_runs: Annotated[int, count(1)] = 3
 
 
+class DeployTable(_Table, frozen=True):
+    """``[model.deploy]``: how ``vigil deploy`` switches, gates and rolls back the model."""
+
+    link: str | None = None
+    process: str | None = None
+    strategy: Literal["in-place"] = "in-place"
+    bake: Duration = 300.0
+    min_good_canaries: Annotated[int, count(1)] = 3
+    max_bad_canaries: Annotated[int, count(0)] = 0
+    golden: bool = True
+    latency_ratio_max: Annotated[float, number(ge=1.0)] = 1.25
+    latency_min_delta: DurationOrZero = 0.02
+    throughput_ratio_min: Annotated[float, number(gt=0.0, le=1.0)] = 0.8
+    baseline_runs: Annotated[int, count(3)] = 50
+    require_approval: bool = False
+    approver_must_differ: bool = True
+    approval_timeout: Duration = 86400.0
+
+
 class ModelTable(_Table, frozen=True):
     """``[[model]]``; ``canary`` is checked by the protocol's probe (``check_options``)."""
 
@@ -85,6 +104,7 @@ class ModelTable(_Table, frozen=True):
     api_key_file: str | None = None
     canary: dict[str, Any] = {}
     drift: DriftTable = DriftTable()
+    deploy: DeployTable | None = None
 
 
 class ProcessTable(_Table, frozen=True):
