@@ -25,10 +25,20 @@ class Tokens:
     read: str
 
     def scope_of(self, presented: str) -> str | None:
-        """``operate``, ``read`` or None; constant-time comparisons."""
-        if hmac.compare_digest(presented.encode(), self.operate.encode()):
+        """``operate``, ``read`` or None; constant-time comparisons.
+
+        A presented token that is not ASCII is no token of ours (they are ``token_urlsafe``):
+        None, not an exception. A header's non-UTF-8 bytes reach here as lone surrogates,
+        which ``str.encode()`` refuses; that was an unauthenticated 500 and a logged traceback
+        per request.
+        """
+        try:
+            given = presented.encode("ascii")
+        except UnicodeEncodeError:
+            return None
+        if hmac.compare_digest(given, self.operate.encode()):
             return "operate"
-        if hmac.compare_digest(presented.encode(), self.read.encode()):
+        if hmac.compare_digest(given, self.read.encode()):
             return "read"
         return None
 
