@@ -9,7 +9,8 @@ HTTP/1.1 a probe needs itself, on asyncio streams: one request, ``Connection: cl
 read by Content-Length, chunked encoding or to the end of the stream. No redirects, no
 proxies, no keep-alive: one probe, one connection, torn down after.
 
-Errors are :class:`WireError` with the run category they mean (``refused``,
+The wire format itself (URL, head, body framing) is :mod:`probes.http1`, shared with the pooled
+client. Errors are :class:`WireError` with the run category they mean (``refused``,
 ``protocol_error``) and the phase they happened in; the caller's deadline scope turns a hang
 into ``TimeoutError``, and :attr:`Exchange.phase` says which phase it hung in.
 """
@@ -18,36 +19,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import socket
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+
+from probes.http1 import (
+    HEADER_LIMIT_BYTES,
+    Body,
+    Headers,
+    WireError,
+    connect,
+    merge_headers,
+    read_head,
+    read_line,
+    request_head,
+    resolve,
+    split_url,
+)
+
+__all__ = [
+    "BODY_KEEP_BYTES",
+    "HEADER_LIMIT_BYTES",
+    "PHASES",
+    "Exchange",
+    "Response",
+    "WireError",
+    "request",
+    "tls_context",
+]
 
 BODY_KEEP_BYTES = 1 << 20
 """Body bytes kept for the checks; the rest is read (transfer is timed to the end) and
 dropped, so a huge answer cannot bloat the agent."""
-HEADER_LIMIT_BYTES = 64 * 1024
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
-
-
-class WireError(Exception):
-    """The exchange failed; ``category`` is the probe run category it means."""
-
-    def __init__(self, category: str, message: str) -> None:
-        super().__init__(message)
-        self.category = category
 
 
 @dataclass
 class Response:
-    """What came back: status, headers (lower-case names) and the first bytes of the body."""
+    """What came back: status, headers (names case-insensitive) and the body's first bytes."""
 
     status: int
     reason: str
-    headers: dict[str, str]
+    headers: Headers
     body: bytes
     body_bytes: int
     """The whole body's size, also what was read past :data:`BODY_KEEP_BYTES`."""
@@ -95,43 +108,30 @@ async def request(
         TimeoutError: only from the caller's own timeout scope.
     """
     ex = exchange or Exchange()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WireError("protocol_error", f"expected an http:// or https:// URL, got {url!r}")
-    host = parts.hostname
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-    addresses = await _resolve(host, port)
+    where = split_url(url)
+    addresses = await resolve(where.host, where.port)
     ex.done("resolve", "connect")
-    reader, writer = await _connect(addresses, host, port)
+    reader, writer = await connect(addresses, where.host, where.port)
     try:
-        ex.done("connect", "tls" if parts.scheme == "https" else "processing")
-        if parts.scheme == "https":
+        ex.done("connect", "tls" if where.tls else "processing")
+        if where.tls:
             try:
-                await writer.start_tls(tls or tls_context(), server_hostname=host)
+                await writer.start_tls(tls or tls_context(), server_hostname=where.host)
             except ssl.SSLError as exc:
                 raise WireError("protocol_error", f"TLS handshake failed: {exc}") from None
             ex.done("tls", "processing")
-        default_port = port == (443 if parts.scheme == "https" else 80)
-        head = {
-            "Host": host if default_port else f"{_host_header(host)}:{port}",
+        default = {
+            "Host": where.host_header(),
             "User-Agent": "vigil-probe",
             "Accept": "*/*",
             "Connection": "close",
         }
-        for name, value in (headers or {}).items():
-            head = {k: v for k, v in head.items() if k.lower() != name.lower()}
-            head[name] = value
+        head = merge_headers(default, headers or {})
         if body is not None:
             head["Content-Length"] = str(len(body))
-        lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in head.items())]
-        for line in lines:
-            if "\r" in line or "\n" in line:
-                raise WireError("protocol_error", "a header holds a line break")
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
+        writer.write(request_head(method, where.target, head) + (body or b""))
         await writer.drain()
-        status_line = await _line(reader)
+        status_line = await read_line(reader)
         ex.done("processing", "transfer")
         response = await _read_response(reader, status_line, method)
         ex.done("transfer", "done")
@@ -147,118 +147,12 @@ async def request(
             await asyncio.wait_for(writer.wait_closed(), 0.5)
 
 
-def _host_header(host: str) -> str:
-    with contextlib.suppress(ValueError):
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]"
-    return host
-
-
-async def _resolve(host: str, port: int) -> list[tuple[int, str]]:
-    """(family, address) pairs, an IP literal without asking DNS."""
-    with contextlib.suppress(ValueError):
-        ip = ipaddress.ip_address(host)
-        return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, host)]
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise WireError("refused", f"cannot resolve {host!r}: {exc.strerror or exc}") from None
-    seen: list[tuple[int, str]] = []
-    for family, _, _, _, sockaddr in infos:
-        entry = (int(family), str(sockaddr[0]))
-        if entry not in seen:
-            seen.append(entry)
-    if not seen:
-        raise WireError("refused", f"cannot resolve {host!r}: no addresses")
-    return seen
-
-
-async def _connect(
-    addresses: list[tuple[int, str]], host: str, port: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """The first address that accepts, in resolver order (no happy eyeballs: a probe wants
-    the plain answer "does the first address work", and reports which one failed)."""
-    errors: list[str] = []
-    for _, address in addresses:
-        try:
-            return await asyncio.open_connection(address, port, limit=HEADER_LIMIT_BYTES)
-        except OSError as exc:
-            errors.append(f"{address}: {exc.strerror or exc}")
-    raise WireError("refused", f"cannot connect to {host}:{port}: " + "; ".join(errors))
-
-
-async def _line(reader: asyncio.StreamReader) -> bytes:
-    try:
-        return await reader.readuntil(b"\n")
-    except asyncio.LimitOverrunError:
-        raise WireError("protocol_error", "a response line is over 64 KiB") from None
-
-
 async def _read_response(reader: asyncio.StreamReader, status_line: bytes, method: str) -> Response:
-    parts = status_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        shown = status_line[:80].decode("latin-1", errors="replace")
-        raise WireError("protocol_error", f"not an HTTP/1.x status line: {shown!r}")
-    status = int(parts[1])
-    headers: dict[str, str] = {}
-    size = len(status_line)
-    while True:
-        line = await _line(reader)
-        size += len(line)
-        if size > HEADER_LIMIT_BYTES:
-            raise WireError("protocol_error", "response headers over 64 KiB")
-        text = line.decode("latin-1").rstrip("\r\n")
-        if not text:
-            break
-        name, sep, value = text.partition(":")
-        if not sep:
-            raise WireError("protocol_error", f"malformed header line: {text[:80]!r}")
-        key = name.strip().lower()
-        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    head = await read_head(reader, status_line)
+    body = Body(reader, head, method)
     keep = bytearray()
-    total = 0
-
-    def take(chunk: bytes) -> None:
-        nonlocal total
-        total += len(chunk)
+    while piece := await body.read():
         room = BODY_KEEP_BYTES - len(keep)
         if room > 0:
-            keep.extend(chunk[:room])
-
-    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-        pass
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        await _read_chunked(reader, take)
-    elif "content-length" in headers:
-        try:
-            length = int(headers["content-length"])
-        except ValueError:
-            raise WireError(
-                "protocol_error", f"bad Content-Length {headers['content-length']!r}"
-            ) from None
-        while length > 0:
-            chunk = await reader.readexactly(min(length, 65536))
-            take(chunk)
-            length -= len(chunk)
-    else:
-        while chunk := await reader.read(65536):
-            take(chunk)
-    return Response(status, parts[2] if len(parts) > 2 else "", headers, bytes(keep), total)
-
-
-async def _read_chunked(reader: asyncio.StreamReader, take: Callable[[bytes], None]) -> None:
-    while True:
-        line = (await _line(reader)).split(b";", 1)[0].strip()
-        try:
-            size = int(line, 16)
-        except ValueError:
-            raise WireError("protocol_error", f"bad chunk size {line[:20]!r}") from None
-        if size == 0:
-            while (await _line(reader)).strip():  # trailers, up to the blank line
-                pass
-            return
-        while size > 0:
-            chunk = await reader.readexactly(min(size, 65536))
-            take(chunk)
-            size -= len(chunk)
-        await reader.readexactly(2)  # the CRLF after the chunk
+            keep.extend(piece[:room])
+    return Response(head.status, head.reason, head.headers, bytes(keep), body.bytes_read)
