@@ -50,8 +50,12 @@ def make_dir(path: Path, mode: int = DIR_MODE) -> Path:
 
 def open_fd(path: Path, flags: int, mode: int = FILE_MODE) -> int:
     """``os.open(path, flags | O_CREAT, mode)``, then the mode set exactly, so neither the
-    umask nor an older, looser file decides it."""
-    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, mode)
+    umask nor an older, looser file decides it.
+
+    ``O_NOFOLLOW``: a symbolic link in the file's place (planted in a directory an older agent
+    left open to others) is refused, not written through; the agent may run as root.
+    """
+    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         _fchmod(fd, mode)
     except BaseException:
@@ -91,14 +95,16 @@ def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
 
     Written to ``NAME.tmp``, flushed to disk, then renamed over ``path``: a full disk or a crash
     leaves the old file whole. On a failure the temporary file is removed, so a full disk does
-    not leave an empty ``NAME.tmp`` behind either.
+    not leave an empty ``NAME.tmp`` behind either. The temporary file is created afresh
+    (``O_EXCL | O_NOFOLLOW``): a link planted in its place is never followed.
 
     Raises:
         OSError: the write failed (ENOSPC, EROFS, ...); ``path`` is unchanged.
     """
     tmp = path.with_name(path.name + ".tmp")
     try:
-        fd = open_fd(tmp, os.O_WRONLY | os.O_TRUNC, mode)
+        tmp.unlink(missing_ok=True)  # one a crash left behind
+        fd = open_fd(tmp, os.O_WRONLY | os.O_EXCL, mode)
         try:
             view = memoryview(data)
             while view:

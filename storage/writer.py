@@ -38,6 +38,11 @@ log = logging.getLogger("vigil.storage")
 
 Record = Sample | ProbeRun | Event
 
+WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
+"""What the WAL file is cut back to after a checkpoint (``journal_size_limit``). SQLite's
+default keeps the file at the largest size it ever reached, which a burst (a backlog after a
+full disk, a retention run) can make many times the usual 16 MB."""
+
 
 @dataclass
 @dataclass
@@ -213,6 +218,7 @@ class Writer:
             # Checkpoint every 16 MB of WAL rather than 4: head pages written over and over
             # between two checkpoints are copied into the database once.
             self._conn.execute("PRAGMA wal_autocheckpoint = 4000")
+            self._conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
             self._load_chain_head()
         except BaseException as exc:  # reported to start()'s caller
             self._open_error = exc
@@ -439,6 +445,23 @@ class Writer:
         self._set_health(True, "")
         return True
 
+    def _checkpoint_after_recovery(self) -> None:
+        """Copy the WAL into the database and truncate it, now.
+
+        The backlog kept through an outage (a full disk, most often) has just gone into the
+        WAL; left to the autocheckpoint, the WAL would grow to about 16 MB first, enough to
+        fill a small disk again before any of it is copied back and its space reused.
+        """
+        if self._conn is None:
+            return
+        try:
+            busy, wal_pages, done = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("checkpoint after recovery failed error=%r", str(exc))
+            return
+        if busy:  # a reader held on past busy_timeout: the autocheckpoint will do it later
+            log.info("checkpoint after recovery incomplete wal_pages=%d copied=%d", wal_pages, done)
+
     def _set_health(self, healthy: bool, error: str) -> None:
         changed = healthy != self.healthy
         self.healthy = healthy
@@ -446,6 +469,7 @@ class Writer:
         if changed:
             if healthy:
                 log.info("storage recovered path=%s", self.path)
+                self._checkpoint_after_recovery()
             else:
                 log.error("storage failing path=%s error=%r", self.path, error)
             if self._on_state_change is not None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from storage import private
+
 __all__ = ["RECORDS_FILE", "ProcessRecord", "read_records", "write_records"]
 
 RECORDS_FILE = "supervisor.json"
@@ -90,13 +92,15 @@ def read_records(path: Path) -> dict[str, ProcessRecord]:
 
 
 def write_records(path: Path, records: Mapping[str, ProcessRecord]) -> None:
-    """Write the records atomically (a temporary file renamed over the old one).
+    """Write the records atomically, owner-only (:func:`storage.private.write_atomic`): on a
+    full disk the previous file stays whole and no temporary file is left behind.
 
     Raises:
         OSError: the directory or the file cannot be written (a full disk).
     """
     data = {name: r.to_json() for name, r in records.items()}
-    tmp = path.with_suffix(".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    private.make_dir(path.parent)
+    private.write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+    # Agents before issue 17 wrote through supervisor.tmp and could leave it empty on a full
+    # disk; gone with the first save that works.
+    path.with_suffix(".tmp").unlink(missing_ok=True)
