@@ -186,6 +186,16 @@ def _m0007_outbox(db: sqlite_utils.Database) -> None:
     create_table(db.conn)
 
 
+def _m0008_deploys(db: sqlite_utils.Database) -> None:
+    # Versions and their lineage, deployments (the deploy state machine's durable state) and
+    # the artifact hash cache (see storage.versions, storage.deployments, storage.hashcache).
+    from storage import deployments, hashcache, versions
+
+    hashcache.create_table(db.conn)
+    versions.create_table(db.conn)
+    deployments.create_table(db.conn)
+
+
 MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("0001_initial", _m0001_initial),
     ("0002_incidents", _m0002_incidents),
@@ -194,6 +204,7 @@ MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("0005_observed_times", _m0005_observed_times),
     ("0006_alerts", _m0006_alerts),
     ("0007_outbox", _m0007_outbox),
+    ("0008_deploys", _m0008_deploys),
 )
 """Applied in order; a name, once released, never changes meaning."""
 

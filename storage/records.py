@@ -404,3 +404,67 @@ class Incident:
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["evidence"] = dict(kwargs.get("evidence") or {})
         return cls(**kwargs)
+
+
+class ArtifactKind(StrEnum):
+    """What a versioned artifact is on disk: one file, or a directory of files."""
+
+    FILE = "file"
+    DIR = "dir"
+
+
+class DeployKind(StrEnum):
+    """What a deployment changes: the model's artifact, or its process's configuration
+    (command, environment, canary), which is gated the same way."""
+
+    ARTIFACT = "artifact"
+    CONFIG = "config"
+
+
+class DeployStrategy(StrEnum):
+    """How a deployment reaches traffic.
+
+    ``in-place`` switches the artifact and restarts the one process; ``blue-green`` starts the
+    new version beside the old one and moves traffic through the front proxy; ``record`` only
+    records a deployment another tool made.
+    """
+
+    IN_PLACE = "in-place"
+    BLUE_GREEN = "blue-green"
+    RECORD = "record"
+
+
+class DeployState(StrEnum):
+    """Where a deployment is in its (persisted, resumable) state machine.
+
+    ``requested`` is stored but not started; ``awaiting_approval`` waits for an operator;
+    ``switching`` changes the artifact link, the config or the proxy; ``starting`` waits for
+    the new copy's startup gate; ``baking`` runs the canary gate for the bake window;
+    ``promoting`` makes the version known-good (and, blue-green, drains the old copy);
+    ``rolling_back`` returns to the last known-good version. The last four are final:
+    ``promoted``, ``rolled_back``, ``failed`` (could not even roll back, or nothing to roll back
+    to) and ``cancelled`` (refused or withdrawn before it changed anything).
+    """
+
+    REQUESTED = "requested"
+    AWAITING_APPROVAL = "awaiting_approval"
+    SWITCHING = "switching"
+    STARTING = "starting"
+    BAKING = "baking"
+    PROMOTING = "promoting"
+    PROMOTED = "promoted"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        """True once the deployment is over (nothing left to resume)."""
+        return self in FINAL_DEPLOY_STATES
+
+
+FINAL_DEPLOY_STATES = frozenset(
+    {DeployState.PROMOTED, DeployState.ROLLED_BACK, DeployState.FAILED, DeployState.CANCELLED}
+)
+"""The states a deployment ends in; any other state is in flight (one per model at a time)."""
