@@ -119,6 +119,9 @@ class FakeAgent:
     token: str = TOKEN
     status: AgentStatus = field(default_factory=sample_status)
     make_status: Callable[[], AgentStatus] | None = None
+    alert_counts: dict[str, Any] | None = None
+    """``alert_counts`` of the status answer (``{"firing": 2, "critical": 1, ...}``); None
+    leaves the key out, as an agent older than alerting does."""
     hang_s: float = 0.0
     raw_body: bytes | None = None
     hits: dict[str, int] = field(default_factory=dict)
@@ -145,7 +148,10 @@ class FakeAgent:
     def _answer(self, request: web.Request) -> dict[str, Any]:
         if request.path == "/api/v1/status":
             status = self.make_status() if self.make_status else self.status
-            return status.to_json()
+            body = status.to_json()
+            if self.alert_counts is not None:
+                body["alert_counts"] = self.alert_counts
+            return body
         if request.path == "/api/v1/series":
             now = int(time.time() * 1000)
             points = [

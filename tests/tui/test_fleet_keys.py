@@ -192,8 +192,18 @@ def agents_in_thread(agents: list[FleetFake]) -> Iterator[list[FleetFake]]:
 
 def test_fleet_screen_80x24(snap_compare: Callable[..., bool]) -> None:
     agents = [
-        FleetFake(status=gpu_status("host-a", util=10.0, cpu=70.0), ttft_p95={"m": 300.0}),
-        FleetFake(status=gpu_status("host-b", util=90.0, cpu=10.0), ttft_p95={"m": 100.0}),
+        FleetFake(
+            status=gpu_status("host-a", util=10.0, cpu=70.0),
+            ttft_p95={"m": 300.0},
+            alert_counts={"firing": 0, "critical": 0, "silenced": 0},
+        ),
+        # Paging: two alerts firing, one critical (a red badge), and one silenced (apart).
+        FleetFake(
+            status=gpu_status("host-b", util=90.0, cpu=10.0),
+            ttft_p95={"m": 100.0},
+            alert_counts={"firing": 2, "critical": 1, "silenced": 1},
+        ),
+        # Older than alerting: its alerts cell says "?".
         FleetFake(status=gpu_status("host-c", util=50.0, cpu=40.0), open_incidents=3),
     ]
     with agents_in_thread(agents):

@@ -115,16 +115,16 @@ timeout = "6s"
             if slow.error is None:  # (a loaded machine may have reached the timeout by now)
                 assert slow.busy and state(app, "slowpoke") == "slow"
             got = rows(app)
-            assert got["real-a"][2] == "0/1"
-            assert got["real-a"][10].startswith("model nothing-listens down")
-            assert got["real-b"][2] == "-"  # no models configured
-            assert got["real-a"][7].endswith("%")  # the agent's CPU
-            assert "connection refused" in got["nobody"][10]
+            assert got["real-a"][3] == "0/1"
+            assert got["real-a"][11].startswith("model nothing-listens down")
+            assert got["real-b"][3] == "-"  # no models configured
+            assert got["real-a"][8].endswith("%")  # the agent's CPU
+            assert "connection refused" in got["nobody"][11]
             await wait_for(pilot, lambda: state(app, "slowpoke") == "unreachable")
-            assert rows(app)["slowpoke"][10] == "timeout after 6s"
+            assert rows(app)["slowpoke"][11] == "timeout after 6s"
 
             # enter opens the real agent's host screen through the same client.
-            await pilot.press("s")  # sort by ttft: unknown for all, so by name
+            await pilot.press("s")  # sort by alerts
             fleet(app).table.move_cursor(row=order(app).index("real-b"))
             started = time.monotonic()
             await pilot.press("enter")

@@ -79,7 +79,7 @@ def summary(app: FleetApp) -> str:
 
 def all_answered(app: FleetApp, n: int) -> bool:
     shown = {k: r for k, r in rows(app).items() if k.startswith("agent-")}
-    return len(shown) >= n and all(r[2] != "-" for r in shown.values())
+    return len(shown) >= n and all(r[3] != "-" for r in shown.values())
 
 
 async def test_rows_show_each_agent(fakes: list[FleetFake]) -> None:
@@ -90,21 +90,22 @@ async def test_rows_show_each_agent(fakes: list[FleetFake]) -> None:
             pilot, lambda: all_answered(app, 3) and state(app, "dead") not in (None, "connecting")
         )
         got = rows(app)
-        assert got["agent-a"][:9] == [
+        assert got["agent-a"][:10] == [
             "agent-a",
             "failing",
+            "?",  # an agent that does not count its alerts
             "1/4",
             "300",
             "7.5%",  # the mean of its two GPUs (10% and 5%)
             "80.0/160.0GiB",
             "0",
             "70.0%",
-            got["agent-a"][8],
+            got["agent-a"][9],
         ]
-        assert got["agent-c"][6] == "3"
+        assert got["agent-c"][7] == "3"
         assert got["dead"][1] == "unreachable"
-        assert got["dead"][9] == "never"
-        assert "connection refused" in got["dead"][10]
+        assert got["dead"][10] == "never"
+        assert "connection refused" in got["dead"][11]
         assert summary(app).startswith("4 agents  3 failing  1 unreachable")
 
 
@@ -115,6 +116,8 @@ async def test_sort_keys_and_header_clicks(fakes: list[FleetFake]) -> None:
         assert order(app) == ["agent-a", "agent-b", "agent-c"]
         await pilot.press("s")  # status: all failing, then by name
         assert fleet(app).sort_key == "status"
+        await pilot.press("s")  # alerts: none counted, so by name
+        assert (fleet(app).sort_key, order(app)) == ("alerts", ["agent-a", "agent-b", "agent-c"])
         await pilot.press("s")  # worst p95 TTFT first
         assert order(app) == ["agent-a", "agent-c", "agent-b"]
         await pilot.press("s")  # GPU utilisation, highest first
@@ -201,11 +204,11 @@ async def test_an_agent_that_goes_away_shows_its_last_data_and_age(
         fleet(app).stale_after_s = 0.5
         await fakes[2].stop()
         await wait_for(pilot, lambda: state(app, "agent-c") == "unreachable")
-        await wait_for(pilot, lambda: rows(app)["agent-c"][9] not in ("now", "0s"))
+        await wait_for(pilot, lambda: rows(app)["agent-c"][10] not in ("now", "0s"))
         row = rows(app)["agent-c"]
-        assert row[2] == "1/4" and row[6] == "3"  # the last data, kept
-        assert row[9].endswith("s")
-        assert "cannot connect" in row[10]
+        assert row[3] == "1/4" and row[7] == "3"  # the last data, kept
+        assert row[10].endswith("s")
+        assert "cannot connect" in row[11]
 
 
 async def test_enter_on_an_agent_never_reached_says_so(fakes: list[FleetFake]) -> None:

@@ -65,7 +65,7 @@ url = "ssh://{HOST_ALIAS}{tmp_path}/nothing"
     async with app.run_test(size=(160, 24)) as pilot:
         await wait_for(pilot, lambda: state(app, "over-ssh") == "ok", timeout_s=30)
         await wait_for(pilot, lambda: state(app, "no-agent-there") == "not found", timeout_s=30)
-        assert "no api.json in" in rows(app)["no-agent-there"][10]
+        assert "no api.json in" in rows(app)["no-agent-there"][11]
 
         tunnel = over_ssh.tunnel
         assert tunnel is not None and over_ssh.client is not None

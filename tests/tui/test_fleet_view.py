@@ -174,9 +174,10 @@ def test_row_cells() -> None:
     m.last_ok_at = clock.now
     m.cpu_history.extend([0.0, 50.0, 100.0])
     cells = [c.plain for c in row_cells(m, clock.now, 2.0)]
-    assert cells[:9] == [
+    assert cells[:10] == [
         "gpu-01",
         "failing",
+        "?",  # no alert_counts in the status: an agent older than alerting
         "1/4",
         "123",
         "60.0%",
@@ -185,20 +186,20 @@ def test_row_cells() -> None:
         "23.4%",
         " " * 13 + "▁▅█",
     ]
-    assert cells[9] == "now"
-    assert cells[10].startswith("model whisper down; process llama-cpp backoff")
+    assert cells[10] == "now"
+    assert cells[11].startswith("model whisper down; process llama-cpp backoff")
     # Unreachable: the last values stay, dimmed, with their age and the reason.
     clock.now += 12.4
     m.error = AgentError("\x1b[31mcannot connect\x1b[0m [b]x[/b]", "unreachable")
     row = row_cells(m, clock.now, 2.0)
-    assert [c.plain for c in row[1:4]] == ["unreachable", "1/4", "123"]
-    assert row[2].style == "dim"
-    assert row[9].plain == "12s"
-    assert row[10].plain == "cannot connect [b]x[/b]"
+    assert [c.plain for c in row[1:5]] == ["unreachable", "?", "1/4", "123"]
+    assert row[3].style == "dim"
+    assert row[10].plain == "12s"
+    assert row[11].plain == "cannot connect [b]x[/b]"
     # No streaming probe: the e2e p95 stands in, marked.
     m.summary = summ(gpu_status("gpu-01"), models_json({"m": None}))
     m.error = None
-    assert row_cells(m, clock.now, 2.0)[3].plain == "e2e 50.0"
+    assert row_cells(m, clock.now, 2.0)[4].plain == "e2e 50.0"
 
 
 def test_sparkline_scale() -> None:

@@ -34,7 +34,13 @@ from textual.widgets import Footer, Input, Static
 from tui.screens.help import HelpScreen, bindings_text
 from tui.screens.host import HostScreen
 from tui.screens.palette import highlighted
-from tui.view.fleetcells import SORTABLE_COLUMNS, STATE_LABELS, STATE_STYLES, row_cells
+from tui.view.fleetcells import (
+    SORTABLE_COLUMNS,
+    STATE_LABELS,
+    STATE_STYLES,
+    alerting_text,
+    row_cells,
+)
 from tui.view.fleetview import SORT_KEYS, FleetMember, filter_words, matches, sort_members
 from tui.view.fmt import clean
 from tui.widgets.fleet_table import FleetTable
@@ -340,6 +346,7 @@ class FleetScreen(Screen[None]):
             if counts.get(state):
                 out.append("  ")
                 out.append(f"{counts[state]} {STATE_LABELS.get(state, state)}", style=style)
+        out.append_text(alerting_text(self.members))
         arrow = "↓" if self.sort_reverse else "↑"
         out.append(f"   sort: {self.sort_key} {arrow}", style="dim")
         if self.filter_text.strip():

@@ -6,11 +6,12 @@ hosts and errors come from the fleet file and the agents, and are data, never ma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from rich.text import Text
 
+from tui.view.fleetsummary import HostAlerts
 from tui.view.fleetview import FleetMember
 from tui.view.fmt import (
     format_duration,
@@ -24,6 +25,7 @@ from tui.view.fmt import (
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("name", "agent"),
     ("status", "status"),
+    ("alerts", "alerts"),
     ("models", "models"),
     ("ttft", "p95 ttft"),
     ("gpu", "gpu"),
@@ -39,6 +41,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 SORTABLE_COLUMNS = {
     "name": "name",
     "status": "status",
+    "alerts": "alerts",
     "ttft": "ttft",
     "gpu": "gpu",
     "gpumem": "gpu",
@@ -89,6 +92,56 @@ def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> Text:
     )
 
 
+CRITICAL_STYLE = "bold white on red"
+"""The critical count's badge: the one thing on a fleet screen that must be seen at 3 a.m."""
+MUTED_STYLE = "dim"
+"""Muted (silenced, in maintenance) alerts page nobody: dim, not a colour (Textual's default
+ANSI theme, Monokai, draws magenta as the same red as critical)."""
+
+
+def alerts_text(alerts: HostAlerts | None) -> Text:
+    """A host's alerts cell: ``2 !1 +1`` is two alerts firing and not muted, one of them
+    critical (a red badge), and one more firing but muted (silenced or in maintenance), set
+    apart and dim because it pages nobody. ``0`` when nothing fires; ``?`` when the agent
+    does not count its alerts (older than alerting). Seven cells for the usual case, so that
+    80 columns still show the incidents column."""
+    if alerts is None:
+        return Text("?", style="dim", justify="right")
+    if not alerts.firing and not alerts.muted:
+        return Text("0", style="dim", justify="right")
+    style = "bold red" if alerts.critical else "bold yellow" if alerts.firing else "dim"
+    # Each part styled on its own: a style for the whole cell would colour the muted part too.
+    out = Text(justify="right", no_wrap=True)
+    out.append(str(alerts.firing), style=style)
+    if alerts.critical:
+        out.append(" ")
+        out.append(f"!{alerts.critical}", style=CRITICAL_STYLE)
+    if alerts.muted:
+        out.append(f" +{alerts.muted}", style=MUTED_STYLE)
+    return out
+
+
+def alerting_text(members: Iterable[FleetMember]) -> Text:
+    """The summary line's ``  3 alerting (1 critical)``: hosts answering now with alerts
+    firing and not muted, and how many of them have a critical one; empty when none. An
+    unreachable host's last counts are not news of now: its state is counted already."""
+    paging = critical = 0
+    for m in members:
+        a = m.summary.alerts if m.summary is not None and m.error is None else None
+        if a is not None and a.firing:
+            paging += 1
+            critical += 1 if a.critical else 0
+    if not paging:
+        return Text()
+    out = Text("  ")
+    out.append(f"{paging} alerting", style="bold red" if critical else "bold yellow")
+    if critical:
+        out.append(" (")
+        out.append(f"{critical} critical", style=CRITICAL_STYLE)
+        out.append(")")
+    return out
+
+
 def age_text(member: FleetMember, now: float, stale_after_s: float) -> Text:
     """How old the row's data is: ``now`` while fresh, else ``12s``; ``never`` before any."""
     age = member.data_age(now)
@@ -116,9 +169,10 @@ def row_cells(member: FleetMember, now: float, stale_after_s: float) -> list[Tex
     s = member.summary
     right: Literal["right"] = "right"
     if s is None:
-        blank = [Text("-", style="dim", justify=right) for _ in range(7)]
-        models, ttft, gpu, gpumem, incidents, cpu, spark = blank
+        blank = [Text("-", style="dim", justify=right) for _ in range(8)]
+        alerts, models, ttft, gpu, gpumem, incidents, cpu, spark = blank
     else:
+        alerts = alerts_text(s.alerts)
         if s.models_total == 0:
             models = Text("-", style="dim", justify=right)
         else:
@@ -167,7 +221,7 @@ def row_cells(member: FleetMember, now: float, stale_after_s: float) -> list[Tex
         problem = safe("; ".join(s.reasons), style="yellow", max_len=PROBLEM_LEN)
     else:
         problem = Text("")
-    data = [models, ttft, gpu, gpumem, incidents, cpu, spark]
+    data = [alerts, models, ttft, gpu, gpumem, incidents, cpu, spark]
     if member.error is not None:
         # The last known values, kept on screen but visibly not current.
         data = [Text(t.plain, style="dim", justify=t.justify) for t in data]

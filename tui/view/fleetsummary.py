@@ -1,7 +1,7 @@
 """What a fleet row says about one agent: its answers reduced to a :class:`HostSummary`.
 
-Pure functions over the decoded JSON of ``/api/v1/status``, ``/api/v1/models`` and
-``/api/v1/incidents``, tested without any network or Textual.
+Pure functions over the decoded JSON of ``/api/v1/status`` (with its ``alert_counts``),
+``/api/v1/models`` and ``/api/v1/incidents``, tested without any network or Textual.
 """
 
 from __future__ import annotations
@@ -19,14 +19,62 @@ DEGRADED_PROCESS_STATES = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class HostAlerts:
+    """A host's alerts as its status counts them (``alert_counts``, disjoint groups).
+
+    Attributes:
+        firing: Firing and muted by neither a silence nor a maintenance window: these page.
+        critical: How many of ``firing`` are critical.
+        silenced: Firing, muted by a silence (somebody already knows).
+        maintenance: Firing, muted by a maintenance window.
+        pending: Holding, not yet for the rule's ``for``.
+    """
+
+    firing: int = 0
+    critical: int = 0
+    silenced: int = 0
+    maintenance: int = 0
+    pending: int = 0
+
+    @property
+    def muted(self) -> int:
+        """Firing but muted (silenced or in maintenance): shown apart, never as paging."""
+        return self.silenced + self.maintenance
+
+
+_ALERT_GROUPS = ("firing", "critical", "silenced", "maintenance", "pending")
+
+
+def read_alerts(status: Mapping[str, Any]) -> HostAlerts | None:
+    """The ``alert_counts`` of a status, or None when the agent did not say (an agent older
+    than alerting) or said something that is not whole counts >= 0 with ``critical`` at most
+    ``firing``: the cell then shows "?" rather than a number the agent did not mean."""
+    raw = status.get("alert_counts")
+    if not isinstance(raw, Mapping) or "firing" not in raw or "critical" not in raw:
+        return None
+    values = [raw.get(name, 0) for name in _ALERT_GROUPS]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        return None
+    alerts = HostAlerts(*values)
+    return alerts if alerts.critical <= alerts.firing else None
+
+
+def alerts_reason(alerts: HostAlerts) -> str:
+    """``2 alerts firing (1 critical)``: why a host that pages is not ``ok``."""
+    plural = "s" if alerts.firing > 1 else ""
+    critical = f" ({alerts.critical} critical)" if alerts.critical else ""
+    return f"{alerts.firing} alert{plural} firing{critical}"
+
+
+@dataclass(frozen=True, slots=True)
 class HostSummary:
     """One agent's answers reduced to a fleet row's values (None: the agent did not say).
 
     Attributes:
         host: The host name the agent reports.
         health: ``ok``, ``degraded`` (a model degraded, a process not yet running, an
-            incident open) or ``failing`` (a model down, a process failed/backoff/quarantined,
-            storage failing).
+            incident open, an alert firing and not muted) or ``failing`` (a model down, a
+            process failed/backoff/quarantined, storage failing).
         reasons: Why it is not ``ok``, shortest first, e.g. ``("model whisper down",)``.
         models_up: Models ``up``.
         models_down: Models ``down``.
@@ -39,6 +87,7 @@ class HostSummary:
         gpu_mem_used_bytes: GPU memory used, summed over the GPUs.
         gpu_mem_total_bytes: GPU memory, summed over the GPUs.
         open_incidents: Incidents open or acknowledged (None if the agent could not say).
+        alerts: Its alerts by group (None: an agent older than alerting, or a bad count).
     """
 
     host: str
@@ -55,6 +104,7 @@ class HostSummary:
     gpu_mem_used_bytes: float | None = None
     gpu_mem_total_bytes: float | None = None
     open_incidents: int | None = None
+    alerts: HostAlerts | None = None
 
     @property
     def latency_p95_ms(self) -> float | None:
@@ -176,6 +226,10 @@ def summarize(
     open_incidents = details.open_incidents
     if open_incidents:
         degraded.append(f"{open_incidents} incident{'s' if open_incidents > 1 else ''} open")
+    alerts = read_alerts(status)
+    if alerts is not None and alerts.firing:
+        # A host that pages is not "ok"; muted alerts leave it be (somebody already knows).
+        degraded.append(alerts_reason(alerts))
     health = "failing" if failing else "degraded" if degraded else "ok"
 
     utils = [g[0] for g in gpus.values() if g[0] is not None]
@@ -196,4 +250,5 @@ def summarize(
         gpu_mem_used_bytes=sum(used) if used else None,
         gpu_mem_total_bytes=sum(total) if total else None,
         open_incidents=open_incidents,
+        alerts=alerts,
     )

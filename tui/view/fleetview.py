@@ -224,7 +224,7 @@ STATE_SEVERITY = {
 }
 """Worst first: the order of the ``status`` sort."""
 
-SORT_KEYS = ("name", "status", "ttft", "gpu", "incidents", "cpu", "age")
+SORT_KEYS = ("name", "status", "alerts", "ttft", "gpu", "incidents", "cpu", "age")
 """What the fleet can be sorted by, in the order the ``s`` key cycles through them."""
 
 
@@ -241,7 +241,8 @@ def sort_members(
 
     Args:
         members: The members to order.
-        key: One of :data:`SORT_KEYS`. ``name`` is A-Z; ``status`` worst first; the
+        key: One of :data:`SORT_KEYS`. ``name`` is A-Z; ``status`` worst first; ``alerts``
+            the most critical alerts first, then the most firing, then the most muted; the
             measures highest (or, for ``age``, stalest) first.
         now: The clock's now, for ``status`` (slow) and ``age``.
         reverse: Reverse the order (unknown values still last).
@@ -252,6 +253,10 @@ def sort_members(
 
     def measure(m: FleetMember) -> float | None:
         s = m.summary
+        if key == "alerts":
+            a = None if s is None else s.alerts
+            # Paging hosts first: critical, then firing; muted ones only break ties.
+            return None if a is None else a.critical * 1e6 + a.firing + a.muted / 1e6
         if key == "ttft":
             return None if s is None else s.latency_p95_ms
         if key == "gpu":
