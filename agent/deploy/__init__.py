@@ -9,6 +9,28 @@ the reports, the runtime and the CLI build on it.
 
 from agent._rooms import lazy_exports
 
-_EXPORTS: dict[str, str] = {}
-__all__: list[str] = []
+_EXPORTS: dict[str, str] = {
+    "ArtifactChanged": "artifacts",
+    "ArtifactDigest": "artifacts",
+    "ArtifactError": "artifacts",
+    "FileDigest": "artifacts",
+    "HashCache": "artifacts",
+    "HashStopped": "artifacts",
+    "digest_artifact": "artifacts",
+    "hash_artifact": "artifacts",
+    "ConnectionHashCache": "hashcache",
+    "WriterHashCache": "hashcache",
+}
+__all__ = [
+    "ArtifactChanged",
+    "ArtifactDigest",
+    "ArtifactError",
+    "ConnectionHashCache",
+    "FileDigest",
+    "HashCache",
+    "HashStopped",
+    "WriterHashCache",
+    "digest_artifact",
+    "hash_artifact",
+]
 __getattr__ = lazy_exports(__name__, _EXPORTS)
