@@ -12,6 +12,8 @@ packages=(
   openssh-client  # ... with the user's own ssh client (ssh, ssh-keygen)
   openssl       # a throwaway self-signed certificate for the https probe tests (and SMTP TLS)
   prometheus-alertmanager  # a real Alertmanager receives and resolves the notify channel's alerts
+  nginx         # blue-green deploys switch traffic through a real nginx; tests run their own on
+                # loopback (own prefix, pid file and logs), never the system one
 )
 
 missing=()
