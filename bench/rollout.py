@@ -12,6 +12,8 @@ Sections:
 
 * ``switch``: blue-green traffic switches through a real nginx under a steady client: switch
   time (write + ``nginx -t`` + reload + confirmed) p50/p95 over 20 switches, failed requests.
+* ``hash``: hashing a multi-GB model artifact (GB/s warm and cold, SHA-256 against BLAKE2b,
+  read sizes) and the cached re-check (time and bytes read).
 
 Run by hand from the repo root: ``.venv/bin/python bench/rollout.py [--only switch] [--json]``
 (every section when ``--only`` is not given). Exit code: 0 targets met, 1 missed, 2 a section
@@ -34,6 +36,7 @@ EXIT_OK, EXIT_MISSED, EXIT_ERROR = 0, 1, 2
 
 SECTIONS: dict[str, str] = {
     "switch": "rollout_switch",
+    "hash": "rollout_hash",
 }
 """Section name -> the module (in this folder) that runs it."""
 

@@ -222,7 +222,10 @@ def hash_artifact(
             cache.store(fresh)
 
     if kind is ArtifactKind.DIR:
-        _check_unchanged(real, found)
+        if read_total:
+            # Reading took a while: scan again. (When every hash came from the cache, the one
+            # scan was the whole check, and a second would only double a re-check's cost.)
+            _check_unchanged(real, found)
         content_hash = f"{HASH_NAME}:" + hashlib.sha256(manifest_bytes(entries)).hexdigest()
     else:
         content_hash = entries[0].hash
