@@ -23,6 +23,32 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 LOG_FILE_MODE = 0o640
 LOG_DIR_MODE = 0o750
+PRIVATE_UMASK = 0o077
+
+
+class _Umask:
+    inherited = -1
+    """The umask the process had before :func:`restrict_umask`; -1 while it was never called."""
+
+
+def restrict_umask() -> int:
+    """Make every file the process creates from now on owner-only (umask 077); the old umask.
+
+    The explicit modes of this module cover the files the agent knows it writes; the umask
+    covers those it does not (SQLite's, a library's). Children get the old one back
+    (:func:`child_umask`).
+    """
+    old = os.umask(PRIVATE_UMASK)
+    if _Umask.inherited == -1:
+        _Umask.inherited = old
+    return old
+
+
+def child_umask() -> int:
+    """The umask for a child process: the one the agent was started with, so a model server's
+    own files (caches, sockets, outputs shared with other users) are as its operator expects;
+    -1 (leave it) when :func:`restrict_umask` was never called. ``Popen(umask=...)``."""
+    return _Umask.inherited
 
 
 def make_dir(path: Path, mode: int = DIR_MODE) -> Path:
@@ -117,3 +143,19 @@ def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def prepare_sqlite(path: Path) -> None:
+    """Create a SQLite database file owner-only before SQLite opens it, and tighten one an older
+    agent left loose.
+
+    SQLite creates a database with 0644 whatever the umask allows, and its ``-wal`` and
+    ``-shm`` files with the database's own mode; so the database's mode decides all three.
+    """
+    make_dir(path.parent)
+    if path.exists():
+        tighten(path)  # through a link: an operator may keep the database on another disk
+    else:
+        os.close(open_fd(path, os.O_RDWR))
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten(path.with_name(path.name + suffix))

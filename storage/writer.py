@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage import private
 from storage.audit import GENESIS, canonical, chain_hash
 from storage.db import open_database
 from storage.ingest import SampleStore
@@ -213,6 +214,8 @@ class Writer:
 
     def _run(self) -> None:
         try:
+            if str(self.path) != ":memory:":
+                private.prepare_sqlite(Path(self.path))  # -wal and -shm take its mode
             self._conn = open_database(self.path)
             self._conn.execute("PRAGMA cache_size = -32000")  # 32 MB: many series' pages
             # Checkpoint every 16 MB of WAL rather than 4: head pages written over and over

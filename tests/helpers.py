@@ -123,11 +123,16 @@ on_exit = "{on_exit}"
 
 @contextmanager
 def running_agent(
-    config_path: Path, startup_timeout: float = 20.0, env: dict[str, str] | None = None
+    config_path: Path,
+    startup_timeout: float = 20.0,
+    env: dict[str, str] | None = None,
+    *,
+    umask: int = -1,
 ) -> Iterator[RunningAgent]:
     """Start ``vigil agent run`` on a config and yield once its API answers; stop it after.
 
-    ``env`` adds variables to the agent's environment.
+    ``env`` adds variables to the agent's environment; ``umask`` (when not -1) is the one it
+    starts with.
     """
     import tomllib
 
@@ -140,6 +145,7 @@ def running_agent(
             stderr=subprocess.STDOUT,
             env={**child_env(), **(env or {})},
             start_new_session=True,
+            umask=umask,
         )
     try:
 

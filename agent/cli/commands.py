@@ -21,6 +21,7 @@ from agent.cli.report_cmd import report_command
 from agent.cli.status_view import render_status
 from agent.cli.stopping import stop_signals_interrupt
 from agent.config import ConfigError, load_config
+from storage import private
 from storage.records import FAILING_PROCESS_STATES, AgentStatus
 from storage.text import printable
 
@@ -29,6 +30,9 @@ def _agent_run(config_path: Path) -> int:
     from agent.runtime.daemon import Agent
     from agent.runtime.logfmt import setup_logging
 
+    # Events, log tails, error bodies and tokens are no other local user's business, whatever
+    # umask the agent was started with (000 in some containers); children get the old one back.
+    private.restrict_umask()
     try:
         config = load_config(config_path)
     except ConfigError as exc:

@@ -13,6 +13,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage import private
+
 OPERATE_FILE = "api-token"
 READ_FILE = "api-token.read"
 
@@ -65,5 +67,5 @@ def _ensure(path: Path) -> str:
 
 def load_or_create(data_dir: Path) -> Tokens:
     """Read the tokens from the data dir, creating any that are missing."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private.make_dir(data_dir)
     return Tokens(operate=_ensure(data_dir / OPERATE_FILE), read=_ensure(data_dir / READ_FILE))

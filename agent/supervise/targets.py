@@ -40,6 +40,7 @@ from agent.supervise.tree import (
     terminate_tree,
     watch_pidfd,
 )
+from storage import private
 
 __all__ = [
     "CommandTarget",
@@ -145,6 +146,7 @@ class CommandTarget(Target):
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                umask=private.child_umask(),
                 **user_kw,  # type: ignore[arg-type]
             )
         except (OSError, ValueError) as exc:
@@ -266,6 +268,7 @@ async def run_command(
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             cwd=cwd,
+            umask=private.child_umask(),
         )
     except OSError as exc:
         raise LaunchError(f"could not run {argv[0]!r}: {exc.strerror or exc}") from None

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.helpers import running_agent, write_config
+from tests.helpers import running_agent, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +44,59 @@ def test_non_utf8_bytes_in_the_authorization_header_are_a_401(tmp_path: Path) ->
         assert agent.get("/api/v1/status")[0] == 200  # still serving
         log = agent.log()
         assert "Traceback" not in log and "UnicodeEncodeError" not in log, log
+
+
+# --- file modes whatever the umask (defect 5) --------------------------------------------------
+
+# Says which umask it got, then more than log_max_bytes: the agent's periodic rotation (every
+# 5 s) makes chatty.log.1.
+CHATTY = (
+    "import os, sys, time; m = os.umask(0); print('umask=%03o' % m);"
+    " print('x' * 5000, flush=True); time.sleep(600)"
+)
+
+
+def modes_under(root: Path) -> dict[str, int]:
+    """Every path under ``root`` (``root`` itself as ``.``) -> its permission bits."""
+    out = {".": root.stat().st_mode & 0o7777}
+    for path in sorted(root.rglob("*")):
+        out[str(path.relative_to(root))] = path.lstat().st_mode & 0o7777
+    return out
+
+
+def expected_mode(name: str) -> int:
+    if name == ".":
+        return 0o700
+    if name == "logs":
+        return 0o750  # process logs are 0640, for the operators' group (the installer's 0750)
+    if name.startswith("logs/"):
+        return 0o640
+    return 0o600
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022], ids=["umask000", "umask022"])
+def test_everything_in_the_data_dir_is_private_whatever_the_umask(
+    tmp_path: Path, umask: int
+) -> None:
+    # Under umask 022 vigil.db, -wal, -shm were 0644 and the data dir and logs/ 0755; under
+    # umask 000 supervisor.json and api.json 0666 and the directories 0777.
+    body = f"""
+[[process]]
+name = "chatty"
+command = ["{sys.executable}", "-c", "{CHATTY}"]
+log_max_bytes = 4096
+log_keep = 1
+"""
+    with running_agent(write_config(tmp_path, body), umask=umask) as agent:
+        assert agent.get("/api/v1/status")[0] == 200
+        logs = agent.data_dir / "logs"
+        wait_for((logs / "chatty.log.1").exists, what="chatty's log rotated")
+        wait_for((agent.data_dir / "supervisor.json").exists, what="supervisor.json")
+        assert (agent.data_dir / "vigil.db-wal").exists()
+        modes = modes_under(agent.data_dir)
+        # A model server keeps the umask the agent was started with: its own files are its
+        # business, not the agent's.
+        assert (logs / "chatty.log.1").read_text().startswith(f"umask={umask:03o}\n")
+    wrong = {name: oct(m) for name, m in modes.items() if m != expected_mode(name)}
+    assert not wrong, f"not private under umask {umask:03o}: {wrong}"
+    assert {"vigil.db", "vigil.db-shm", "api.json", "api-token", "api-token.read"} <= set(modes)

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.serve.tokens import load_or_create
+from agent.supervise.adoption import ProcessRecord, write_records
 from agent.supervise.proclogs import ProcessLog
+from storage.records import Sample
+from storage.writer import Writer
 
 
 @pytest.fixture(params=[0o000, 0o022], ids=["umask000", "umask022"])
@@ -65,3 +69,48 @@ def test_the_log_directory_is_not_open_to_other_users(umask: int, tmp_path: Path
     plog = ProcessLog(tmp_path / "data" / "logs", "p", max_bytes=10, keep=1)
     plog.append("x")
     assert mode(tmp_path / "data" / "logs") & 0o027 == 0
+
+
+def test_the_database_and_its_wal_and_shm_are_owner_only(umask: int, tmp_path: Path) -> None:
+    # SQLite creates a database 0644 whatever the umask allows, and -wal/-shm with the
+    # database's mode; the writer creates the file 0600 first. No restrict_umask() here: the
+    # explicit modes hold on their own (an agent run in-process, a library caller).
+    data = tmp_path / "state" / "data"
+    writer = Writer(data / "vigil.db", flush_interval_s=0.05)
+    writer.start()
+    try:
+        writer.submit([Sample("cpu", (), 1_700_000_000_000, 1.0)])
+        assert writer.flush()
+        names = ["vigil.db", "vigil.db-wal", "vigil.db-shm"]
+        assert {n: mode(data / n) for n in names} == dict.fromkeys(names, 0o600)
+        assert mode(data) == mode(data.parent) == 0o700
+    finally:
+        writer.close()
+
+
+def test_a_database_left_loose_is_tightened(umask: int, tmp_path: Path) -> None:
+    db = tmp_path / "vigil.db"
+    first = Writer(db)
+    first.start()
+    try:
+        first.submit([Sample("cpu", (), 1_700_000_000_000, 1.0)])
+        assert first.flush()
+        loose = [db, tmp_path / "vigil.db-wal", tmp_path / "vigil.db-shm"]
+        for path in loose:
+            os.chmod(path, 0o644)  # as an agent before issue 17 left them under umask 022
+        second = Writer(db)
+        second.start()
+        second.close()
+        assert {p.name: mode(p) for p in loose} == {p.name: 0o600 for p in loose}
+    finally:
+        first.close()
+
+
+def test_tokens_records_and_the_data_dir_are_owner_only(umask: int, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    load_or_create(data)
+    write_records(data / "supervisor.json", {"p": ProcessRecord(1, 1.0, ("x",))})
+    assert mode(data) == 0o700
+    assert {p.name: mode(p) for p in data.iterdir()} == dict.fromkeys(
+        ["api-token", "api-token.read", "supervisor.json"], 0o600
+    )

@@ -17,6 +17,7 @@ from agent.alerting.channels.http import json_bytes
 from agent.alerting.channels.render import document
 from agent.alerting.channels.settings import CommandSettings
 from agent.alerting.model import NotificationRequest
+from storage import private
 from storage.text import printable
 
 STDERR_TAIL = 500
@@ -43,6 +44,7 @@ class CommandChannel(Channel):
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
                 start_new_session=True,
+                umask=private.child_umask(),  # the agent's own is 077
             )
         except OSError as exc:
             return SendResult.failed(f"cannot run {printable(argv[0])}: {exc.strerror or exc}")
