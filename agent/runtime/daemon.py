@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from agent import __version__
 from agent.config import Config, ConfigError
@@ -42,6 +41,7 @@ from agent.runtime.sdnotify import Notifier
 from agent.runtime.watch import ConfigWatcher
 from agent.serve.api import build_app
 from agent.serve.files import API_FILE
+from agent.serve.httpserver import HttpServer
 from agent.serve.metrics import ProbeMetrics
 from agent.serve.tokens import Tokens, load_or_create
 from agent.supervise.supervisor import PlannedWindow, Supervisor
@@ -97,7 +97,7 @@ class Agent:
         self._reload_triggers: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
         self._scheduler: Scheduler | None = None
-        self._runner: web.AppRunner | None = None
+        self._api_server: HttpServer | None = None
         self._watcher: ConfigWatcher | None = None
         self.notifier = Notifier(unset=True)
         self.probe_metrics = ProbeMetrics()
@@ -354,7 +354,7 @@ class Agent:
     async def _start_api(self) -> None:
         assert self.tokens is not None
         host, port = self.config.agent.listen_host, self.config.agent.listen_port
-        self._runner, self.url = await apiserver.bind(build_app(self, self.tokens), host, port)
+        self._api_server, self.url = await apiserver.bind(build_app(self, self.tokens), host, port)
 
     def _publish_api(self) -> None:
         """Write api.json, where local clients find the agent: only once the config is
@@ -464,8 +464,8 @@ class Agent:
             self._watcher.stop()
         if self._scheduler is not None:
             self._scheduler.shutdown()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._api_server is not None:
+            await self._api_server.close()
         await self.alerting.stop()
         for mon in self.monitors.values():
             if mon.inflight is not None:

@@ -51,8 +51,6 @@ def setup_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiohttp's access log would add a line per API request; the agent's own lines suffice.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # A run skipped because the previous one of the same probe is still out is expected for a
     # hanging server (its own timeout records it); APScheduler would warn on every skip.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)

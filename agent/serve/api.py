@@ -1,4 +1,7 @@
-"""The agent's HTTP API (aiohttp): JSON under ``/api/v1``, Prometheus text under ``/metrics``.
+"""The agent's HTTP API: JSON under ``/api/v1``, Prometheus text under ``/metrics``.
+
+Served by the agent's own HTTP server (:mod:`agent.serve.httpserver`), not aiohttp, which
+cost the agent about 16 MB of RSS.
 
 Every route but ``/healthz`` needs ``Authorization: Bearer <token>``; reads need the ``read``
 scope, anything that acts needs ``operate``. Database reads run in worker threads on their own
@@ -12,10 +15,8 @@ import dataclasses
 import json
 import math
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
-
-from aiohttp import web
 
 from agent.alerting.outbox import send_test
 from agent.alerting.outbox_store import OutboxUnavailable
@@ -23,7 +24,15 @@ from agent.config.alerting.routes import Matcher
 from agent.serve.alertsummary import alert_counts
 from agent.serve.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.serve.exposition import render as render_metrics
+from agent.serve.httpmessages import (
+    HttpError,
+    Request,
+    Response,
+    StreamResponse,
+    json_response,
+)
 from agent.serve.metrics import AgentMetrics
+from agent.serve.routing import Handler, Middleware, Router
 from agent.serve.tokens import Tokens
 from agent.serve.view import AgentView, model_stats
 from agent.supervise.proclogs import TAIL_MAX_LINES
@@ -39,7 +48,6 @@ from storage.text import printable
 from storage.units import parse_duration
 
 T = TypeVar("T")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_POINTS = 2000
 """A range query without a step returns at most about this many points (auto-downsampled)."""
@@ -51,13 +59,12 @@ RESOLVED_SINCE = "1h"
 MAX_SILENCE_S = 366 * 86_400.0
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str) -> Response:
+    return json_response({"error": message}, status=status)
 
 
-def _auth_middleware(tokens: Tokens) -> Any:
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _auth_middleware(tokens: Tokens) -> Middleware:
+    async def auth(request: Request, handler: Handler) -> Response | StreamResponse:
         if request.path == "/healthz":
             return await handler(request)
         header = request.headers.get("Authorization", "")
@@ -80,7 +87,7 @@ def _auth_middleware(tokens: Tokens) -> Any:
     return auth
 
 
-def operator_of(request: web.Request) -> str:
+def operator_of(request: Request) -> str:
     """Who acts, for the audit trail: the ``X-Vigil-Operator`` header the TUI and CLI send
     (user@host), else the token's scope. The token proves the right; the header names the
     person."""
@@ -99,14 +106,10 @@ def parse_time(value: str | None, default_ms: int, now: int, field: str) -> int:
     try:
         return now - int(abs(parse_duration(value)) * 1000)
     except ValueError:
-        raise web.HTTPBadRequest(
-            text=json.dumps(
-                {
-                    "error": f"{field}: expected epoch milliseconds, 'now' or a "
-                    f"relative duration such as -5m, got {value!r}"
-                }
-            ),
-            content_type="application/json",
+        raise HttpError(
+            400,
+            f"{field}: expected epoch milliseconds, 'now' or a "
+            f"relative duration such as -5m, got {value!r}",
         ) from None
 
 
@@ -130,18 +133,18 @@ class Api:
 
         return await asyncio.to_thread(run)
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"ok": True})
 
-    async def status(self, request: web.Request) -> web.Response:
+    async def status(self, request: Request) -> Response:
         body = self.agent.status().to_json()
-        return web.json_response({**body, "alert_counts": alert_counts(self.agent.alerting)})
+        return json_response({**body, "alert_counts": alert_counts(self.agent.alerting)})
 
-    async def whoami(self, request: web.Request) -> web.Response:
+    async def whoami(self, request: Request) -> Response:
         """The presented token's scope, so a client can hide what it may not do."""
-        return web.json_response({"scope": request["scope"], "operator": operator_of(request)})
+        return json_response({"scope": request["scope"], "operator": operator_of(request)})
 
-    async def probe_model(self, request: web.Request) -> web.Response:
+    async def probe_model(self, request: Request) -> Response:
         """Probe one model now (``operate``): audited, answered at once, run right after."""
         name = request.match_info["name"]
         known = [m.name for m in self.agent.status().models]
@@ -160,9 +163,9 @@ class Api:
         task = asyncio.create_task(self.agent.probe_models([name]))
         self._probes.add(task)
         task.add_done_callback(self._probes.discard)
-        return web.json_response({"model": name, "accepted": "probe"}, status=202)
+        return json_response({"model": name, "accepted": "probe"}, status=202)
 
-    async def models(self, request: web.Request) -> web.Response:
+    async def models(self, request: Request) -> Response:
         status = self.agent.status()
         info = self.agent.model_info()
         now = now_ms()
@@ -179,9 +182,9 @@ class Api:
                     "incident": incident.to_json() if incident else None,
                 }
             )
-        return web.json_response({"models": out})
+        return json_response({"models": out})
 
-    async def incidents(self, request: web.Request) -> web.Response:
+    async def incidents(self, request: Request) -> Response:
         q = request.query
         state = q.get("state")
         if state not in (None, "open", "acknowledged", "resolved"):
@@ -198,9 +201,9 @@ class Api:
         merged = [live.pop(i.id, i) for i in found]
         if state in (None, "open"):
             merged = sorted([*live.values(), *merged], key=lambda i: -i.id)
-        return web.json_response({"incidents": [i.to_json() for i in merged]})
+        return json_response({"incidents": [i.to_json() for i in merged]})
 
-    async def incident_action(self, request: web.Request) -> web.Response:
+    async def incident_action(self, request: Request) -> Response:
         try:
             incident_id = int(request.match_info["id"])
         except ValueError:
@@ -215,22 +218,20 @@ class Api:
         )
         if inc is None:
             return _error(409, f"incident {incident_id} is not open")
-        return web.json_response({"incident": inc.to_json()})
+        return json_response({"incident": inc.to_json()})
 
-    async def processes(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"processes": [p.to_json() for p in self.agent.supervisor.statuses()]}
-        )
+    async def processes(self, request: Request) -> Response:
+        return json_response({"processes": [p.to_json() for p in self.agent.supervisor.statuses()]})
 
-    async def process_action(self, request: web.Request) -> web.Response:
+    async def process_action(self, request: Request) -> Response:
         name, action = request.match_info["name"], request.match_info["action"]
         try:
             status = self.agent.supervisor.act(name, action, operator_of(request))
         except ActionError as exc:
             return _error(exc.status, str(exc))
-        return web.json_response({"process": status.to_json(), "accepted": action}, status=202)
+        return json_response({"process": status.to_json(), "accepted": action}, status=202)
 
-    async def process_logs(self, request: web.Request) -> web.Response:
+    async def process_logs(self, request: Request) -> Response:
         raw = request.query.get("lines", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= TAIL_MAX_LINES:
             return _error(400, f"lines: expected a whole number from 1 to {TAIL_MAX_LINES}")
@@ -239,9 +240,9 @@ class Api:
             lines = await asyncio.to_thread(self.agent.supervisor.logs, name, int(raw))
         except ActionError as exc:
             return _error(exc.status, str(exc))
-        return web.json_response({"name": name, "lines": lines})
+        return json_response({"name": name, "lines": lines})
 
-    async def series(self, request: web.Request) -> web.Response:
+    async def series(self, request: Request) -> Response:
         q = request.query
         name = q.get("name")
         if not name:
@@ -285,7 +286,7 @@ class Api:
             ]
 
         points = await self._read(query)
-        return web.json_response(
+        return json_response(
             {
                 "name": name,
                 "labels": dict(labels),
@@ -296,7 +297,7 @@ class Api:
             }
         )
 
-    async def events(self, request: web.Request) -> web.Response:
+    async def events(self, request: Request) -> Response:
         q = request.query
         try:
             limit = min(1000, max(1, int(q.get("limit", "100"))))
@@ -309,9 +310,9 @@ class Api:
                 c, limit=limit, kind=q.get("kind"), subject=q.get("subject"), since_ms=since
             )
         )
-        return web.json_response({"events": [e.to_json() for e in events]})
+        return json_response({"events": [e.to_json() for e in events]})
 
-    async def report(self, request: web.Request) -> web.Response:
+    async def report(self, request: Request) -> Response:
         """The host report (the same code as ``vigil report``), built in a worker thread."""
         # Deferred: the report code (and its tables and charts) loads on the first export,
         # not in every agent that never serves one.
@@ -353,16 +354,16 @@ class Api:
                     data={"by": by, "format": fmt, "since_ms": now - span_ms},
                 )
             )
-        return web.Response(body=body.encode("utf-8"), headers={"Content-Type": CONTENT_TYPES[fmt]})
+        return Response(body=body.encode("utf-8"), headers={"Content-Type": CONTENT_TYPES[fmt]})
 
-    async def probe_runs(self, request: web.Request) -> web.Response:
+    async def probe_runs(self, request: Request) -> Response:
         q = request.query
         try:
             limit = min(1000, max(1, int(q.get("limit", "50"))))
         except ValueError:
             return _error(400, "limit: expected a whole number")
         runs = await self._read(lambda c: queries.recent_probe_runs(c, q.get("model"), limit=limit))
-        return web.json_response({"probe_runs": [r.to_json() for r in runs]})
+        return json_response({"probe_runs": [r.to_json() for r in runs]})
 
     # --- alerting -------------------------------------------------------------------------
 
@@ -382,7 +383,7 @@ class Api:
             "maintenance": window.name if window else None,
         }
 
-    async def alerts(self, request: web.Request) -> web.Response:
+    async def alerts(self, request: Request) -> Response:
         """Pending and firing alerts as of the last evaluation (firing ones muted by a silence
         have ``silenced_by``), and those resolved since ``since`` (default 1h)."""
         q = request.query
@@ -406,9 +407,9 @@ class Api:
             out = [a for a in out if a["silenced_by"]]
         elif state is not None:
             out = [a for a in out if a["state"] == state]
-        return web.json_response({"alerts": out})
+        return json_response({"alerts": out})
 
-    async def silences(self, request: web.Request) -> web.Response:
+    async def silences(self, request: Request) -> Response:
         """Silences newest first, each with its ``state``: active, pending (starts later) or
         expired."""
         state = request.query.get("state") or None
@@ -425,9 +426,9 @@ class Api:
         out = [_silence_json(r, now) for r in rows]
         if state is not None:
             out = [s for s in out if s["state"] == state]
-        return web.json_response({"silences": out})
+        return json_response({"silences": out})
 
-    async def create_silence(self, request: web.Request) -> web.Response:
+    async def create_silence(self, request: Request) -> Response:
         """A new silence (``operate``): ``{"matchers": ["model=m1", ...], "duration": "2h",
         "comment": "..."}``; the author is the operator."""
         try:
@@ -467,18 +468,18 @@ class Api:
             comment=printable(comment.strip())[:1000],
             now_ms=now,
         )
-        return web.json_response({"silence": _silence_json(row, now)}, status=201)
+        return json_response({"silence": _silence_json(row, now)}, status=201)
 
-    async def expire_silence(self, request: web.Request) -> web.Response:
+    async def expire_silence(self, request: Request) -> Response:
         """End a silence now (``operate``), recorded with the operator."""
         silence_id = request.match_info["id"]
         now = now_ms()
         row = self.agent.alerting.silences.expire(silence_id, operator_of(request), now)
         if row is None:
             return _error(404, f"no silence {silence_id!r} in force")
-        return web.json_response({"silence": _silence_json(row, now)})
+        return json_response({"silence": _silence_json(row, now)})
 
-    async def deliveries(self, request: web.Request) -> web.Response:
+    async def deliveries(self, request: Request) -> Response:
         """Recent outbox rows newest first (status, attempts, last error) and each channel's
         delivery health. Channel settings (URLs, keys) are never served."""
         q = request.query
@@ -498,9 +499,9 @@ class Api:
         except OutboxUnavailable as exc:
             return _error(503, f"the outbox cannot be read now: {exc}")
         health = [dataclasses.asdict(h) for _, h in sorted(alerting.sender.health.items())]
-        return web.json_response({"deliveries": [r.to_json() for r in rows], "channels": health})
+        return json_response({"deliveries": [r.to_json() for r in rows], "channels": health})
 
-    async def notify_test(self, request: web.Request) -> web.Response:
+    async def notify_test(self, request: Request) -> Response:
         """Send a test notification straight through one channel (``operate``) and answer
         with the receiver's reply (secrets scrubbed); audited as ``notify.tested``."""
         name = request.match_info["channel"]
@@ -522,7 +523,7 @@ class Api:
                 data={"by": by, "channel": name, "ok": result.ok, "detail": detail},
             )
         )
-        return web.json_response(
+        return json_response(
             {"channel": name, "ok": result.ok, "detail": detail, "status": result.status}
         )
 
@@ -549,37 +550,37 @@ def _silence_json(row: SilenceRow, now: int) -> dict[str, Any]:
     }
 
 
-def build_app(agent: AgentView, tokens: Tokens) -> web.Application:
-    """The aiohttp application for one agent."""
+def build_app(agent: AgentView, tokens: Tokens) -> Router:
+    """The routes of one agent, behind the bearer-token check."""
     api = Api(agent)
     collector = AgentMetrics(agent)
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics(request: Request) -> Response:
         body = await asyncio.to_thread(lambda: render_metrics(collector.collect()))
-        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+        return Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
-    app = web.Application(middlewares=[_auth_middleware(tokens)])
-    app.router.add_get("/healthz", api.healthz)
-    app.router.add_get("/api/v1/status", api.status)
-    app.router.add_get("/api/v1/whoami", api.whoami)
-    app.router.add_get("/api/v1/models", api.models)
-    app.router.add_post("/api/v1/models/{name}/probe", api.probe_model)
-    app.router.add_get("/api/v1/series", api.series)
-    app.router.add_get("/api/v1/events", api.events)
-    app.router.add_get("/api/v1/probe_runs", api.probe_runs)
-    app.router.add_get("/api/v1/report", api.report)
-    app.router.add_get("/api/v1/incidents", api.incidents)
-    app.router.add_post(r"/api/v1/incidents/{id}/{action:acknowledge|resolve}", api.incident_action)
-    app.router.add_get("/api/v1/processes", api.processes)
-    app.router.add_get("/api/v1/processes/{name}/logs", api.process_logs)
-    app.router.add_post(
+    app = Router(middlewares=[_auth_middleware(tokens)])
+    app.add_get("/healthz", api.healthz)
+    app.add_get("/api/v1/status", api.status)
+    app.add_get("/api/v1/whoami", api.whoami)
+    app.add_get("/api/v1/models", api.models)
+    app.add_post("/api/v1/models/{name}/probe", api.probe_model)
+    app.add_get("/api/v1/series", api.series)
+    app.add_get("/api/v1/events", api.events)
+    app.add_get("/api/v1/probe_runs", api.probe_runs)
+    app.add_get("/api/v1/report", api.report)
+    app.add_get("/api/v1/incidents", api.incidents)
+    app.add_post(r"/api/v1/incidents/{id}/{action:acknowledge|resolve}", api.incident_action)
+    app.add_get("/api/v1/processes", api.processes)
+    app.add_get("/api/v1/processes/{name}/logs", api.process_logs)
+    app.add_post(
         r"/api/v1/processes/{name}/{action:start|stop|restart|release}", api.process_action
     )
-    app.router.add_get("/api/v1/alerts", api.alerts)
-    app.router.add_get("/api/v1/silences", api.silences)
-    app.router.add_post("/api/v1/silences", api.create_silence)
-    app.router.add_delete("/api/v1/silences/{id}", api.expire_silence)
-    app.router.add_get("/api/v1/deliveries", api.deliveries)
-    app.router.add_post("/api/v1/notify/{channel}/test", api.notify_test)
-    app.router.add_get("/metrics", metrics)
+    app.add_get("/api/v1/alerts", api.alerts)
+    app.add_get("/api/v1/silences", api.silences)
+    app.add_post("/api/v1/silences", api.create_silence)
+    app.add_delete("/api/v1/silences/{id}", api.expire_silence)
+    app.add_get("/api/v1/deliveries", api.deliveries)
+    app.add_post("/api/v1/notify/{channel}/test", api.notify_test)
+    app.add_get("/metrics", metrics)
     return app

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
+from agent.runtime.apiserver import bind
 from agent.serve.httpmessages import (
     HttpError,
     Request,
@@ -484,6 +486,38 @@ async def test_shutdown_cancels_a_request_that_outlasts_the_grace() -> None:
     assert time.monotonic() - t0 < 2.0
     assert await asyncio.wait_for(reader.read(), 5) == b""  # dropped, never answered
     writer.close()
+
+
+async def test_bind_reads_back_the_port_and_writes_ipv6_urls_in_brackets() -> None:
+    router, _ = make_router()
+    server, url = await bind(router, "127.0.0.1", 0)
+    try:
+        assert url == f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        assert await asyncio.to_thread(_fetch, url + "/hello") == 200
+    finally:
+        await server.close()
+    if not socket.has_ipv6 or not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    server, url = await bind(router, "::1", 0)
+    try:
+        assert url.startswith("http://[::1]:")
+        assert await asyncio.to_thread(_fetch, url + "/hello") == 200
+    finally:
+        await server.close()
+
+
+def _fetch(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return int(r.status)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
 
 
 def test_dates_are_imf_fixdate_whatever_the_locale() -> None:
