@@ -5,6 +5,9 @@ A model's API key (``api_key_env`` / ``api_key_file``) and a notify channel's se
 the file is loaded, so a missing secret refuses the config up front, naming the field. The value
 is stripped (a trailing newline in a file, a variable holding only spaces, hold no secret); the
 errors name the variable or the file, never the value.
+
+The names of the variables read are remembered (:func:`secret_env_names`), so the supervisor
+can keep them out of the model servers' environment: a secret the agent holds is not theirs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,15 @@ import os
 from pathlib import Path
 
 from storage.tomlschema import Invalid, Part
+
+_SECRET_ENV: set[str] = set()
+"""Every variable a config loaded by this process read a secret from. Only ever grows: a
+variable once named as a secret stays one after a reload drops it (it still holds it)."""
+
+
+def secret_env_names() -> frozenset[str]:
+    """The environment variables any config loaded so far named as holding a secret."""
+    return frozenset(_SECRET_ENV)
 
 
 def read_secret(
@@ -40,6 +52,7 @@ def read_secret(
     if env and file:
         raise Invalid((*at, f"{field}_file"), f"expected {field}_env or {field}_file, not both")
     if env:
+        _SECRET_ENV.add(env)
         value = os.environ.get(env, "").strip()
         if not value:
             raise Invalid(

@@ -30,6 +30,7 @@ import psutil
 
 from agent.config import ProcessConfig
 from agent.supervise.adoption import ProcessRecord
+from agent.supervise.childenv import child_environ
 from agent.supervise.proclogs import ProcessLog
 from agent.supervise.tree import (
     ExitInfo,
@@ -124,7 +125,7 @@ class CommandTarget(Target):
 
     async def launch(self) -> Handle:
         cfg = self.config
-        env = {**os.environ, **cfg.env}
+        env = child_environ(cfg.env)
         user_kw: dict[str, object] = {}
         if cfg.user is not None:
             entry = pwd.getpwnam(cfg.user)
@@ -266,7 +267,7 @@ async def run_command(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env=child_environ(env),
             cwd=cwd,
             umask=private.child_umask(),
         )

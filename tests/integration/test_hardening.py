@@ -100,3 +100,44 @@ log_keep = 1
     wrong = {name: oct(m) for name, m in modes.items() if m != expected_mode(name)}
     assert not wrong, f"not private under umask {umask:03o}: {wrong}"
     assert {"vigil.db", "vigil.db-shm", "api.json", "api-token", "api-token.read"} <= set(modes)
+
+
+# --- the agent's secrets stay with the agent (defect 7) ----------------------------------------
+
+WRITE_ENV = "import json, os, sys, time; open(sys.argv[1], 'w').write(json.dumps(dict(os.environ)))"
+
+
+def test_the_agents_token_and_config_secrets_do_not_reach_its_children(tmp_path: Path) -> None:
+    # VIGIL_TOKEN in the agent's environment reached every supervised process; only
+    # NOTIFY_SOCKET was scrubbed.
+    plain, own = tmp_path / "plain.json", tmp_path / "own.json"
+    body = f"""
+[[model]]
+name = "m"
+protocol = "openai"
+url = "http://127.0.0.1:1"
+api_key_env = "MODEL_API_KEY"
+
+[[process]]
+name = "plain"
+command = ["{sys.executable}", "-c", "{WRITE_ENV}", "{plain}"]
+restart = "never"
+
+[[process]]
+name = "own"
+command = ["{sys.executable}", "-c", "{WRITE_ENV}", "{own}"]
+restart = "never"
+env = {{ VIGIL_TOKEN = "set-by-its-config" }}
+"""
+    secrets = {"VIGIL_TOKEN": "tok-123", "VIGIL_EXTRA": "x", "MODEL_API_KEY": "sk-456"}
+    with running_agent(write_config(tmp_path, body), env={**secrets, "PLAIN_VAR": "kept"}):
+        envs = wait_for(
+            lambda: plain.exists() and own.exists() and (plain.read_text(), own.read_text()),
+            what="both processes' environments",
+        )
+    plain_env, own_env = (json.loads(text) for text in envs)
+    assert not set(secrets) & set(plain_env), plain_env
+    assert plain_env["PLAIN_VAR"] == "kept"
+    assert own_env["VIGIL_TOKEN"] == "set-by-its-config"
+    assert not {"VIGIL_EXTRA", "MODEL_API_KEY"} & set(own_env)
+    assert not [v for v in plain_env.values() if "tok-123" in v or "sk-456" in v]
