@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -117,10 +117,11 @@ class RunningNginx:
         return self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
 
 
-def nginx_conf(prefix: Path, port: int, models: dict[str, str]) -> str:
+def nginx_conf(prefix: Path, port: int, models: dict[str, str], site: str | None = None) -> str:
     """The test's nginx.conf in ``prefix``: docs/deploy.md's site, an upstream and a location
-    per model; the workers run as root when the test does (nginx would switch them to nobody,
-    who cannot read the tmp dir)."""
+    per model (or ``site``, the ``upstream`` and ``server`` blocks given whole); the workers run
+    as root when the test does (nginx would switch them to nobody, who cannot read the tmp
+    dir)."""
     root = os.geteuid() == 0
     include_dir = prefix / "vigil"
     blocks = []
@@ -145,6 +146,11 @@ def nginx_conf(prefix: Path, port: int, models: dict[str, str]) -> str:
             proxy_set_header Connection "";
             add_header X-Vigil-Upstream $upstream_addr always;
         }}""")
+    default_site = f"""{"".join(blocks)}
+    server {{
+        listen 127.0.0.1:{port};
+{"".join(locations)}
+    }}"""
     p = prefix
     return f"""
 {"user root;" if root else ""}
@@ -160,18 +166,20 @@ http {{
     uwsgi_temp_path {p}/tmp/uwsgi;
     scgi_temp_path {p}/tmp/scgi;
     include {p}/operator.conf;
-{"".join(blocks)}
-    server {{
-        listen 127.0.0.1:{port};
-{"".join(locations)}
-    }}
+{site if site is not None else default_site}
 }}
 """
 
 
 @contextmanager
-def running_nginx(tmp_path: Path, models: dict[str, str]) -> Iterator[RunningNginx]:
-    """nginx on a free loopback port, each model's include pointing at its given address."""
+def running_nginx(
+    tmp_path: Path, models: dict[str, str], site: Callable[[Path, int], str] | None = None
+) -> Iterator[RunningNginx]:
+    """nginx on a free loopback port, each model's include pointing at its given address.
+
+    ``site(include_dir, port)``, when given, returns the ``http`` block's upstreams and
+    servers instead of the built-in ones (docs/deploy.md's own example, say).
+    """
     assert NGINX is not None
     prefix = tmp_path / "nginx"
     (prefix / "tmp").mkdir(parents=True)
@@ -185,7 +193,7 @@ def running_nginx(tmp_path: Path, models: dict[str, str]) -> Iterator[RunningNgi
     error_log = prefix / "error.log"
     argv = [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(error_log)]
     port = free_port()
-    conf.write_text(nginx_conf(prefix, port, models))
+    conf.write_text(nginx_conf(prefix, port, models, site and site(include_dir, port)))
     subprocess.run([*argv, "-t", "-q"], check=True, capture_output=True)
     proc = subprocess.Popen([*argv, "-g", "daemon off;"])
     run = RunningNginx(

@@ -11,6 +11,7 @@ loads) leaves a clear error and traffic where it was.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,6 +21,7 @@ import pytest
 
 from agent.deploy.nginx import NginxSwitch
 from agent.deploy.proxy import InvalidTarget, SwitchError, SwitchStage, TrafficSwitch
+from tests.helpers import ROOT
 from tests.nginx import (
     Backend,
     RunningNginx,
@@ -117,7 +119,7 @@ async def test_request_in_flight_finishes_on_the_old_copy_and_drain_waits_for_it
 ) -> None:
     blue, green, nginx = blue_green
     switch = NginxSwitch(nginx.settings())
-    slow = asyncio.create_task(asyncio.to_thread(get, nginx.url, "/m/?delay_ms=1500"))
+    slow = asyncio.create_task(asyncio.to_thread(get, nginx.url, "/m/?delay_ms=3000"))
     await asyncio.sleep(0.3)  # the slow request is on blue now
 
     await switch.switch("m", green.address)
@@ -224,3 +226,31 @@ async def test_bad_names_and_addresses_never_reach_the_config(
             await switch.switch(model, address)
     assert sorted(p.name for p in nginx.include_dir.iterdir()) == before
     assert colors(nginx) == {"blue"}
+
+
+def docs_site(include_dir: Path, port: int) -> str:
+    """docs/deploy.md's nginx site, moved to the test's include dir and a loopback port."""
+    page = (ROOT / "docs" / "deploy.md").read_text()
+    blocks = re.findall(r"^```nginx\n(.*?)^```", page, re.M | re.S)
+    site = next(b for b in blocks if "upstream vigil_llama" in b)
+    assert "listen 80;" in site and "/etc/nginx/vigil/" in site
+    return site.replace("/etc/nginx/vigil/", f"{include_dir}/").replace(
+        "listen 80;", f"listen 127.0.0.1:{port};"
+    )
+
+
+async def test_the_documented_nginx_site_switches(tmp_path: Path) -> None:
+    with (
+        color_backend("blue") as blue,
+        color_backend("green") as green,
+        running_nginx(tmp_path, {"llama": blue.address}, site=docs_site) as nginx,
+    ):
+        settings = nginx.settings("llama")
+        confirm = replace(settings.confirm, url=f"{nginx.url}/vigil/llama/upstream")
+        switch = NginxSwitch(replace(settings, confirm=confirm))
+        assert (await switch.preflight("llama")).ok
+        assert get(nginx.url, "/v1/models") == (200, "blue")
+
+        await switch.switch("llama", green.address)
+
+        assert {get(nginx.url, "/v1/models")[1] for _ in range(10)} == {"green"}
