@@ -10,6 +10,8 @@ import contextlib
 import json
 import logging
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -29,6 +31,7 @@ from agent.serve.httpmessages import (
 )
 from agent.serve.httpserver import HttpServer, Limits
 from agent.serve.routing import Handler, Router
+from tests.helpers import child_env
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -522,3 +525,18 @@ def _ipv6_loopback() -> bool:
 
 def test_dates_are_imf_fixdate_whatever_the_locale() -> None:
     assert http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT"
+
+
+def test_the_agent_loads_no_aiohttp_server() -> None:
+    """The daemon and its API import no part of aiohttp's server (issue 14); the probes'
+    client is another matter, tracked by tests/unit/test_lean_agent.py."""
+    code = (
+        "import sys, json; import agent.runtime.daemon, agent.runtime.apiserver, "
+        "agent.serve.api; print(json.dumps(sorted(sys.modules)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(json.loads(proc.stdout))
+    assert not {m for m in loaded if m.startswith("aiohttp.web")}
