@@ -6,8 +6,10 @@ Why SHA-256: it is the digest the rest of the ecosystem already prints for these
 layers, the Hugging Face Hub's LFS ``oid``, ``sha256sum`` in a pipeline) and the one Vigil's
 audit chain uses, so an operator can check a version against any of them; and on this class of
 CPU it is also the fastest choice, not a trade: OpenSSL's SHA-256 runs on the SHA-NI
-instructions, and bench/rollout.py measured it at about 1.3-1.6 GB/s on one core against about
-0.7 GB/s for ``hashlib.blake2b`` (bench/RESULTS.md, "Rollouts"). A file is read in
+instructions, and bench/rollout.py measured it at about twice ``hashlib.blake2b``'s speed over
+the same reads (1.3 against 0.7 GB/s on one core, bench/RESULTS.md, "Rollouts"). Where a CPU
+lacks SHA-NI (Intel before Ice Lake) BLAKE2b would be faster, a cost paid once per changed file
+given the cache, and not worth a digest nobody else prints. A file is read in
 :data:`CHUNK_BYTES` pieces into one reused buffer; hashlib and the reads release the GIL, so a
 hash running in a thread (:func:`digest_artifact`) leaves the event loop free.
 
@@ -57,7 +59,8 @@ from storage.records import ArtifactKind
 
 HASH_NAME = "sha256"
 CHUNK_BYTES = 1 << 20
-"""Read size: 1 MiB reaches the hash's own speed (64 KiB loses ~5 %, 4-8 MiB gain nothing)."""
+"""Read size: from 256 KiB to 8 MiB the speed is the hash's own, within noise of each other
+(1 MiB had the best median); 64 KiB loses 10-20 % to per-read overhead (bench/RESULTS.md)."""
 RACY_WINDOW_NS = 2_000_000_000
 """A file modified this close to its hashing is not cached (covers 1-2 s mtime granularity)."""
 MANIFEST_HEADER = b"vigil-artifact-manifest v1\n"
