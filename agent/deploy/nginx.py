@@ -89,7 +89,9 @@ class NginxSwitch:
         if settings.conf:
             base += ["-c", settings.conf]
         base += list(settings.extra_args)
-        self.test_argv = settings.test_argv or (*base, "-t", "-q")
+        # Not -q: nginx's "syntax is ok ... test is successful" (and any warning) is the
+        # evidence a deploy records.
+        self.test_argv = settings.test_argv or (*base, "-t")
         self.dump_argv = settings.dump_argv or (*base, "-T")
         self.reload_argv = settings.reload_argv or (
             None if settings.pid_file else (*base, "-s", "reload")

@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -368,8 +369,12 @@ def _upstream_entries(header: str) -> list[str]:
     return [e.strip() for e in re.split(r",|\s:\s", header) if e.strip()]
 
 
-def answered_by(header: str, address: Address) -> bool:
-    """Whether an upstream header (nginx's ``$upstream_addr``) names ``address`` last."""
+def answered_by(header: str, address: Address, hosts: set[str] | None = None) -> bool:
+    """Whether an upstream header (nginx's ``$upstream_addr``) names ``address`` last.
+
+    ``hosts`` are the IPs ``address`` resolves to (:func:`resolved_hosts`, looked up once by
+    the caller off the event loop); nginx names the IP it connected to, never the host name.
+    """
     entries = _upstream_entries(header)
     if not entries:
         return False
@@ -377,7 +382,9 @@ def answered_by(header: str, address: Address) -> bool:
         seen = parse_address(entries[-1])
     except InvalidTarget:
         return False
-    return seen.port == address.port and seen.host in resolved_hosts(address)
+    if hosts is None:
+        hosts = resolved_hosts(address)
+    return seen.port == address.port and seen.host in hosts
 
 
 def resolved_hosts(address: Address) -> set[str]:
@@ -405,6 +412,7 @@ async def confirm_through_proxy(
     import aiohttp
 
     deadline = time.monotonic() + timeout_s
+    hosts = await asyncio.to_thread(resolved_hosts, address)
     in_a_row = polls = 0
     last = "no answer yet"
     while True:
@@ -420,7 +428,7 @@ async def confirm_through_proxy(
             ):
                 await resp.read()
                 value = resp.headers.get(header, "")
-                ok = 200 <= resp.status < 300 and answered_by(value, address)
+                ok = 200 <= resp.status < 300 and answered_by(value, address, hosts)
                 last = f"HTTP {resp.status}, {header}: {value or '(none)'}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             ok, last = False, f"{type(exc).__name__}: {exc}"
@@ -435,27 +443,42 @@ async def confirm_through_proxy(
         await asyncio.sleep(0.02)
 
 
-def open_connections(address: Address) -> int:
+_TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+_ESTABLISHED = "01"
+
+
+def _proc_net_ip(hex_ip: str) -> str:
+    # /proc/net/tcp* print an address as 32-bit words in the host's byte order.
+    raw = b"".join(struct.pack("=I", int(hex_ip[i : i + 8], 16)) for i in range(0, len(hex_ip), 8))
+    ip = ipaddress.ip_address(raw)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def open_connections(address: Address, hosts: set[str] | None = None) -> int:
     """Established TCP connections from anywhere on this host to ``address``.
 
-    Reads the kernel's socket table (``/proc/net/tcp*`` through psutil), which every user may
-    read, so it works whoever the proxy runs as; it counts connections, not their owners.
+    Reads the kernel's socket tables (``/proc/net/tcp``, ``/proc/net/tcp6``), which every user
+    may read, so it works whoever the proxy runs as; it counts connections, not their owners
+    (and costs one read of each table, not a walk over every process's file descriptors).
     """
-    import psutil
-
-    hosts = resolved_hosts(address)
+    if hosts is None:
+        hosts = resolved_hosts(address)
+    port_hex = f"{address.port:04X}"
     count = 0
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status != psutil.CONN_ESTABLISHED or not conn.raddr:
+    for table in _TCP_TABLES:
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
             continue
-        ip, port = conn.raddr[0], conn.raddr[1]
-        if port != address.port:
-            continue
-        mapped = ipaddress.ip_address(ip.split("%")[0])
-        if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
-            mapped = mapped.ipv4_mapped
-        if str(mapped) in hosts:
-            count += 1
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != _ESTABLISHED:
+                continue
+            ip_hex, _, port = fields[2].partition(":")
+            if port == port_hex and _proc_net_ip(ip_hex) in hosts:
+                count += 1
     return count
 
 
@@ -471,8 +494,9 @@ async def wait_drained(address: str, timeout_s: float, interval_s: float = 0.1) 
     addr = parse_address(address)
     start = time.perf_counter_ns()
     deadline = time.monotonic() + timeout_s
+    hosts = await asyncio.to_thread(resolved_hosts, addr)
     while True:
-        count = await asyncio.to_thread(open_connections, addr)
+        count = await asyncio.to_thread(open_connections, addr, hosts)
         if count == 0 or time.monotonic() >= deadline:
             return DrainResult(str(addr), count == 0, count, elapsed_ms(start))
         await asyncio.sleep(interval_s)

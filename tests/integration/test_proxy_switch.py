@@ -78,6 +78,7 @@ async def test_switch_is_confirmed_then_every_request_reaches_green(
     assert f"server {green.address};" in result.written
     assert (nginx.include_dir / "m.upstream.conf").read_text() == result.written
     assert "new worker" in result.confirmed_by and "3 times in a row" in result.confirmed_by
+    assert "test is successful" in result.check_output
     assert 0 < result.check_ms < result.total_ms and result.confirm_ms > 0
     assert await switch.current("m") == green.address
     # No temporary file is left beside the include.

@@ -137,7 +137,7 @@ def test_nginx_settings_are_checked(tmp_path: Path) -> None:
         NginxSwitch(NginxSettings(include_dir="/x", confirm=ConfirmSettings(url="ftp://x")))
     switch = NginxSwitch(NginxSettings(pid_file="/run/nginx.pid", conf="/etc/nginx/nginx.conf"))
     assert isinstance(switch, TrafficSwitch)
-    assert switch.test_argv == ("nginx", "-c", "/etc/nginx/nginx.conf", "-t", "-q")
+    assert switch.test_argv == ("nginx", "-c", "/etc/nginx/nginx.conf", "-t")
     assert switch.reload_argv is None  # SIGHUP to the master in the pid file
     assert switch.include_path("llama") == Path("/etc/nginx/vigil/llama.upstream.conf")
 
@@ -323,13 +323,36 @@ def test_substitute_leaves_other_braces() -> None:
 # --- the drain ----------------------------------------------------------------------------------
 
 
-async def test_drain_waits_for_connections_to_the_old_address() -> None:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("family", "host"),
+    [
+        (socket.AF_INET, "127.0.0.1"),
+        pytest.param(
+            socket.AF_INET6,
+            "::1",
+            marks=pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here"),
+        ),
+    ],
+)
+async def test_drain_waits_for_connections_to_the_old_address(
+    family: socket.AddressFamily, host: str
+) -> None:
+    with socket.socket(family) as listener:
+        listener.bind((host, 0))
         listener.listen()
-        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        port = listener.getsockname()[1]
+        address = str(Address(host, port))
         assert (await wait_drained(address, 0)).drained
-        client = socket.create_connection(listener.getsockname())
+        client = socket.create_connection((host, port))
         peer, _ = listener.accept()
         busy = await wait_drained(address, 0.2)
         assert not busy.drained and busy.open_connections == 1 and busy.waited_ms >= 200
