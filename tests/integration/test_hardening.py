@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.helpers import running_agent, wait_for, write_config
+from storage.records import Event, ProbeRun
+from storage.writer import Writer
+from tests.helpers import child_env, running_agent, vigil_cmd, wait_for, write_config
+from tests.report_samples import CONTROL_HOST, T0, fill_charts
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +146,65 @@ env = {{ VIGIL_TOKEN = "set-by-its-config" }}
     assert own_env["VIGIL_TOKEN"] == "set-by-its-config"
     assert not {"VIGIL_EXTRA", "MODEL_API_KEY"} & set(own_env)
     assert not [v for v in plain_env.values() if "tok-123" in v or "sk-456" in v]
+
+
+# --- control characters and formulas in every report format (defect 6) ------------------------
+
+RAW_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
+"""A C0 control but tab and newline, DEL, or a C1 control (UTF-8 encoded) in a file's bytes."""
+FORMULA_MODEL = '=HYPERLINK("http://x")'
+
+
+def test_the_report_command_writes_no_control_character_in_any_format(tmp_path: Path) -> None:
+    # An error body or a host name holding ESC/BEL must not reach report.html raw: `cat` of
+    # the report would drive the terminal (retitle it, recolour it, clear it).
+    db = tmp_path / "data" / "vigil.db"
+    writer = Writer(db, flush_interval_s=0.01)
+    writer.start()
+    try:
+        fill_charts(writer)  # control characters in a run's error, a restart's reason, a cause
+        writer.submit(
+            [
+                Event(
+                    ts_ms=T0 + 1,
+                    kind="agent.started",
+                    subject="agent",
+                    message="agent started",
+                    data={"host": CONTROL_HOST},
+                ),
+                ProbeRun(
+                    model=FORMULA_MODEL,
+                    ts_ms=T0 + 2,
+                    ok=False,
+                    category="http_error",
+                    status=500,
+                    error="boom \x1b[2J\x07",
+                ),
+                ProbeRun(model="m\x1b[2J\x1bc\x00\r\x85!", ts_ms=T0 + 3, ok=True, category="ok"),
+            ]
+        )
+        assert writer.flush()
+    finally:
+        writer.close()
+    written: list[Path] = []
+    for fmt in ("html", "md", "json", "csv"):
+        out = tmp_path / f"report-{fmt}"
+        argv = ["report", "--db", str(db), "--since", "3000d", "--format", fmt, "-o", str(out)]
+        done = subprocess.run(
+            vigil_cmd(*argv), capture_output=True, env=child_env(), timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        written += sorted(out.iterdir()) if fmt == "csv" else [out]
+    for path in written:
+        raw = path.read_bytes()
+        assert not RAW_CONTROL.search(raw), (path.name, RAW_CONTROL.findall(raw)[:5])
+    page = (tmp_path / "report-html").read_text(encoding="utf-8")
+    assert "gpu?]0;pwned?-01" in page  # the host, its controls made visible
+    assert "m?[2J?c???!" in page  # a model's name
+    assert "exit 1 ?[31mred?[0m? ?2J ?" in page  # a restart's reason
+    # JSON keeps the exact text, escaped (a reader gets back what the server sent).
+    doc = json.loads((tmp_path / "report-json").read_text(encoding="utf-8"))
+    assert doc["host"] == CONTROL_HOST
+    # A spreadsheet must not run a model's name as a formula (OWASP: prefix with ').
+    models = (tmp_path / "report-csv" / "models.csv").read_text(encoding="utf-8")
+    assert "'=HYPERLINK" in models and ",=HYPERLINK" not in models
