@@ -113,6 +113,7 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "reload": percentiles([r.reload_ms for r in results], (50, 95), 1),
             "confirm": percentiles([r.confirm_ms for r in results], (50, 95), 1),
         },
+        "total_ms_each": [round(r.total_ms, 1) for r in results],
         "drain_ms": percentiles([d.waited_ms for d in drains], (50, 95), 1),
         "drained": sum(d.drained for d in drains),
         "requests": len(answers),
