@@ -11,6 +11,14 @@ import re
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
+UNSAFE_IN_NAMES = (
+    r"\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
+)
+"""A regex character class (without brackets) of what a name must not hold: C0 and C1 controls,
+DEL, line and paragraph separators, and the invisible formatting characters (soft hyphen,
+zero-width ones, bidi embeddings, overrides and isolates, BOM) that make a name look like
+another or show it reversed."""
+
 
 def printable(text: object, *, keep_newlines: bool = False) -> str:
     """``text`` with control characters (ESC included) replaced by a visible "?".

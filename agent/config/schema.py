@@ -16,6 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from probes.registry import PROBES
+from storage.text import UNSAFE_IN_NAMES
 from storage.tomlschema import Duration, DurationOrZero, number
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -25,6 +26,31 @@ Name = Annotated[
     str,
     Meta(pattern=NAME_PATTERN, extra={"expected": "a name", "bound": f"a name of {NAME_EXPECTED}"}),
 ]
+HOST_EXPECTED = (
+    "a host name of 1-253 printable characters (no control characters, line breaks or "
+    "invisible formatting characters)"
+)
+HostName = Annotated[
+    str,
+    # Empty is allowed: it means this machine's name, as leaving the key out does.
+    Meta(
+        pattern=f"^[^{UNSAFE_IN_NAMES}]{{0,253}}$",
+        extra={"expected": "a string", "bound": HOST_EXPECTED},
+    ),
+]
+"""``[agent] host``: free-form (``GPU node 1``), but shown in terminals, HTML and logs, where a
+control character would drive the terminal (``a\\u001bb\\nc`` used to be accepted)."""
+Label = Annotated[
+    str,
+    Meta(
+        pattern=f"^[^{UNSAFE_IN_NAMES}]{{0,64}}$",
+        extra={
+            "expected": "a string",
+            "bound": "at most 64 printable characters (no control characters or line breaks)",
+        },
+    ),
+]
+"""A free-form label shown to people (a route's name)."""
 Protocol = Annotated[
     str, Meta(extra={"expected": "one of " + ", ".join(map(repr, sorted(PROBES)))})
 ]
@@ -44,7 +70,7 @@ class _Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
 class AgentTable(_Table, frozen=True):
     """``[agent]``."""
 
-    host: str | None = None
+    host: HostName | None = None
     data_dir: str | None = None
     listen: str | None = None
     sample_interval: Duration = 1.0

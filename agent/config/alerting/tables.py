@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from agent.config.alerting.channels import PAGERDUTY_URL
-from agent.config.schema import Name, Strings, _Table, count
+from agent.config.schema import Label, Name, Strings, _Table, count
 from storage.tomlschema import Duration, DurationOrZero, number
 
 RULE_NAME = Annotated[
@@ -81,7 +81,7 @@ class AlertTable(_Table, frozen=True):
 class RouteTable(_Table, frozen=True):
     """``[[notify.route]]``: which alerts go to the channel, grouped and timed how."""
 
-    name: str = ""
+    name: Label = ""
     severities: tuple[str, ...] = ()
     """Empty: every severity; else among ``warning`` and ``critical`` (checked when built)."""
     match: tuple[str, ...] = ()
