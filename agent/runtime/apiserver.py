@@ -9,6 +9,7 @@ from pathlib import Path
 from agent.serve.files import API_FILE
 from agent.serve.httpserver import HttpServer
 from agent.serve.routing import Router
+from storage import private
 
 
 async def bind(app: Router, host: str, port: int) -> tuple[HttpServer, str]:
@@ -21,8 +22,6 @@ async def bind(app: Router, host: str, port: int) -> tuple[HttpServer, str]:
 
 
 def publish(data_dir: Path, url: str | None, started_ms: int) -> None:
-    """Write api.json, atomically: the URL, the pid and when the agent started."""
+    """Write api.json, atomically and owner-only: the URL, the pid and when the agent started."""
     info = {"url": url, "pid": os.getpid(), "started_ms": started_ms}
-    tmp = data_dir / (API_FILE + ".tmp")
-    tmp.write_text(json.dumps(info) + "\n", encoding="utf-8")
-    tmp.replace(data_dir / API_FILE)
+    private.write_atomic(data_dir / API_FILE, (json.dumps(info) + "\n").encode("utf-8"))

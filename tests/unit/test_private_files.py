@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.runtime.apiserver import publish
 from agent.serve.tokens import load_or_create
 from agent.supervise.adoption import ProcessRecord, write_records
 from agent.supervise.proclogs import ProcessLog
@@ -114,3 +115,9 @@ def test_tokens_records_and_the_data_dir_are_owner_only(umask: int, tmp_path: Pa
     assert {p.name: mode(p) for p in data.iterdir()} == dict.fromkeys(
         ["api-token", "api-token.read", "supervisor.json"], 0o600
     )
+
+
+def test_api_json_is_owner_only(umask: int, tmp_path: Path) -> None:
+    # Written with Path.write_text: 0666 under umask 000, 0644 under 022.
+    publish(tmp_path, "http://127.0.0.1:1", 1)
+    assert {p.name: mode(p) for p in tmp_path.iterdir()} == {"api.json": 0o600}
