@@ -195,8 +195,14 @@ def test_a_file_changed_moments_ago_is_not_cached(
     tmp_path: Path, cache: ConnectionHashCache
 ) -> None:
     root = make_tree(tmp_path / "m", MODEL)
-    hash_artifact(root, cache=cache)  # the real clock: every file is within the racy window
-    assert hash_artifact(root, cache=cache).hashed_bytes == sum(len(v) for v in MODEL.values())
+    newest = max(max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) for p in root.rglob("*"))
+
+    def soon() -> int:  # 1 s after the last change: a write now could share its timestamp
+        return newest + 1_000_000_000
+
+    hash_artifact(root, cache=cache, clock_ns=soon)
+    again = hash_artifact(root, cache=cache, clock_ns=soon)
+    assert again.hashed_bytes == sum(len(v) for v in MODEL.values())
     assert cache.lookup([str(root / "config.json")]) == {}
 
 
