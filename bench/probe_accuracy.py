@@ -5,7 +5,7 @@ Issue 3 asks for three numbers, all taken here over loopback only:
 1. **TTFT and ITL error.** A fake LLM server (``tests/fakes/llm_server.py``) runs in its own
    process, injecting a TTFT (default 50 ms) and a per-token delay (default 20 ms). The
    openai (SSE), ollama (NDJSON) and tgi probes run in this process, exactly as the agent runs
-   them (``PROBES[protocol](target).run(session)``, one shared ``aiohttp.ClientSession``),
+   them (``PROBES[protocol](target).run(session)``, one shared ``HttpClient``),
    ``--requests`` (200) of ``--tokens`` (16) each, one at a time: with several at a time on a
    small host the fake server's own dispatch of a new request slows down (request leg p50
    0.6 / 1.1 / 2.0 ms at 1 / 2 / 4 at a time on 2 vCPUs), which would count as probe error.
@@ -32,8 +32,8 @@ Issue 3 asks for three numbers, all taken here over loopback only:
    CPU time of this process (``getrusage(RUSAGE_SELF)``, user + system) / requests. Only the
    streamed request is counted: the side requests (``/v1/models``, ``/api/tags``,
    ``/health``) are switched off. ITL 0 (tokens coalesced into fewer reads) is shown too, and
-   so is the floor: the same request read bare with aiohttp (``iter_any``, no parsing), what
-   any asyncio client pays; the probe's cost above it is Vigil's own.
+   so is the floor: the same request read bare with the client (``chunks()``, no parsing),
+   what any asyncio client pays; the probe's cost above it is Vigil's own.
 
 3. **Schedule drift.** A real agent (``python -m agent.cli agent run``) with 200 ``[[model]]``
    entries (openai, streamed, 16 tokens at 50 ms / 20 ms) spread over several fake server
@@ -77,11 +77,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import aiohttp
 import psutil
 from benchlib import ROOT, BenchError, child_env, machine, percentiles, stop
 
 from probes.base import ProbeTarget
+from probes.httpclient import HttpClient
 from probes.registry import PROBES
 from probes.streaming import GenerationRun, StreamTimer
 
@@ -214,17 +214,17 @@ def fake_servers(tmp: Path, count: int, *extra: str) -> Iterator[list[str]]:
                 proc.stdout.close()
 
 
-async def control(session: aiohttp.ClientSession, url: str, **changes: Any) -> None:
+async def control(session: HttpClient, url: str, **changes: Any) -> None:
     """Change the fake's behaviour (``reset=True`` also clears its record)."""
     async with session.post(f"{url}/_control", json=changes) as resp:
         if resp.status != 200:
             raise BenchError(f"fake server refused {changes}: {await resp.text()}")
 
 
-async def served(session: aiohttp.ClientSession, url: str) -> list[dict[str, Any]]:
+async def served(session: HttpClient, url: str) -> list[dict[str, Any]]:
     """What the fake recorded: one dict per generation request."""
     async with session.get(f"{url}/_stats") as resp:
-        body = await resp.json()
+        body = json.loads(await resp.read())
     return list(body["served"])
 
 
@@ -257,7 +257,7 @@ def _target(url: str, key: str, tokens: int, side_checks: bool, protocol: str) -
 
 
 async def _probe_many(
-    session: aiohttp.ClientSession,
+    session: HttpClient,
     url: str,
     protocol: str,
     n: int,
@@ -287,7 +287,7 @@ async def accuracy_one(
     url: str, protocol: str, n: int, tokens: int, ttft_ms: float, itl_ms: float, concurrency: int
 ) -> dict[str, Any]:
     """TTFT and ITL errors of one protocol's probe against the fake server's own timestamps."""
-    async with aiohttp.ClientSession() as session:
+    async with HttpClient() as session:
         await control(session, url, reset=True, ttft_ms=ttft_ms, itl_ms=itl_ms, tokens=tokens)
         with captured_timers() as timers:
             await _probe_many(session, url, protocol, 5, tokens, 1, "warmup")
@@ -362,7 +362,7 @@ async def cpu_one(
     url: str, protocol: str, n: int, tokens: int, itl_ms: float, side_checks: bool = False
 ) -> dict[str, Any]:
     """CPU time of this process per streamed request (sequential, after a warm-up)."""
-    async with aiohttp.ClientSession() as session:
+    async with HttpClient() as session:
         await control(session, url, reset=True, ttft_ms=0.0, itl_ms=itl_ms, tokens=tokens)
         with captured_timers() as timers:
             await _probe_many(session, url, protocol, 3, tokens, 1, "warmup", side_checks)
@@ -408,13 +408,11 @@ _STREAM_PATHS = {
 }
 
 
-async def _cpu_floor(
-    session: aiohttp.ClientSession, url: str, protocol: str, n: int, tokens: int
-) -> float:
-    """CPU ms per request of the same streamed request read bare: aiohttp and asyncio alone.
+async def _cpu_floor(session: HttpClient, url: str, protocol: str, n: int, tokens: int) -> float:
+    """CPU ms per request of the same streamed request read bare: the client and asyncio alone.
 
-    The same body as the probe sends, read with ``iter_any`` and one ``perf_counter_ns`` per
-    read, no parsing: what any asyncio/aiohttp client pays. The probe's cost above this floor
+    The same body as the probe sends, read with ``chunks()`` and one ``perf_counter_ns`` per
+    read, no parsing: what any asyncio client pays. The probe's cost above this floor
     is Vigil's own (parsing, timing, judging the run).
     """
     probe = PROBES[protocol](_target(url, "floor", tokens, False, protocol))
@@ -422,7 +420,7 @@ async def _cpu_floor(
 
     async def one() -> None:
         async with session.post(url + _STREAM_PATHS[protocol], json=payload) as resp:
-            async for _chunk in resp.content.iter_any():
+            async for _chunk in resp.chunks():
                 time.perf_counter_ns()
 
     for _ in range(3):
@@ -610,7 +608,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['ram_bytes'] / 2**30:.1f} GiB RAM, "
         f"kernel {m['kernel']} (HZ {m.get('kernel_hz')}, {m.get('kernel_preempt')}), "
-        f"Python {m['python']}, aiohttp {m['aiohttp']}, "
+        f"Python {m['python']}, "
         f"load {m['loadavg_at_start']}; git {m['git_commit']}"
         + (" (uncommitted changes)" if m["git_dirty"] else ""),
         f"date: {m['date_utc']}",
@@ -650,7 +648,7 @@ def render(result: dict[str, Any]) -> str:
                 f"({c['user_ms_per_request']:.2f} user + {c['system_ms_per_request']:.2f} sys; "
                 f"{c['cpu_us_per_token']:.1f} us/token, {c['reads_per_request']:.0f} reads, "
                 f"{c['cpu_pct_of_one_core_while_streaming']:.1f}% of a core while streaming; "
-                f"bare aiohttp floor {c['floor_cpu_ms_per_request']:.2f} ms; "
+                f"bare client floor {c['floor_cpu_ms_per_request']:.2f} ms; "
                 f"host busy {c['host']['busy_pct']:.0f}%)"
             )
     d = result.get("drift")
@@ -736,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     protocols = [p for p in PROTOCOLS if not args.protocol or p in args.protocol]
     tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-probe-"))
     result: dict[str, Any] = {
-        "machine": machine(aiohttp=aiohttp.__version__),
+        "machine": machine(),
         "command": "bench/probe_accuracy.py " + " ".join(argv or sys.argv[1:]),
         "settings": {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms},
     }

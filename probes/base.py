@@ -1,8 +1,9 @@
 """The two extension points of ``probes``: resource collectors and model probes.
 
 Collectors are synchronous (psutil and NVML calls block); the agent runs them in a worker
-thread. Probes are asynchronous (they speak HTTP) and are given the agent's shared aiohttp
-session. Neither ever writes to storage or renders anything: they return records.
+thread. Probes are asynchronous (they speak HTTP) and are given the agent's shared HTTP client
+(:class:`probes.httpclient.HttpClient`). Neither ever writes to storage or renders anything:
+they return records.
 
 A probe's failure is a result, never an exception: ``run`` returns a ``ProbeRun`` whose category
 says what went wrong. The agent still wraps every run in a timeout as a second line of defence.
@@ -14,12 +15,13 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from storage.records import ProbeRun, Sample, make_labels
 from storage.tomlschema import Invalid, decode
+
+if TYPE_CHECKING:
+    from probes.httpclient import HttpClient
 
 CATEGORIES = (
     "ok",
@@ -176,7 +178,7 @@ class Probe(ABC):
                 )
 
     @abstractmethod
-    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+    async def run(self, session: HttpClient) -> ProbeRun:
         """Probe once and return the result; never raise for a failing server."""
 
     def failed(

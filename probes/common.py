@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from probes.base import OptionError, ProbeTarget, redact, truncate_error
+from probes.httpclient import Response, WireError
 from storage.records import ProbeRun
 from storage.tomlschema import MAX_DURATION_S
 from storage.units import parse_duration
@@ -64,10 +62,10 @@ class Deadline:
         """Seconds left of the budget (0 once spent)."""
         return max(self.end - time.monotonic(), 0.0)
 
-    def timeout(self) -> aiohttp.ClientTimeout:
-        """A client timeout for the next request: whatever is left of the budget."""
-        # A spent budget still needs a positive value; aiohttp reads 0 as "no timeout".
-        return aiohttp.ClientTimeout(total=max(self.remaining_s(), 0.001))
+    def timeout(self) -> float:
+        """The next request's time limit in seconds: whatever is left of the budget (a spent
+        one still gives a moment, so the request fails as a timeout, not as a bad argument)."""
+        return max(self.remaining_s(), 0.001)
 
     def scope(self) -> asyncio.Timeout:
         """An ``async with`` scope cancelled when the budget is spent, raising TimeoutError.
@@ -93,17 +91,13 @@ def body_snippet(body: bytes, limit: int = SNIPPET_LIMIT) -> str:
 def classify_exception(exc: BaseException) -> tuple[str, str]:
     """Map a request failure to a run category and an error text.
 
-    Order matters: aiohttp's connect timeouts are both ClientErrors and TimeoutErrors.
+    The client's errors carry their category (``refused``: what the OS said about which
+    address; ``protocol_error``: disconnects mid-answer, malformed HTTP, bad URLs).
     """
     if isinstance(exc, TimeoutError):
         return "timeout", f"no answer in time ({type(exc).__name__})"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        # aiohttp's own text carries "ssl:default [...]" even for plain http: say what the OS
-        # said, about which address.
-        err = exc.os_error
-        reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
-        return "refused", f"cannot connect to {exc.host}:{exc.port}: {reason.lower()}"
-    # Disconnects mid-answer, malformed HTTP, bad URLs: the server did not speak HTTP properly.
+    if isinstance(exc, WireError):
+        return exc.category, str(exc)
     return "protocol_error", f"{type(exc).__name__}: {exc}"
 
 
@@ -245,19 +239,12 @@ class RunFailed(Exception):
         self.status = status
 
 
-async def read_body(resp: aiohttp.ClientResponse, limit: int = BODY_LIMIT) -> bytes:
+async def read_body(resp: Response, limit: int = BODY_LIMIT) -> bytes:
     """Read a body up to ``limit`` bytes (an error page need not be read whole)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)
+    return await resp.read(limit)
 
 
-async def check_status(resp: aiohttp.ClientResponse, step: str) -> None:
+async def check_status(resp: Response, step: str) -> None:
     """Raise ``http_error`` quoting the body when ``resp`` is not 2xx.
 
     Args:

@@ -31,8 +31,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
 from probes.base import OptionError, Probe, ProbeTarget, now_ms, register
 from probes.common import (
     Deadline,
@@ -45,6 +43,7 @@ from probes.common import (
     make_run,
     over_bound,
 )
+from probes.httpclient import HttpClient
 from probes.httpwire import Exchange, WireError, request, tls_context
 from storage.records import ProbeRun
 
@@ -226,7 +225,7 @@ class HttpProbe(Probe):
                 # agent's: every run says so until it is back (the config is reloaded).
                 self._tls_error = f"cannot load tls_ca_file: {exc}"
 
-    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+    async def run(self, session: HttpClient) -> ProbeRun:
         """Send the request once and judge status, body and latency; never raises.
 
         ``session`` is not used: each run opens its own connection, so the connect and the

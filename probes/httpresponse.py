@@ -63,11 +63,17 @@ class Response:
         self._give_back = give_back
         self._conn: Connection | None = conn
         self._head = head
-        self._deadline = deadline
         self._body = Body(conn.reader, head, method)
         coding = head.headers.get("content-encoding", "identity").strip().lower()
         if coding not in ("", "identity"):  # asked for identity; the caller closes the connection
             raise WireError("protocol_error", f"unexpected Content-Encoding {coding!r}")
+        # One timer for the whole body rather than a timeout scope per read: a streamed answer
+        # is hundreds of reads, and a scope each would schedule and cancel a timer per token
+        # (aiohttp too keeps one timer per request). At the deadline the connection's reader
+        # is failed, so the read in progress, or the next one, raises TimeoutError.
+        self._timer: asyncio.TimerHandle | None = None
+        if deadline is not None and not self._body.done:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._expire)
 
     @property
     def at_eof(self) -> bool:
@@ -92,8 +98,7 @@ class Response:
         if self._conn is None:
             raise RuntimeError("the response was released before its body was read")
         try:
-            async with asyncio.timeout_at(self._deadline):
-                return await self._body.read()
+            return await self._body.read()
         except TimeoutError:  # an OSError too, since Python 3.10: not a lost connection
             raise
         except asyncio.IncompleteReadError:
@@ -161,10 +166,18 @@ class Response:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._body.done and not self._body.to_eof and self._head.keep_alive():
             self._give_back(conn)
         else:
             conn.close()
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._conn is not None and not self._body.done:
+            self._conn.reader.set_exception(TimeoutError("the request's time limit is spent"))
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason!r} from {self.method} {self.url}>"

@@ -6,7 +6,9 @@ canary ``POST /v2/models/{model}/infer`` and judges the answer. The metadata (pl
 versions, inputs, outputs) is kept in ``info``; the versions the server lists for the model are
 its artifact, so loading a new version is recorded as a deployment. Where the metadata lists no
 versions (MLServer answers ``"versions": []``), the ``model_version`` of the inference answer is
-the artifact instead.
+the artifact instead. An answered run's outputs, as canonical JSON, are its ``last_output``: a
+deterministic model answers the same text each run (output drift and a deploy's golden check
+compare them).
 
 A model whose metadata has no signature (no ``inputs``, as MLServer's without a
 ``model-settings.json`` signature) cannot be given generated inputs: unless ``inputs`` are
@@ -46,8 +48,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
 from probes.base import OptionError, Probe, ProbeTarget, artifact_info, now_ms, register
 from probes.common import (
     Deadline,
@@ -62,6 +62,7 @@ from probes.common import (
     make_run,
     over_bound,
 )
+from probes.httpclient import HttpClient, WireError
 from storage.records import ProbeRun
 
 DEFAULT_TOLERANCE = 1e-4
@@ -247,9 +248,10 @@ class KServeV2Probe(Probe):
         self._configured = configured is not None
         self._inputs: list[dict[str, Any]] | None = list(configured) if configured else None
 
-    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+    async def run(self, session: HttpClient) -> ProbeRun:
         """Probe once: ready check, canary infer, judgement. Never raises."""
         ts = now_ms()
+        self.last_output = None
         phases: dict[str, float] = {}
         deadline = Deadline(self.target.timeout_s)
         start: int | None = None
@@ -271,7 +273,7 @@ class KServeV2Probe(Probe):
             async with session.post(
                 f"{self._base}/infer",
                 json={"inputs": self._inputs},
-                timeout=deadline.timeout(),
+                timeout_s=deadline.timeout(),
                 headers=self.target.auth_headers(),
             ) as resp:
                 body = await resp.read()
@@ -287,7 +289,7 @@ class KServeV2Probe(Probe):
                 status=failed.status,
                 phases_ms=phases,
             )
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (WireError, TimeoutError, ValueError) as exc:
             category, error = classify_exception(exc)
             e2e_failed = elapsed_ms(start) if start is not None and category == "timeout" else None
             return make_run(
@@ -322,11 +324,17 @@ class KServeV2Probe(Probe):
             wrong = compare_output(outputs, expect)
         if wrong is not None:
             return result("wrong_output", wrong)
+        # The answer, canonical: a deterministic model's runs compare equal as text (output
+        # drift, a deploy's golden check against the previous version).
+        self.last_output = json.dumps(
+            [{k: o.get(k) for k in ("name", "shape", "datatype", "data")} for o in outputs],
+            sort_keys=True,
+        )
         slow = over_bound(e2e, duration_ms(self.target.options, "max_latency"), "max_latency")
         return result("slow", slow) if slow else result("ok")
 
     async def _metadata(
-        self, session: aiohttp.ClientSession, deadline: Deadline, phases: dict[str, float]
+        self, session: HttpClient, deadline: Deadline, phases: dict[str, float]
     ) -> bool:
         """Fetch the model metadata into ``info`` (and the generated inputs, if needed).
 
@@ -370,7 +378,7 @@ class KServeV2Probe(Probe):
 
     async def _get(
         self,
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         path: str,
         deadline: Deadline,
         phases: dict[str, float],
@@ -383,7 +391,7 @@ class KServeV2Probe(Probe):
         start = time.perf_counter_ns()
         url = (self._server if server else self._base) + path
         async with session.get(
-            url, timeout=deadline.timeout(), headers=self.target.auth_headers()
+            url, timeout_s=deadline.timeout(), headers=self.target.auth_headers()
         ) as resp:
             body = await resp.read()
         phases[phase] = elapsed_ms(start)

@@ -23,8 +23,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-import aiohttp
-
 from probes.base import ProbeTarget, artifact_info, register
 from probes.common import (
     DEFAULT_MAX_TOKENS,
@@ -35,6 +33,7 @@ from probes.common import (
     parse_json,
     stream_object,
 )
+from probes.httpclient import HttpClient
 from probes.streaming import (
     GenerationProbe,
     GenerationRun,
@@ -83,7 +82,7 @@ class OllamaProbe(GenerationProbe):
             },
         }
 
-    async def _attempt(self, session: aiohttp.ClientSession, run: GenerationRun) -> ProbeRun:
+    async def _attempt(self, session: HttpClient, run: GenerationRun) -> ProbeRun:
         if self.target.options.get("check_tags", True):
             await self._check_tags(session, run)
         run.step = "POST /api/generate"
@@ -93,7 +92,7 @@ class OllamaProbe(GenerationProbe):
             f"{self._base}/api/generate",
             json=self._payload,
             headers=self.target.auth_headers(),
-            timeout=run.deadline.timeout(),
+            timeout_s=run.deadline.timeout(),
         ) as resp:
             run.status = resp.status
             await check_status(resp, run.step)
@@ -102,7 +101,7 @@ class OllamaProbe(GenerationProbe):
         self._keep_server_view(final, run)
         return run.finish()
 
-    async def _check_tags(self, session: aiohttp.ClientSession, run: GenerationRun) -> None:
+    async def _check_tags(self, session: HttpClient, run: GenerationRun) -> None:
         run.step = "GET /api/tags"
         tags = parse_json(await run.get(session, f"{self._base}/api/tags", "tags_ms"), run.step)
         models = tags.get("models") if isinstance(tags, Mapping) else None

@@ -43,8 +43,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import aiohttp
-
 from probes.base import OptionError, Probe, ProbeTarget, artifact_info, now_ms, register
 from probes.common import (
     RunFailed,
@@ -56,6 +54,7 @@ from probes.common import (
     over_bound,
     percentile,
 )
+from probes.httpclient import HttpClient
 from probes.onnx_client import DEFAULT_MAX_MEMORY_MB, WorkerDied, WorkerProcess, load_golden
 from storage.records import ProbeRun
 
@@ -192,7 +191,7 @@ class OnnxProbe(Probe):
         """
         await self._ensure_loaded(time.monotonic() + self._load_timeout_s, {})
 
-    async def run(self, session: aiohttp.ClientSession | None) -> ProbeRun:
+    async def run(self, session: HttpClient | None) -> ProbeRun:
         """Probe once: (re)load if needed, run the iterations, judge. Never raises.
 
         ``session`` is unused: the model is a local file.

@@ -37,8 +37,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-import aiohttp
-
 from probes.base import OptionError, ProbeTarget, artifact_info, register
 from probes.common import (
     DEFAULT_MAX_TOKENS,
@@ -51,6 +49,7 @@ from probes.common import (
     parse_json,
     read_body,
 )
+from probes.httpclient import HttpClient
 from probes.options import Endpoint
 from probes.streaming import (
     GenerationProbe,
@@ -131,7 +130,7 @@ class OpenAIProbe(GenerationProbe):
             payload["stream_options"] = {"include_usage": True}
         self._payload = payload
 
-    async def _attempt(self, session: aiohttp.ClientSession, run: GenerationRun) -> ProbeRun:
+    async def _attempt(self, session: HttpClient, run: GenerationRun) -> ProbeRun:
         if self.target.options.get("check_models", True):
             await self._check_models(session, run)
         run.step = f"POST {self._path}"
@@ -140,7 +139,7 @@ class OpenAIProbe(GenerationProbe):
             self._base + self._path,
             json=self._payload,
             headers=self.target.auth_headers(),
-            timeout=run.deadline.timeout(),
+            timeout_s=run.deadline.timeout(),
         ) as resp:
             run.status = resp.status
             await check_status(resp, run.step)
@@ -154,7 +153,7 @@ class OpenAIProbe(GenerationProbe):
                 self._read_whole(parse_json(body, run.step), timer, run.step)
         return run.finish()
 
-    async def _check_models(self, session: aiohttp.ClientSession, run: GenerationRun) -> None:
+    async def _check_models(self, session: HttpClient, run: GenerationRun) -> None:
         run.step = "GET /v1/models"
         listing = parse_json(
             await run.get(session, f"{self._base}/v1/models", "models_ms"), run.step

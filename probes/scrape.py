@@ -43,8 +43,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from probes.base import OptionError, Probe, ProbeTarget, now_ms, register
 from probes.common import (
     Deadline,
@@ -57,6 +55,7 @@ from probes.common import (
     over_bound,
     read_body,
 )
+from probes.httpclient import HttpClient, WireError
 from probes.promtext import (
     LABEL_NAME,
     METRIC_NAME,
@@ -231,7 +230,7 @@ class MetricsScrapeProbe(Probe):
             "stall_after": self._detector.after,
         }
 
-    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+    async def run(self, session: HttpClient) -> ProbeRun:
         """Scrape once, keep the series, judge stall and latency; never raises."""
         ts = now_ms()
         deadline = Deadline(self.target.timeout_s)
@@ -242,12 +241,12 @@ class MetricsScrapeProbe(Probe):
                 session.get(
                     self.target.url,
                     headers=self._headers,
-                    timeout=deadline.timeout(),
+                    timeout_s=deadline.timeout(),
                 ) as resp,
             ):
                 status = resp.status
                 body = await read_body(resp, PAGE_LIMIT if status < 300 else 4096)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (WireError, TimeoutError, ValueError) as exc:
             category, error = classify_exception(exc)
             e2e = elapsed_ms(start) if category == "timeout" else None
             return make_run(self.target, category, ts_ms=ts, error=error, e2e_ms=e2e)

@@ -5,14 +5,11 @@ deadline, and :class:`GenerationRun` turning the timings into a judged ``ProbeRu
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
-
-import aiohttp
 
 from probes.base import Probe, ProbeTarget, now_ms
 from probes.common import (
@@ -29,14 +26,17 @@ from probes.common import (
     read_body,
     text_mismatch,
 )
+from probes.httpclient import HttpClient, Response, WireError
 from probes.options import Flag, GenerationOptions, schema_for
 from probes.streamparse import StreamFormatError, StreamParser, U
 from storage.records import ProbeRun
 
 DRAIN_GRACE_S = 0.05
 """How long to wait, after the end marker, for the rest of the body (the chunked-encoding
-terminator): a fully read answer lets aiohttp reuse the connection for the next run, so TTFT
-does not sometimes include a TCP connect and sometimes not."""
+terminator): a fully read answer lets the client reuse the connection for the next run, so
+TTFT does not sometimes include a TCP connect and sometimes not."""
+DRAIN_BYTES = 64 * 1024
+"""At most this much is read after the end marker; what follows it is tiny."""
 
 
 @dataclass
@@ -100,7 +100,7 @@ class StreamTimer:
 
 
 async def read_stream(
-    resp: aiohttp.ClientResponse,
+    resp: Response,
     parser: StreamParser[U],
     timer: StreamTimer,
     on_unit: Callable[[U], bool],
@@ -121,12 +121,12 @@ async def read_stream(
         RunFailed: ``protocol_error`` for a malformed unit or a body that ends too early.
     """
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.chunks():
             now = time.perf_counter_ns()
             timer.last_bytes_ns = now
             for unit in parser.feed(chunk, now):
                 if on_unit(unit):
-                    await _drain_briefly(resp)
+                    await resp.drain(DRAIN_BYTES, DRAIN_GRACE_S)
                     return
         for unit in parser.close():
             if on_unit(unit):
@@ -138,17 +138,6 @@ async def read_stream(
     dropped = parser.discarded()
     tail = f"; incomplete event dropped: {dropped!r}" if dropped else ""
     raise RunFailed("protocol_error", f"stream ended before {end}{tail}")
-
-
-async def _drain_briefly(resp: aiohttp.ClientResponse) -> None:
-    try:
-        for _ in range(8):  # a few reads at most: what follows the end marker is tiny
-            if resp.content.at_eof() or not await asyncio.wait_for(
-                resp.content.readany(), DRAIN_GRACE_S
-            ):
-                return
-    except (TimeoutError, aiohttp.ClientError):
-        pass  # the connection is simply not reused
 
 
 class GenerationRun:
@@ -200,17 +189,17 @@ class GenerationRun:
                 return await attempt
         except RunFailed as failed:
             return self.failed(failed.category, failed.error, failed.status)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (WireError, TimeoutError, ValueError) as exc:
             category, error = classify_exception(exc)
             if category == "timeout":
                 error = self._timeout_text()
             return self.failed(category, f"{self.step}: {error}")
 
-    async def get(self, session: aiohttp.ClientSession, url: str, phase: str) -> bytes:
+    async def get(self, session: HttpClient, url: str, phase: str) -> bytes:
         """GET a side endpoint (model list, health), timed as ``phase``; non-2xx ends the run."""
         start = time.perf_counter_ns()
         async with session.get(
-            url, headers=self.target.auth_headers(), timeout=self.deadline.timeout()
+            url, headers=self.target.auth_headers(), timeout_s=self.deadline.timeout()
         ) as resp:
             await check_status(resp, self.step)
             body = await read_body(resp)
@@ -323,7 +312,7 @@ class GenerationProbe(Probe):
         self._base = target.url.rstrip("/")
         self._bounds = Bounds.from_options(target.options)
 
-    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+    async def run(self, session: HttpClient) -> ProbeRun:
         """Probe once (side request, canary, judgement); never raises."""
         run = GenerationRun(self.target, self._bounds)
         result = await run.guard(self._attempt(session, run))
@@ -332,5 +321,5 @@ class GenerationProbe(Probe):
         )
         return result
 
-    async def _attempt(self, session: aiohttp.ClientSession, run: GenerationRun) -> ProbeRun:
+    async def _attempt(self, session: HttpClient, run: GenerationRun) -> ProbeRun:
         raise NotImplementedError

@@ -4,8 +4,8 @@ Both parsers are fed raw body chunks exactly as they come off the socket, split 
 line, mid UTF-8 character, between the CR and LF of a CRLF), and return the units each chunk
 completes. Every unit carries ``arrival_ns``: the ``time.perf_counter_ns()`` reading of the chunk
 that completed it. Latencies are measured from chunk arrival, so a caller reads the body with
-``resp.content.iter_any()`` and timestamps each chunk once, before parsing it; parsing time is
-then never counted as model time.
+``resp.chunks()`` (:mod:`probes.httpclient`) and timestamps each chunk once, before parsing it;
+parsing time is then never counted as model time.
 """
 
 from __future__ import annotations

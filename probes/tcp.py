@@ -14,10 +14,9 @@ import contextlib
 import time
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from probes.base import Probe, now_ms, register
 from probes.common import duration_ms, elapsed_ms, make_run, over_bound
+from probes.httpclient import HttpClient
 from probes.options import MaxDuration, Options, schema_for
 from storage.records import ProbeRun
 
@@ -42,7 +41,7 @@ class TcpProbe(Probe):
     allowed_options = frozenset({"max_latency"})
     options_schema = schema_for("tcp", Options, {"max_latency": MaxDuration})
 
-    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+    async def run(self, session: HttpClient) -> ProbeRun:
         """Connect once and close; never raises. ``session`` is unused (no HTTP here)."""
         ts = now_ms()
         try:

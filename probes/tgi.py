@@ -22,8 +22,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import aiohttp
-
 from probes.base import ProbeTarget, artifact_info, register
 from probes.common import (
     DEFAULT_MAX_TOKENS,
@@ -34,6 +32,7 @@ from probes.common import (
     parse_data,
     parse_json,
 )
+from probes.httpclient import HttpClient, WireError
 from probes.streaming import (
     GenerationProbe,
     GenerationRun,
@@ -67,7 +66,7 @@ class TgiProbe(GenerationProbe):
             "parameters": parameters,
         }
 
-    async def _attempt(self, session: aiohttp.ClientSession, run: GenerationRun) -> ProbeRun:
+    async def _attempt(self, session: HttpClient, run: GenerationRun) -> ProbeRun:
         if self.target.options.get("check_health", True):
             run.step = "GET /health"
             await run.get(session, f"{self._base}/health", "health_ms")
@@ -78,7 +77,7 @@ class TgiProbe(GenerationProbe):
             f"{self._base}/generate_stream",
             json=self._payload,
             headers=self.target.auth_headers(),
-            timeout=run.deadline.timeout(),
+            timeout_s=run.deadline.timeout(),
         ) as resp:
             run.status = resp.status
             await check_status(resp, run.step)
@@ -86,11 +85,11 @@ class TgiProbe(GenerationProbe):
             await read_stream(resp, SSEParser(), timer, on_event, end="the final generated_text")
         return run.finish()
 
-    async def _read_info(self, session: aiohttp.ClientSession, run: GenerationRun) -> None:
+    async def _read_info(self, session: HttpClient, run: GenerationRun) -> None:
         run.step = "GET /info"
         try:
             info = parse_json(await run.get(session, f"{self._base}/info", "info_ms"), run.step)
-        except (RunFailed, aiohttp.ClientError):
+        except (RunFailed, WireError):
             return  # /info is for the record, not part of the verdict
         if isinstance(info, Mapping):
             keys = ("model_id", "model_sha", "model_dtype", "version")

@@ -31,12 +31,11 @@ import logging
 import time
 from collections.abc import Callable
 
-import aiohttp
-
 from agent.config import ModelConfig
 from agent.health.drift import ModelDrift
 from agent.health.incidents import IncidentBook
 from probes.base import Probe, ProbeTarget, now_ms, redact
+from probes.httpclient import HttpClient
 from probes.registry import PROBES
 from storage.records import (
     PLANNED_MODEL_STATES,
@@ -117,7 +116,7 @@ class ModelMonitor:
             planned=self.planned if self.state in PLANNED_MODEL_STATES else None,
         )
 
-    async def run_once(self, session: aiohttp.ClientSession) -> ProbeRun:
+    async def run_once(self, session: HttpClient) -> ProbeRun:
         """Probe once, bounded by the timeout even if the probe itself forgets to be."""
         started = now_ms()
         t0 = time.perf_counter_ns()

@@ -20,8 +20,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-
 from agent import __version__
 from agent.config import Config, ConfigError
 from agent.health.incidents import IncidentBook
@@ -48,6 +46,7 @@ from agent.supervise.supervisor import PlannedWindow, Supervisor
 from probes.base import Collector, now_ms
 from probes.gpu import GpuCollector
 from probes.host import HostCollector
+from probes.httpclient import HttpClient
 from probes.process import ProcessCollector
 from storage.db import DB_FILENAME, connect
 from storage.records import AgentStatus, Event, Labels, ResourceValue, Sample
@@ -95,7 +94,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._reload_triggers: set[str] = set()
-        self._session: aiohttp.ClientSession | None = None
+        self._session: HttpClient | None = None
         self._scheduler: Scheduler | None = None
         self._api_server: HttpServer | None = None
         self._watcher: ConfigWatcher | None = None
@@ -369,11 +368,11 @@ class Agent:
         await asyncio.to_thread(self.writer.start)
         await asyncio.to_thread(self._load_state)
         self.alerting.start()  # the outbox's sender: sends what a previous run left unsent
-        # No pool limit (aiohttp's default is 100 connections): a probe's TTFT clock starts
-        # before the request takes a connection, so with more models than that probing at
-        # once, the later ones would count the wait for another model's stream as TTFT. Each
-        # model has at most one run out, so the number of connections is bounded anyway.
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        # The client's pool has no limit (aiohttp's had 100 connections): a probe's TTFT clock
+        # starts before the request takes a connection, so with more models than a limit
+        # probing at once, the later ones would count the wait for another model's stream as
+        # TTFT. Each model has at most one run out, so the number of connections is bounded.
+        self._session = HttpClient()
         self._scheduler = Scheduler(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
+
+from probes.httpclient import HttpClient
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client session, as the agent gives its probes."""
-    async with aiohttp.ClientSession() as s:
+async def session() -> AsyncIterator[HttpClient]:
+    """An HTTP client, as the agent gives its probes."""
+    async with HttpClient() as s:
         yield s
 
 

@@ -12,12 +12,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from probes.base import OptionError, ProbeTarget
 from probes.http import HttpProbe, json_at, parse_json_path
+from probes.httpclient import HttpClient
 from tests.unit.test_model_probes import app_with, assert_failed, http, serving
 
 Raw = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -38,7 +38,7 @@ async def raw_server(handler: Raw) -> AsyncIterator[str]:
 # --- phases --------------------------------------------------------------------------------
 
 
-async def test_phases_add_up_to_the_request(session: aiohttp.ClientSession) -> None:
+async def test_phases_add_up_to_the_request(session: HttpClient) -> None:
     async def ok(_: web.Request) -> web.Response:
         return web.Response(text="fine")
 
@@ -51,7 +51,7 @@ async def test_phases_add_up_to_the_request(session: aiohttp.ClientSession) -> N
 
 
 async def test_a_slow_handler_is_processing_a_slow_body_is_transfer(
-    session: aiohttp.ClientSession,
+    session: HttpClient,
 ) -> None:
     async def think(_: web.Request) -> web.Response:
         await asyncio.sleep(0.15)
@@ -77,7 +77,7 @@ async def test_a_slow_handler_is_processing_a_slow_body_is_transfer(
     assert trickled.phases_ms["processing_ms"] < 100
 
 
-async def test_each_run_opens_its_own_connection(session: aiohttp.ClientSession) -> None:
+async def test_each_run_opens_its_own_connection(session: HttpClient) -> None:
     peers: list[int] = []
 
     async def ok(request: web.Request) -> web.Response:
@@ -92,7 +92,7 @@ async def test_each_run_opens_its_own_connection(session: aiohttp.ClientSession)
     assert len(set(peers)) == 3  # three client ports: no connection was reused
 
 
-async def test_a_timeout_names_the_phase_it_hung_in(session: aiohttp.ClientSession) -> None:
+async def test_a_timeout_names_the_phase_it_hung_in(session: HttpClient) -> None:
     release = asyncio.Event()
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -111,7 +111,7 @@ async def test_a_timeout_names_the_phase_it_hung_in(session: aiohttp.ClientSessi
 # --- what comes back -----------------------------------------------------------------------
 
 
-async def test_body_by_length_by_chunks_and_to_the_end(session: aiohttp.ClientSession) -> None:
+async def test_body_by_length_by_chunks_and_to_the_end(session: HttpClient) -> None:
     async def http10(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
@@ -144,7 +144,7 @@ async def test_body_by_length_by_chunks_and_to_the_end(session: aiohttp.ClientSe
     ],
 )
 async def test_a_broken_answer_is_a_protocol_error(
-    answer: bytes, fragment: str, session: aiohttp.ClientSession
+    answer: bytes, fragment: str, session: HttpClient
 ) -> None:
     async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -156,7 +156,7 @@ async def test_a_broken_answer_is_a_protocol_error(
         assert_failed(await http(f"{url}/").run(session), "protocol_error", fragment)
 
 
-async def test_a_huge_body_is_read_but_not_kept(session: aiohttp.ClientSession) -> None:
+async def test_a_huge_body_is_read_but_not_kept(session: HttpClient) -> None:
     big = b"x" * (3 << 20) + b"TAIL"
 
     async def huge(_: web.Request) -> web.Response:
@@ -168,7 +168,7 @@ async def test_a_huge_body_is_read_but_not_kept(session: aiohttp.ClientSession) 
         assert_failed(await http(f"{url}/", expect_body_regex="TAIL").run(session), "wrong_output")
 
 
-async def test_unresolvable_and_refused(closed_port: int, session: aiohttp.ClientSession) -> None:
+async def test_unresolvable_and_refused(closed_port: int, session: HttpClient) -> None:
     assert_failed(
         await http("http://no-such-host.invalid/").run(session), "refused", "cannot resolve"
     )
@@ -180,7 +180,7 @@ async def test_unresolvable_and_refused(closed_port: int, session: aiohttp.Clien
 # --- status ranges and JSON ----------------------------------------------------------------
 
 
-async def test_status_ranges(session: aiohttp.ClientSession) -> None:
+async def test_status_ranges(session: HttpClient) -> None:
     async def teapot(_: web.Request) -> web.Response:
         return web.Response(status=418, text="short and stout")
 
@@ -191,7 +191,7 @@ async def test_status_ranges(session: aiohttp.ClientSession) -> None:
     assert_failed(run, "http_error", "HTTP 418")
 
 
-async def test_json_path_expectations(session: aiohttp.ClientSession) -> None:
+async def test_json_path_expectations(session: HttpClient) -> None:
     doc = {"status": "ok", "models": [{"name": "a", "ready": True}, {"ready": 1}], "a b": None}
 
     async def health(_: web.Request) -> web.Response:
@@ -309,7 +309,7 @@ async def tls_serving(app: web.Application, cert: Path, key: Path) -> AsyncItera
 
 
 async def test_https_is_verified_and_its_handshake_timed(
-    certificate: tuple[Path, Path], session: aiohttp.ClientSession
+    certificate: tuple[Path, Path], session: HttpClient
 ) -> None:
     cert, key = certificate
 

@@ -306,6 +306,18 @@ async def test_the_deadline_covers_the_body(client: HttpClient) -> None:
     assert client.idle_connections() == 0
 
 
+async def test_a_deadline_after_release_leaves_the_kept_connection_alone(
+    client: HttpClient,
+) -> None:
+    async with serving(ok_answer) as server:
+        async with client.get(server.url, timeout_s=0.1) as resp:
+            assert await resp.read() == b"GET /"
+        await asyncio.sleep(0.2)  # past the first request's deadline
+        async with client.get(server.url) as resp:
+            assert await resp.read() == b"GET /"
+    assert client.opened == 1
+
+
 # --- streaming and the pool -------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -23,6 +22,7 @@ from agent.config import ModelConfig
 from agent.health.incidents import IncidentBook
 from agent.health.monitor import ModelMonitor
 from probes.base import ProbeTarget
+from probes.httpclient import HttpClient
 from probes.kserve_v2 import READINESS_ONLY_NOTE, KServeV2Probe
 from storage.records import AgentStatus, Event
 from storage.writer import Writer
@@ -137,7 +137,7 @@ def monitor(url: str, **options: Any) -> ModelMonitor:
 
 
 async def test_answer_version_is_the_artifact_and_a_new_one_a_deployment(
-    fake: FakeMLServer, url: str, session: aiohttp.ClientSession
+    fake: FakeMLServer, url: str, session: HttpClient
 ) -> None:
     mon = monitor(url, inputs=INPUTS)
     events: list[Event] = []
@@ -159,7 +159,7 @@ async def test_answer_version_is_the_artifact_and_a_new_one_a_deployment(
 
 
 async def test_metadata_versions_win_over_the_answer_version(
-    fake: FakeMLServer, url: str, session: aiohttp.ClientSession
+    fake: FakeMLServer, url: str, session: HttpClient
 ) -> None:
     fake.metadata = {**UNSIGNED["absent"], "versions": ["3"], "platform": "triton"}
     p = probe(url, inputs=INPUTS)
@@ -175,7 +175,7 @@ async def test_metadata_versions_win_over_the_answer_version(
 
 @pytest.mark.parametrize("shape", sorted(UNSIGNED))
 async def test_no_signature_is_probed_for_readiness_only(
-    shape: str, fake: FakeMLServer, url: str, session: aiohttp.ClientSession
+    shape: str, fake: FakeMLServer, url: str, session: HttpClient
 ) -> None:
     fake.metadata = dict(UNSIGNED[shape])
     p = probe(url)
@@ -190,7 +190,7 @@ async def test_no_signature_is_probed_for_readiness_only(
 
 
 async def test_readiness_only_asks_ready_even_when_check_ready_is_off(
-    fake: FakeMLServer, url: str, session: aiohttp.ClientSession
+    fake: FakeMLServer, url: str, session: HttpClient
 ) -> None:
     p = probe(url, check_ready=False, check_health=False)
     run = await p.run(session)
@@ -202,7 +202,7 @@ async def test_readiness_only_asks_ready_even_when_check_ready_is_off(
 
 
 async def test_readiness_only_model_is_up_when_ready_and_down_when_not(
-    fake: FakeMLServer, url: str, session: aiohttp.ClientSession, tmp_path: Path
+    fake: FakeMLServer, url: str, session: HttpClient, tmp_path: Path
 ) -> None:
     writer = Writer(tmp_path / "v.db")
     writer.start()
@@ -224,9 +224,7 @@ async def test_readiness_only_model_is_up_when_ready_and_down_when_not(
         writer.close()
 
 
-async def test_status_shows_the_readiness_only_note(
-    url: str, session: aiohttp.ClientSession
-) -> None:
+async def test_status_shows_the_readiness_only_note(url: str, session: HttpClient) -> None:
     mon = monitor(url)
     mon.record(await mon.run_once(session), lambda _: None)
     status = AgentStatus("gpu1", "1.0", 0, 1, models=(mon.status(),))
@@ -241,7 +239,7 @@ async def test_status_shows_the_readiness_only_note(
 
 
 async def test_a_signature_appearing_later_brings_the_canary_back(
-    fake: FakeMLServer, url: str, session: aiohttp.ClientSession
+    fake: FakeMLServer, url: str, session: HttpClient
 ) -> None:
     p = probe(url)
     assert (await p.run(session)).ok and "note" in p.info
@@ -256,7 +254,7 @@ async def test_a_signature_appearing_later_brings_the_canary_back(
 
 
 async def test_configured_inputs_run_the_inference(
-    fake: FakeMLServer, url: str, session: aiohttp.ClientSession
+    fake: FakeMLServer, url: str, session: HttpClient
 ) -> None:
     expect = {"name": "predict", "shape": [1, 1], "data": [0]}
     p = probe(url, inputs=INPUTS, expect_output=expect)

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
 
 from probes.base import OptionError, Probe, ProbeTarget
+from probes.httpclient import HttpClient
 from probes.registry import probe_for
 from storage.records import ProbeRun
 from tests.fakes.llm_server import STATE, Behaviour, FakeState, build_app, serving
@@ -67,7 +67,7 @@ def assert_failed(run: ProbeRun, category: str, *fragments: str) -> None:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_ok_run_measures_ttft_itl_tokens(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     fake.b.ttft_ms, fake.b.itl_ms = TTFT_MS, ITL_MS
     run = await make(protocol, fake.url, expect_contains="quick brown").run(session)
@@ -87,7 +87,7 @@ async def test_ok_run_measures_ttft_itl_tokens(
 
 
 async def test_role_only_and_empty_first_chunks_do_not_count_as_first_token(
-    fake: Fake, session: aiohttp.ClientSession
+    fake: Fake, session: HttpClient
 ) -> None:
     # The role-only and empty chunks go out at once; content only after TTFT_MS.
     fake.b.ttft_ms, fake.b.role_first = TTFT_MS, True
@@ -98,7 +98,7 @@ async def test_role_only_and_empty_first_chunks_do_not_count_as_first_token(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_server_token_count_wins_over_counting(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     fake.b.usage_tokens = 40  # as if each chunk carried five tokens
     run = await make(protocol, fake.url).run(session)
@@ -106,7 +106,7 @@ async def test_server_token_count_wins_over_counting(
 
 
 async def test_openai_asks_for_usage_and_counts_chunks_without_it(
-    fake: Fake, session: aiohttp.ClientSession
+    fake: Fake, session: HttpClient
 ) -> None:
     fake.b.usage, fake.b.usage_tokens = False, 40
     run = await make("openai", fake.url, max_tokens=5).run(session)
@@ -115,9 +115,7 @@ async def test_openai_asks_for_usage_and_counts_chunks_without_it(
     assert body["stream_options"] == {"include_usage": True} and body["max_tokens"] == 5
 
 
-async def test_openai_completions_endpoint_and_messages(
-    fake: Fake, session: aiohttp.ClientSession
-) -> None:
+async def test_openai_completions_endpoint_and_messages(fake: Fake, session: HttpClient) -> None:
     run = await make("openai", fake.url, endpoint="completions", prompt="Hi").run(session)
     assert run.ok and run.output_tokens == 8
     assert fake.state.served[-1].path == "/v1/completions"
@@ -128,7 +126,7 @@ async def test_openai_completions_endpoint_and_messages(
     assert fake.state.served[-1].body["messages"] == messages
 
 
-async def test_openai_non_streaming(fake: Fake, session: aiohttp.ClientSession) -> None:
+async def test_openai_non_streaming(fake: Fake, session: HttpClient) -> None:
     fake.b.ttft_ms, fake.b.itl_ms = TTFT_MS, ITL_MS
     run = await make(
         "openai",
@@ -143,7 +141,7 @@ async def test_openai_non_streaming(fake: Fake, session: aiohttp.ClientSession) 
     assert "stream_options" not in fake.state.served[-1].body
 
 
-async def test_ollama_keeps_its_own_counters(fake: Fake, session: aiohttp.ClientSession) -> None:
+async def test_ollama_keeps_its_own_counters(fake: Fake, session: HttpClient) -> None:
     fake.b.ttft_ms, fake.b.itl_ms = TTFT_MS, ITL_MS
     probe = make("ollama", fake.url, max_tokens=6, temperature=0.5)
     run = await probe.run(session)
@@ -160,9 +158,7 @@ async def test_ollama_keeps_its_own_counters(fake: Fake, session: aiohttp.Client
     assert probe.info["quantization_level"] == "Q4_0"
 
 
-async def test_tgi_sends_temperature_only_when_positive(
-    fake: Fake, session: aiohttp.ClientSession
-) -> None:
+async def test_tgi_sends_temperature_only_when_positive(fake: Fake, session: HttpClient) -> None:
     assert (await make("tgi", fake.url).run(session)).ok  # the fake refuses temperature 0
     assert "temperature" not in fake.state.served[-1].body["parameters"]
     assert (await make("tgi", fake.url, temperature=0.7).run(session)).ok
@@ -173,14 +169,14 @@ async def test_tgi_sends_temperature_only_when_positive(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_wrong_output(protocol: str, fake: Fake, session: aiohttp.ClientSession) -> None:
+async def test_wrong_output(protocol: str, fake: Fake, session: HttpClient) -> None:
     fake.b.reply = "Something else entirely."
     run = await make(protocol, fake.url, expect_regex=r"quick\s+brown").run(session)
     assert_failed(run, "wrong_output", "does not match", "Something else")
     assert run.output_tokens == 8 and run.ttft_ms is not None  # measured all the same
 
 
-async def test_openai_model_not_served(fake: Fake, session: aiohttp.ClientSession) -> None:
+async def test_openai_model_not_served(fake: Fake, session: HttpClient) -> None:
     fake.b.models = ["llama-3-8b", "mistral-7b"]
     run = await make("openai", fake.url).run(session)
     assert_failed(run, "wrong_output", "'fake-llm' not served; served: llama-3-8b, mistral-7b")
@@ -190,7 +186,7 @@ async def test_openai_model_not_served(fake: Fake, session: aiohttp.ClientSessio
 
 
 async def test_ollama_tags_resolve_latest_and_report_missing(
-    fake: Fake, session: aiohttp.ClientSession
+    fake: Fake, session: HttpClient
 ) -> None:
     assert (await make("ollama", fake.url, model="fake-llm:latest").run(session)).ok
     run = await make("ollama", fake.url, model="llama3:8b").run(session)
@@ -204,26 +200,24 @@ async def test_ollama_tags_resolve_latest_and_report_missing(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_http_error_quotes_the_body(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
-) -> None:
+async def test_http_error_quotes_the_body(protocol: str, fake: Fake, session: HttpClient) -> None:
     fake.b.status = 500
     run = await make(protocol, fake.url).run(session)
     assert_failed(run, "http_error", "HTTP 500", "internal error")
     assert run.status == 500
 
 
-async def test_tgi_unhealthy(fake: Fake, session: aiohttp.ClientSession) -> None:
+async def test_tgi_unhealthy(fake: Fake, session: HttpClient) -> None:
     fake.b.health_status = 503
     assert_failed(await make("tgi", fake.url).run(session), "http_error", "GET /health: HTTP 503")
     assert (await make("tgi", fake.url, check_health=False).run(session)).ok
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_refused(protocol: str, closed_port: int, session: aiohttp.ClientSession) -> None:
+async def test_refused(protocol: str, closed_port: int, session: HttpClient) -> None:
     run = await make(protocol, f"http://127.0.0.1:{closed_port}").run(session)
     assert_failed(run, "refused", "cannot connect")
-    # What the OS said about which address, without aiohttp's "ssl:default [...]".
+    # What the OS said about which address (aiohttp added "ssl:default [...]" even for http).
     assert (run.error or "").endswith(
         f"cannot connect to 127.0.0.1:{closed_port}: connection refused"
     )
@@ -231,7 +225,7 @@ async def test_refused(protocol: str, closed_port: int, session: aiohttp.ClientS
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_api_key_is_sent_as_bearer_and_never_kept(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     run = await make(protocol, fake.url, api_key=KEY).run(session)
     assert run.ok
@@ -247,7 +241,7 @@ async def test_api_key_is_sent_as_bearer_and_never_kept(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_malformed_unit_is_protocol_error(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     fake.b.malformed_after = 3
     run = await make(protocol, fake.url).run(session)
@@ -257,7 +251,7 @@ async def test_malformed_unit_is_protocol_error(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_disconnect_mid_stream_is_protocol_error(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     fake.b.disconnect_after = 2
     run = await make(protocol, fake.url).run(session)
@@ -269,7 +263,7 @@ async def test_disconnect_mid_stream_is_protocol_error(
     [("openai", "[DONE]"), ("ollama", '"done": true'), ("tgi", "generated_text")],
 )
 async def test_missing_end_marker_is_protocol_error(
-    protocol: str, end: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, end: str, fake: Fake, session: HttpClient
 ) -> None:
     fake.b.done = False
     run = await make(protocol, fake.url).run(session)
@@ -277,9 +271,7 @@ async def test_missing_end_marker_is_protocol_error(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_error_object_in_stream(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
-) -> None:
+async def test_error_object_in_stream(protocol: str, fake: Fake, session: HttpClient) -> None:
     fake.b.error_after = 1
     run = await make(protocol, fake.url).run(session)
     assert_failed(run, "http_error", "server error in stream:")
@@ -287,9 +279,7 @@ async def test_error_object_in_stream(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_no_content_is_protocol_error(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
-) -> None:
+async def test_no_content_is_protocol_error(protocol: str, fake: Fake, session: HttpClient) -> None:
     fake.b.tokens = 0
     run = await make(protocol, fake.url).run(session)
     assert_failed(run, "protocol_error", "no content")
@@ -297,7 +287,7 @@ async def test_no_content_is_protocol_error(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_stall_is_a_timeout_at_the_deadline(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     fake.b.stall_after = 3
     started = time.monotonic()
@@ -310,7 +300,7 @@ async def test_stall_is_a_timeout_at_the_deadline(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_slowloris_ends_by_the_deadline(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     fake.b.slowloris_ms = 5.0  # bytes keep coming, so no single read ever times out
     started = time.monotonic()
@@ -320,9 +310,7 @@ async def test_slowloris_ends_by_the_deadline(
     assert took < 3 * 0.5
 
 
-async def test_slow_answer_before_headers_is_a_timeout(
-    fake: Fake, session: aiohttp.ClientSession
-) -> None:
+async def test_slow_answer_before_headers_is_a_timeout(fake: Fake, session: HttpClient) -> None:
     fake.b.ttft_ms = 5000.0
     fake.b.role_first = False
     run = await make("ollama", fake.url, timeout_s=0.3).run(session)
@@ -347,7 +335,7 @@ async def test_bounds_make_a_run_slow(
     options: dict[str, Any],
     named: str,
     fake: Fake,
-    session: aiohttp.ClientSession,
+    session: HttpClient,
 ) -> None:
     fake.b.ttft_ms, fake.b.itl_ms = TTFT_MS, ITL_MS
     run = await make(protocol, fake.url, **options).run(session)
@@ -404,7 +392,7 @@ def test_protocols_are_registered() -> None:
     [("openai", "served_root"), ("ollama", "ollama_digest"), ("tgi", "tgi_model_sha")],
 )
 async def test_generation_probes_report_what_is_deployed(
-    fake: Fake, session: aiohttp.ClientSession, protocol: str, kind: str
+    fake: Fake, session: HttpClient, protocol: str, kind: str
 ) -> None:
     # What a deployment changes (vLLM's root, Ollama's digest, TGI's model_sha) is the
     # artifact the agent records; another revision on the server is another artifact.
@@ -425,7 +413,7 @@ async def test_generation_probes_report_what_is_deployed(
         assert "artifact_time_ms" not in probe.info
 
 
-async def test_tgi_without_info_still_passes(fake: Fake, session: aiohttp.ClientSession) -> None:
+async def test_tgi_without_info_still_passes(fake: Fake, session: HttpClient) -> None:
     fake.b.info_status = 404  # TGI before 0.9 has no /info
     probe = make("tgi", fake.url, max_tokens=2)
     run = await probe.run(session)
@@ -434,7 +422,7 @@ async def test_tgi_without_info_still_passes(fake: Fake, session: aiohttp.Client
 
 
 async def test_last_output_is_the_answer_of_an_answered_run(
-    fake: Fake, session: aiohttp.ClientSession
+    fake: Fake, session: HttpClient
 ) -> None:
     probe = make("openai", fake.url, max_tokens=4)
     assert (await probe.run(session)).ok
@@ -444,9 +432,7 @@ async def test_last_output_is_the_answer_of_an_answered_run(
     assert probe.last_output is None
 
 
-async def test_ollama_zero_modified_at_is_no_time(
-    fake: Fake, session: aiohttp.ClientSession
-) -> None:
+async def test_ollama_zero_modified_at_is_no_time(fake: Fake, session: HttpClient) -> None:
     fake.b.modified_at = "0001-01-01T00:00:00Z"  # Go's zero time: unknown
     probe = make("ollama", fake.url, max_tokens=2)
     assert (await probe.run(session)).ok
@@ -455,7 +441,7 @@ async def test_ollama_zero_modified_at_is_no_time(
 
 @pytest.mark.parametrize("protocol", ["openai", "ollama", "tgi"])
 async def test_the_servers_token_count_is_kept_beside_the_chunks_seen(
-    fake: Fake, session: aiohttp.ClientSession, protocol: str
+    fake: Fake, session: HttpClient, protocol: str
 ) -> None:
     fake.b.usage_tokens = 9  # the server claims 9 tokens; it streams 6 chunks
     run = await make(protocol, fake.url, max_tokens=6).run(session)

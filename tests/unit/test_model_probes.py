@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -22,6 +21,7 @@ from agent.demo import MODEL_PATH
 from agent.demo.server import DemoModel, build_app
 from probes.base import PROBES, OptionError, Probe, ProbeTarget
 from probes.http import HttpProbe
+from probes.httpclient import HttpClient
 from probes.kserve_v2 import KServeV2Probe, generate_inputs
 from probes.registry import probe_for
 from probes.tcp import TcpProbe
@@ -93,9 +93,7 @@ def assert_failed(run: ProbeRun, category: str, *fragments: str) -> None:
 # --- kserve_v2 against the demo server ----------------------------------------------------
 
 
-async def test_kserve_ok_with_generated_inputs(
-    demo_url: str, session: aiohttp.ClientSession
-) -> None:
+async def test_kserve_ok_with_generated_inputs(demo_url: str, session: HttpClient) -> None:
     probe = kserve(demo_url)
     first = await probe.run(session)
     assert (first.ok, first.category, first.status, first.error) == (True, "ok", 200, None)
@@ -108,9 +106,7 @@ async def test_kserve_ok_with_generated_inputs(
     assert second.ok, second
 
 
-async def test_kserve_ok_with_golden_expectation(
-    demo_url: str, session: aiohttp.ClientSession
-) -> None:
+async def test_kserve_ok_with_golden_expectation(demo_url: str, session: HttpClient) -> None:
     expect = {"name": "probabilities", "shape": [1, 3], "data": golden(SAMPLE)}
     run = await kserve(
         demo_url, inputs=INPUTS, expect_output=expect, check_ready=False, check_health=False
@@ -128,7 +124,7 @@ async def test_kserve_ok_with_golden_expectation(
     ],
 )
 async def test_kserve_wrong_output(
-    demo_url: str, session: aiohttp.ClientSession, expect: dict[str, Any], fragment: str
+    demo_url: str, session: HttpClient, expect: dict[str, Any], fragment: str
 ) -> None:
     run = await kserve(demo_url, inputs=INPUTS, expect_output=expect).run(session)
     assert_failed(run, "wrong_output", fragment)
@@ -136,7 +132,7 @@ async def test_kserve_wrong_output(
 
 
 async def test_kserve_tolerance_allows_small_differences(
-    demo_url: str, session: aiohttp.ClientSession
+    demo_url: str, session: HttpClient
 ) -> None:
     near = [x + 0.001 for x in golden(SAMPLE)]
     expect = {"name": "probabilities", "data": near, "tolerance": 0.01}
@@ -146,14 +142,14 @@ async def test_kserve_tolerance_allows_small_differences(
     assert_failed(run, "wrong_output")
 
 
-async def test_kserve_slow(demo_url: str, session: aiohttp.ClientSession) -> None:
+async def test_kserve_slow(demo_url: str, session: HttpClient) -> None:
     run = await kserve(demo_url, max_latency="0.0001ms").run(session)
     assert_failed(run, "slow", "max_latency")
     assert run.status == 200
 
 
 async def test_kserve_bad_inputs_is_http_error_with_server_text(
-    demo_url: str, session: aiohttp.ClientSession
+    demo_url: str, session: HttpClient
 ) -> None:
     inputs = [{**INPUTS[0], "name": "pixels"}]
     run = await kserve(demo_url, inputs=inputs).run(session)
@@ -161,21 +157,19 @@ async def test_kserve_bad_inputs_is_http_error_with_server_text(
     assert run.status == 400
 
 
-async def test_kserve_unknown_model_fails_ready_check(
-    demo_url: str, session: aiohttp.ClientSession
-) -> None:
+async def test_kserve_unknown_model_fails_ready_check(demo_url: str, session: HttpClient) -> None:
     run = await kserve(demo_url, model="resnet").run(session)
     assert_failed(run, "http_error", "not ready", "404")
     assert run.status == 404
 
 
-async def test_kserve_refused(closed_port: int, session: aiohttp.ClientSession) -> None:
+async def test_kserve_refused(closed_port: int, session: HttpClient) -> None:
     run = await kserve(f"http://127.0.0.1:{closed_port}").run(session)
     assert_failed(run, "refused")
     assert run.e2e_ms is None
 
 
-async def test_kserve_timeout(session: aiohttp.ClientSession) -> None:
+async def test_kserve_timeout(session: HttpClient) -> None:
     never = asyncio.Event()
 
     async def hang(_: web.Request) -> web.Response:
@@ -191,7 +185,7 @@ async def test_kserve_timeout(session: aiohttp.ClientSession) -> None:
     assert 0.15 < took < 2.0
 
 
-async def test_kserve_timeout_budget_covers_the_whole_run(session: aiohttp.ClientSession) -> None:
+async def test_kserve_timeout_budget_covers_the_whole_run(session: HttpClient) -> None:
     never = asyncio.Event()
 
     async def ready(_: web.Request) -> web.Response:
@@ -213,7 +207,7 @@ async def test_kserve_timeout_budget_covers_the_whole_run(session: aiohttp.Clien
     assert took < 0.3 + 0.5
 
 
-async def test_kserve_http_error(session: aiohttp.ClientSession) -> None:
+async def test_kserve_http_error(session: HttpClient) -> None:
     async def boom(_: web.Request) -> web.Response:
         return web.Response(status=500, text="CUDA error: out of memory " + "x" * 1000)
 
@@ -223,7 +217,7 @@ async def test_kserve_http_error(session: aiohttp.ClientSession) -> None:
     assert run.status == 500 and len(run.error or "") < 400
 
 
-async def test_kserve_not_ready(session: aiohttp.ClientSession) -> None:
+async def test_kserve_not_ready(session: HttpClient) -> None:
     async def unavailable(_: web.Request) -> web.Response:
         return web.Response(status=503)
 
@@ -236,7 +230,7 @@ async def test_kserve_not_ready(session: aiohttp.ClientSession) -> None:
     assert set(model.phases_ms) == {"ready"}
 
 
-async def test_kserve_server_live_but_not_ready(session: aiohttp.ClientSession) -> None:
+async def test_kserve_server_live_but_not_ready(session: HttpClient) -> None:
     async def live(_: web.Request) -> web.Response:
         return web.Response()
 
@@ -251,7 +245,7 @@ async def test_kserve_server_live_but_not_ready(session: aiohttp.ClientSession) 
 
 
 async def test_kserve_metadata_failure_with_configured_inputs_is_not_a_failure(
-    demo_url: str, session: aiohttp.ClientSession
+    demo_url: str, session: HttpClient
 ) -> None:
     # A gateway in front of the model may pass only /infer: the configured canary still runs.
     async def gone(_: web.Request) -> web.Response:
@@ -280,9 +274,7 @@ async def test_kserve_metadata_failure_with_configured_inputs_is_not_a_failure(
         ('{"outputs": [{"name": "probabilities"}]}', "malformed output"),
     ],
 )
-async def test_kserve_protocol_error(
-    session: aiohttp.ClientSession, body: str, fragment: str
-) -> None:
+async def test_kserve_protocol_error(session: HttpClient, body: str, fragment: str) -> None:
     async def infer(_: web.Request) -> web.Response:
         return web.Response(text=body, content_type="text/html")
 
@@ -292,7 +284,7 @@ async def test_kserve_protocol_error(
     assert run.status == 200
 
 
-async def test_kserve_nan_output_is_wrong(session: aiohttp.ClientSession) -> None:
+async def test_kserve_nan_output_is_wrong(session: HttpClient) -> None:
     async def infer(_: web.Request) -> web.Response:
         return web.Response(
             text='{"outputs": [{"name": "p", "shape": [2], "datatype": "FP32",'
@@ -305,7 +297,7 @@ async def test_kserve_nan_output_is_wrong(session: aiohttp.ClientSession) -> Non
     assert_failed(run, "wrong_output", "NaN")
 
 
-async def test_kserve_bad_metadata_is_protocol_error(session: aiohttp.ClientSession) -> None:
+async def test_kserve_bad_metadata_is_protocol_error(session: HttpClient) -> None:
     async def meta(_: web.Request) -> web.Response:
         return web.json_response(
             {"name": MODEL, "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1]}]}
@@ -334,7 +326,7 @@ def test_generate_inputs_from_signature() -> None:
 # --- http ---------------------------------------------------------------------------------
 
 
-async def test_http_ok_and_status_checks(demo_url: str, session: aiohttp.ClientSession) -> None:
+async def test_http_ok_and_status_checks(demo_url: str, session: HttpClient) -> None:
     live = f"{demo_url}/v2/health/live"
     run = await http(live).run(session)
     assert (run.ok, run.category, run.status) == (True, "ok", 200)
@@ -347,7 +339,7 @@ async def test_http_ok_and_status_checks(demo_url: str, session: aiohttp.ClientS
     assert_failed(missing, "http_error", "HTTP 404", "not found")
 
 
-async def test_http_body_regex(demo_url: str, session: aiohttp.ClientSession) -> None:
+async def test_http_body_regex(demo_url: str, session: HttpClient) -> None:
     url = f"{demo_url}/v2/models/{MODEL}"
     assert (await http(url, expect_body_regex=r'"platform":\s*"onnxruntime_onnx"').run(session)).ok
     run = await http(url, expect_body_regex="tensorrt_plan").run(session)
@@ -355,12 +347,12 @@ async def test_http_body_regex(demo_url: str, session: aiohttp.ClientSession) ->
     assert run.status == 200
 
 
-async def test_http_slow(demo_url: str, session: aiohttp.ClientSession) -> None:
+async def test_http_slow(demo_url: str, session: HttpClient) -> None:
     run = await http(f"{demo_url}/v2/health/live", max_latency="0.0001ms").run(session)
     assert_failed(run, "slow")
 
 
-async def test_http_sends_method_headers_and_body(session: aiohttp.ClientSession) -> None:
+async def test_http_sends_method_headers_and_body(session: HttpClient) -> None:
     async def echo(request: web.Request) -> web.Response:
         text = await request.text()
         return web.Response(text=f"{request.method} {request.headers.get('X-Canary')} {text}")
@@ -376,7 +368,7 @@ async def test_http_sends_method_headers_and_body(session: aiohttp.ClientSession
     assert run.ok, run
 
 
-async def test_http_redirects_are_not_followed(session: aiohttp.ClientSession) -> None:
+async def test_http_redirects_are_not_followed(session: HttpClient) -> None:
     async def moved(_: web.Request) -> web.Response:
         raise web.HTTPFound("/elsewhere")
 
@@ -387,7 +379,7 @@ async def test_http_redirects_are_not_followed(session: aiohttp.ClientSession) -
     assert_failed(strict, "http_error", "HTTP 302")
 
 
-async def test_http_server_error_and_accepting_it(session: aiohttp.ClientSession) -> None:
+async def test_http_server_error_and_accepting_it(session: HttpClient) -> None:
     async def boom(_: web.Request) -> web.Response:
         return web.Response(status=500, text="boom")
 
@@ -396,7 +388,7 @@ async def test_http_server_error_and_accepting_it(session: aiohttp.ClientSession
         assert (await http(f"{url}/", expect_status=["5xx", 404]).run(session)).ok
 
 
-async def test_http_refused_and_timeout(closed_port: int, session: aiohttp.ClientSession) -> None:
+async def test_http_refused_and_timeout(closed_port: int, session: HttpClient) -> None:
     assert_failed(await http(f"http://127.0.0.1:{closed_port}/").run(session), "refused")
     never = asyncio.Event()
 
@@ -418,9 +410,7 @@ def tcp(url: str, **options: Any) -> TcpProbe:
     return TcpProbe(ProbeTarget(name="port", url=url, timeout_s=2.0, options=options))
 
 
-async def test_tcp_ok_and_refused(
-    demo_url: str, closed_port: int, session: aiohttp.ClientSession
-) -> None:
+async def test_tcp_ok_and_refused(demo_url: str, closed_port: int, session: HttpClient) -> None:
     port = demo_url.rsplit(":", 1)[1]
     run = await tcp(f"tcp://127.0.0.1:{port}").run(session)
     assert (run.ok, run.category) == (True, "ok"), run
@@ -434,7 +424,7 @@ async def test_tcp_ok_and_refused(
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:80", "tcp://127.0.0.1", "tcp://:80"])
-async def test_tcp_bad_url_is_protocol_error(url: str, session: aiohttp.ClientSession) -> None:
+async def test_tcp_bad_url_is_protocol_error(url: str, session: HttpClient) -> None:
     assert_failed(await tcp(url).run(session), "protocol_error", "tcp://host:port")
 
 
@@ -518,7 +508,7 @@ def test_registry() -> None:
         probe_for("grpc")
 
 
-async def test_kserve_a_new_model_version_is_a_new_artifact(session: aiohttp.ClientSession) -> None:
+async def test_kserve_a_new_model_version_is_a_new_artifact(session: HttpClient) -> None:
     versions = ["1"]
 
     async def meta(_: web.Request) -> web.Response:

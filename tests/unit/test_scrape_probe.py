@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,6 +22,7 @@ from agent.config import ConfigError, ModelConfig, parse_config
 from agent.health.incidents import IncidentBook
 from agent.health.monitor import ModelMonitor, severity_of
 from probes.base import CATEGORIES, OptionError, ProbeTarget
+from probes.httpclient import HttpClient
 from probes.promtext import ExpositionError, parse_exposition, select, series_name, total
 from probes.registry import probe_for
 from probes.scrape import PRESETS, MetricsScrapeProbe
@@ -247,9 +247,7 @@ EXPECTED_SERIES = {
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-async def test_each_preset_reads_its_server(
-    preset: str, fake: Fake, session: aiohttp.ClientSession
-) -> None:
+async def test_each_preset_reads_its_server(preset: str, fake: Fake, session: HttpClient) -> None:
     fake.b.format, fake.b.running, fake.b.advance = preset, 2, 10
     probe = make(fake.url, preset=preset)
     run = await probe.run(session)
@@ -270,7 +268,7 @@ async def test_each_preset_reads_its_server(
 
 
 async def test_stall_through_the_probe_then_progress_then_reset(
-    fake: Fake, session: aiohttp.ClientSession
+    fake: Fake, session: HttpClient
 ) -> None:
     fake.b.running, fake.b.tokens, fake.b.advance = 3, 1234, 0
     probe = make(fake.url, preset="vllm", stall_after=3)
@@ -297,7 +295,7 @@ async def test_stall_through_the_probe_then_progress_then_reset(
 
 
 async def test_explicit_metrics_without_preset_keep_series_but_never_stall(
-    fake: Fake, session: aiohttp.ClientSession
+    fake: Fake, session: HttpClient
 ) -> None:
     fake.b.running = 5
     probe = make(fake.url, metrics=["vllm:num_requests_waiting", "vllm:generation_tokens"])
@@ -311,9 +309,7 @@ async def test_explicit_metrics_without_preset_keep_series_but_never_stall(
     assert len(series["model.metric.vllm_num_requests_waiting"]) == 3
 
 
-async def test_custom_stall_metrics_and_label_filter(
-    fake: Fake, session: aiohttp.ClientSession
-) -> None:
+async def test_custom_stall_metrics_and_label_filter(fake: Fake, session: HttpClient) -> None:
     fake.b.format, fake.b.running = "tgi", 1
     probe = make(
         fake.url,
@@ -339,7 +335,7 @@ async def test_custom_stall_metrics_and_label_filter(
     ]
 
 
-async def test_odd_labels_and_the_series_cap(fake: Fake, session: aiohttp.ClientSession) -> None:
+async def test_odd_labels_and_the_series_cap(fake: Fake, session: HttpClient) -> None:
     fake.b.extra = 'odd{name="n",value="v",model="theirs"} 4\n' + "".join(
         f'many{{i="{i}"}} {i}\n' for i in range(1005)
     )
@@ -357,15 +353,13 @@ async def test_odd_labels_and_the_series_cap(fake: Fake, session: aiohttp.Client
     assert probe.info["dropped_series"] == 6
 
 
-async def test_slow_scrape(fake: Fake, session: aiohttp.ClientSession) -> None:
+async def test_slow_scrape(fake: Fake, session: HttpClient) -> None:
     fake.b.delay_ms = 30
     run = await make(fake.url, preset="vllm", max_latency="1ms").run(session)
     assert run.category == "slow" and "over max_latency" in (run.error or "")
 
 
-async def test_garbage_is_a_protocol_error_naming_the_line(
-    fake: Fake, session: aiohttp.ClientSession
-) -> None:
+async def test_garbage_is_a_protocol_error_naming_the_line(fake: Fake, session: HttpClient) -> None:
     fake.b.garbage = True
     probe = make(fake.url, preset="llamacpp")
     run = await probe.run(session)
@@ -374,19 +368,19 @@ async def test_garbage_is_a_protocol_error_naming_the_line(
     assert probe.drain_samples() == []
 
 
-async def test_server_error_is_http_error(fake: Fake, session: aiohttp.ClientSession) -> None:
+async def test_server_error_is_http_error(fake: Fake, session: HttpClient) -> None:
     fake.b.status = 500
     run = await make(fake.url, preset="vllm").run(session)
     assert (run.category, run.status) == ("http_error", 500)
     assert "HTTP 500" in (run.error or "") and "engine dead" in (run.error or "")
 
 
-async def test_refused(closed_port: int, session: aiohttp.ClientSession) -> None:
+async def test_refused(closed_port: int, session: HttpClient) -> None:
     run = await make(f"http://127.0.0.1:{closed_port}/metrics", preset="vllm").run(session)
     assert run.category == "refused" and run.e2e_ms is None
 
 
-async def test_timeout_is_bounded(fake: Fake, session: aiohttp.ClientSession) -> None:
+async def test_timeout_is_bounded(fake: Fake, session: HttpClient) -> None:
     fake.b.delay_ms = 10_000
     t0 = time.monotonic()
     run = await make(fake.url, timeout_s=0.3, preset="vllm").run(session)

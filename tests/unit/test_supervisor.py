@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 import psutil
 import pytest
 
@@ -34,6 +33,7 @@ from agent.supervise import supervisor
 from agent.supervise.proclogs import ProcessLog
 from agent.supervise.supervisor import RECORDS_FILE, ActionError, ManagedProcess, Supervisor
 from probes.base import Probe, ProbeTarget, now_ms
+from probes.httpclient import HttpClient
 from probes.registry import PROBES
 from storage.records import Event, ProbeRun
 from storage.writer import Writer
@@ -87,7 +87,7 @@ def read_pid(path: Path) -> int | None:
 class Rig:
     """A supervisor with everything it talks to, recorded."""
 
-    def __init__(self, tmp: Path, writer: Writer, session: aiohttp.ClientSession) -> None:
+    def __init__(self, tmp: Path, writer: Writer, session: HttpClient) -> None:
         self.tmp = tmp
         self.events: list[Event] = []
         self.book = IncidentBook(writer, self.events.append)
@@ -198,7 +198,7 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[[], Rig]]:
     """Rigs sharing one data dir (a second one plays the restarted agent); all stopped after."""
     writer = Writer(tmp_path / "vigil.db")
     writer.start()
-    session = aiohttp.ClientSession()
+    session = HttpClient()
     rigs: list[Rig] = []
 
     def make() -> Rig:
@@ -558,7 +558,7 @@ class _Canned(Probe):
         super().__init__(ProbeTarget(name=answer.model, url="canned:", timeout_s=1.0))
         self.answer = answer
 
-    async def run(self, session: aiohttp.ClientSession) -> ProbeRun:
+    async def run(self, session: HttpClient) -> ProbeRun:
         return dataclasses.replace(self.answer, ts_ms=now_ms())
 
 

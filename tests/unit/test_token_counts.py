@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
 
 from probes.base import Probe, ProbeTarget
 from probes.common import Bounds
+from probes.httpclient import HttpClient
 from probes.openai import _carried_token
 from probes.registry import probe_for
 from probes.streaming import GenerationRun, StreamTimer
@@ -103,9 +103,7 @@ def assert_agrees(run: ProbeRun, tokens: int, served: Served, first_text: int = 
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_server_that_sends_usage(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
-) -> None:
+async def test_server_that_sends_usage(protocol: str, fake: Fake, session: HttpClient) -> None:
     # The llama.cpp stream, with the server's count (usage, eval_count, generated_tokens).
     fake.b.empty_tokens = EMPTY
     run = await make(protocol, fake.url).run(session)
@@ -117,7 +115,7 @@ async def test_server_that_sends_usage(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_server_count_is_used_even_where_chunks_disagree(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     # A server that reports more tokens than it sent chunks (it batches): its count wins, and
     # tokens/s follows it, not the chunks.
@@ -129,7 +127,7 @@ async def test_server_count_is_used_even_where_chunks_disagree(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_one_chunk_per_token_with_empty_tokens_and_no_usage(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     fake.b.empty_tokens, fake.b.usage = EMPTY, False
     probe = make(protocol, fake.url)
@@ -142,7 +140,7 @@ async def test_one_chunk_per_token_with_empty_tokens_and_no_usage(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_preamble_chunks_are_neither_tokens_nor_the_first_token(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     # Role-only / BOS and three more empty chunks go out at once; the first text after TTFT.
     fake.b.role_first, fake.b.empty_preamble, fake.b.usage = True, 3, False
@@ -153,7 +151,7 @@ async def test_preamble_chunks_are_neither_tokens_nor_the_first_token(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_preamble_and_empty_tokens_together_without_usage(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     fake.b.empty_preamble, fake.b.empty_tokens, fake.b.usage = 2, EMPTY, False
     run = await make(protocol, fake.url).run(session)
@@ -162,7 +160,7 @@ async def test_preamble_and_empty_tokens_together_without_usage(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_ttft_is_the_first_text_when_the_first_token_is_empty(
-    protocol: str, fake: Fake, session: aiohttp.ClientSession
+    protocol: str, fake: Fake, session: HttpClient
 ) -> None:
     # The first generated token decodes to nothing; the first text comes one ITL later. The
     # server's count includes that token; TTFT is still the text.
@@ -179,7 +177,7 @@ async def test_ttft_is_the_first_text_when_the_first_token_is_empty(
 
 
 async def test_openai_completions_endpoint_counts_empty_text_tokens(
-    fake: Fake, session: aiohttp.ClientSession
+    fake: Fake, session: HttpClient
 ) -> None:
     fake.b.empty_tokens, fake.b.usage, fake.b.empty_preamble = EMPTY, False, 2
     run = await make("openai", fake.url, endpoint="completions").run(session)
