@@ -202,16 +202,18 @@ class ProcessCore:
         decided_ms: int | None = None,
         began_ms: int | None = None,
         evidence: Mapping[str, Any] | None = None,
+        reason: str | None = None,
     ) -> None:
         """Ask the state machine to stop, start, restart, release, or heal a hang.
 
-        Everything but a hang comes from an operator, and is planned from this moment.
+        Everything but a hang comes from an operator, and is planned from this moment, for
+        ``reason`` (default ``"<kind> by <by>"``; a deploy says which deploy).
         """
         req = Request(
             RequestKind(kind), by, decided_ms, began_ms, MappingProxyType(dict(evidence or {}))
         )
         if req.planned:
-            self.plan(f"{req.kind} by {by}", stopping=req.kind == RequestKind.STOP)
+            self.plan(reason or f"{req.kind} by {by}", stopping=req.kind == RequestKind.STOP)
         self._request = req
         self._wake.set()
 

@@ -82,6 +82,8 @@ class Supervisor:
         self.links: dict[str, list[str]] = {}
         self._records = read_records(self.records_path)
         self._rotator: asyncio.Task[None] | None = None
+        self.state_listeners: list[Callable[[ProcessCore], None]] = []
+        """Called on every process state change, in order (a deploy waits on its restart)."""
 
     # --- records (adoption across agent restarts) ------------------------------------
 
@@ -201,10 +203,16 @@ class Supervisor:
         ]
 
     def state_changed(self, mp: ProcessCore) -> None:
-        """Wake the dependents of ``mp`` so they re-check their dependencies."""
+        """Wake the dependents of ``mp`` so they re-check their dependencies; tell the
+        listeners."""
         for other in self.processes.values():
             if mp.config.name in other.config.depends_on:
                 other.wake()
+        for listener in list(self.state_listeners):
+            try:
+                listener(mp)
+            except Exception:  # a listener's bug must not stop the process's state machine
+                log.exception("state listener failed name=%s", mp.config.name)
 
     def linked_models(self, process: str) -> list[str]:
         """Names of the models whose probes tell about ``process``."""
@@ -283,8 +291,9 @@ class Supervisor:
             if model in models and proc in self.processes:
                 self.processes[proc].on_probe(run)
 
-    def act(self, name: str, action: str, by: str) -> ProcessStatus:
-        """An operator action: ``start``, ``stop``, ``restart`` or ``release``.
+    def act(self, name: str, action: str, by: str, *, reason: str | None = None) -> ProcessStatus:
+        """An operator action: ``start``, ``stop``, ``restart`` or ``release``; ``reason`` is
+        what its planned window says (default ``"<action> by <by>"``).
 
         Raises:
             ActionError: unknown process (404) or an action that does not apply (409).
@@ -307,11 +316,16 @@ class Supervisor:
                 ts_ms=now_ms(),
                 kind="process.action",
                 subject=mp.subject,
-                message=f"{action} requested by {by}",
-                data={"action": action, "by": by, "state": mp.state},
+                message=f"{action} requested by {by}" + (f" ({reason})" if reason else ""),
+                data={
+                    "action": action,
+                    "by": by,
+                    "state": mp.state,
+                    **({"reason": reason} if reason else {}),
+                },
             )
         )
-        mp.request(kind, by)
+        mp.request(kind, by, reason=reason)
         return mp.status()
 
     def logs(self, name: str, lines: int) -> list[str]:

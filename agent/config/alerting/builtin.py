@@ -4,8 +4,11 @@
 name replaces it whole, ``overrides`` change some of a built-in's fields (``{"for_s": 120}``),
 and ``enabled = False`` in either turns it off.
 
-``process_down`` is one more than the issue's list: a crashed server is the root of its
-models' outages, and dependency-aware suppression folds their alerts into its alert.
+``deploy_failed`` pages for a deploy that failed its canary gate (or did not start) and was
+rolled back: its incident stays open until an operator resolves it or a later deploy of the
+model is promoted (``agent.deploy``). ``process_down`` is one more than the issue's list: a
+crashed server is the root of its models' outages, and dependency-aware suppression folds their
+alerts into its alert.
 ``watchdog_late`` reads the agent's own ``watchdog_late_s`` signal: the daemon's heartbeat task
 measures how late each of its ticks woke against its schedule (a blocked event loop shows as a
 late tick) and reports the largest lateness since the previous evaluation.
@@ -113,6 +116,13 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         name="drift_detected",
         kind=_S.DRIFT,
         summary="model {model}: {group} drift since {since}",
+    ),
+    Rule(
+        name="deploy_failed",
+        kind=_S.INCIDENT,
+        incident_kinds=("deploy_failed",),
+        severity=Severity.CRITICAL,
+        summary="{subject}: {cause}",
     ),
     Rule(
         name="watchdog_late",
