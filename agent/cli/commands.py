@@ -252,4 +252,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return report_command(args)
     if args.command in ("alerts", "notify"):
         return alerts_cmd.run(args, operator_name())
+    if args.command in ("deploy", "rollback"):
+        from agent.cli import deploy_cmd
+
+        return deploy_cmd.run(args, operator_name())
     return EXIT_USAGE  # pragma: no cover - argparse requires a command

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _report_parser(sub)
     _probe_parsers(sub)
     _alerts_parsers(sub)
+    _deploy_parsers(sub)
     return parser
 
 
@@ -247,3 +248,106 @@ def _add_list_args(p: argparse.ArgumentParser) -> None:
     _add_target_args(p)
     for action in p._actions[before:]:
         action.default = argparse.SUPPRESS
+
+
+class _DeployParser(_Parser):
+    """``vigil deploy``: a first word that is no subcommand is a model (``start``)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        from agent.cli.deploy_cmd import parse_shorthand
+
+        return super().parse_known_args(
+            parse_shorthand(list(args) if args is not None else sys.argv[1:]), namespace
+        )
+
+
+def _add_lineage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--actor", help="who deploys, for the lineage (default: your user@host)")
+    p.add_argument("--pipeline-id", dest="pipeline_id", help="the CI pipeline or run id")
+    p.add_argument("--git-sha", dest="git_sha", help="the commit the artifact was built from")
+    p.add_argument("--notes", help="free text kept with the version and the deployment")
+
+
+def _add_follow_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bake",
+        help="how long to watch the new version before promoting it (default: "
+        "[model.deploy] bake), e.g. 10m",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the deploy until it ends: exit 0 when promoted, 1 when rolled back or failed",
+    )
+    p.add_argument("--json", action="store_true", help="print the deployment as JSON")
+
+
+def _deploy_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    # The subparsers action makes its parsers with one class; deploy's reads a model first.
+    made_by = sub._parser_class
+    sub._parser_class = _DeployParser
+    try:
+        deploy = sub.add_parser(
+            "deploy",
+            help="deploy a new version of a model (vigil deploy MODEL --artifact PATH), "
+            "approve, list, show or record deploys",
+        )
+    finally:
+        sub._parser_class = made_by
+    deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True, parser_class=_Parser)
+    start = deploy_sub.add_parser(
+        "start",
+        help="switch MODEL to a new artifact, bake it through the canary gate, promote it or "
+        "roll back (also: vigil deploy MODEL ...)",
+    )
+    start.add_argument("model", help="the [[model]] name")
+    start.add_argument(
+        "--artifact", type=Path, required=True, help="the model file or directory to deploy"
+    )
+    _add_lineage_args(start)
+    _add_follow_args(start)
+    _add_target_args(start)
+    approve = deploy_sub.add_parser("approve", help="approve a deploy awaiting approval")
+    approve.add_argument("id", type=int, help="the deployment's id")
+    approve.add_argument("--json", action="store_true", help="print the deployment as JSON")
+    _add_target_args(approve)
+    listing = deploy_sub.add_parser("list", help="deployments, newest first")
+    listing.add_argument("--model", help="only this model's")
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
+    _add_target_args(listing)
+    show = deploy_sub.add_parser("show", help="one deployment with its versions and evidence")
+    show.add_argument("id", type=int, help="the deployment's id")
+    show.add_argument("--json", action="store_true", help="print it as JSON (all evidence)")
+    _add_target_args(show)
+    record = deploy_sub.add_parser(
+        "record", help="record a deployment another tool made (promoted, no gate)"
+    )
+    record.add_argument("model", help="the [[model]] name")
+    record.add_argument("--artifact", type=Path, help="the model file or directory deployed")
+    record.add_argument(
+        "--version-hash", dest="version_hash", help="or its content hash, sha256:<64 hex>"
+    )
+    record.add_argument("--json", action="store_true", help="print the deployment as JSON")
+    _add_lineage_args(record)
+    _add_target_args(record)
+    versions = deploy_sub.add_parser(
+        "versions", help="a model's versions: current, known-good, outcome"
+    )
+    versions.add_argument("model", help="the [[model]] name")
+    versions.add_argument("--json", action="store_true", help="print them as JSON")
+    _add_target_args(versions)
+
+    rollback = sub.add_parser(
+        "rollback",
+        help="roll a model back: stop a deploy that is starting or baking, or deploy a "
+        "known-good version again (gated)",
+    )
+    rollback.add_argument("model", help="the [[model]] name")
+    rollback.add_argument(
+        "--to", help="the version: its id or a hash prefix (default: the last known-good one)"
+    )
+    rollback.add_argument("--notes", help="why, kept with the deployment")
+    _add_follow_args(rollback)
+    _add_target_args(rollback)

@@ -22,6 +22,7 @@ from typing import Any
 
 from agent import __version__
 from agent.config import Config, ConfigError
+from agent.deploy.engine import DeployEngine
 from agent.health.incidents import IncidentBook
 from agent.health.monitor import ModelMonitor, samples_for
 from agent.runtime import apiserver
@@ -111,6 +112,7 @@ class Agent:
             incidents=self.incidents,
             links=lambda: {m.name: m.process for m in self.config.models if m.process},
         )
+        self.deploys = DeployEngine(self, self.writer, self.data_dir / DB_FILENAME)
 
     # --- events and state --------------------------------------------------------------
 
@@ -203,6 +205,7 @@ class Agent:
             run, self.emit, self.incidents, functools.partial(self.supervisor.root_for_model, name)
         )
         self.supervisor.on_probe(name, run)
+        self.deploys.observe(name, run, mon.probe.last_output)
         self.probe_metrics.observe(run)
         self.writer.submit_one(run)
         self.writer.submit(samples_for(run))
@@ -404,6 +407,7 @@ class Agent:
                 len(self.config.processes),
             )
             await self.apply(self.config, seed_drift=True, reason="agent start")
+            await self.deploys.start()  # resumes or rolls back what a killed agent left
             self._publish_api()
             # What exists now (modules, config, monitors, the API) lives as long as the agent:
             # keep it out of the cyclic collector's way. Otherwise every full collection walks
@@ -466,6 +470,7 @@ class Agent:
         if self._api_server is not None:
             await self._api_server.close()
         await self.alerting.stop()
+        await self.deploys.stop()  # its state is stored: the next agent resumes it
         for mon in self.monitors.values():
             if mon.inflight is not None:
                 mon.inflight.cancel()

@@ -22,6 +22,7 @@ from agent.alerting.outbox import send_test
 from agent.alerting.outbox_store import OutboxUnavailable
 from agent.config.alerting.routes import Matcher
 from agent.serve.alertsummary import alert_counts
+from agent.serve.deploy_api import register as register_deploy_routes
 from agent.serve.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.serve.exposition import render as render_metrics
 from agent.serve.httpmessages import (
@@ -583,4 +584,5 @@ def build_app(agent: AgentView, tokens: Tokens) -> Router:
     app.add_get("/api/v1/deliveries", api.deliveries)
     app.add_post("/api/v1/notify/{channel}/test", api.notify_test)
     app.add_get("/metrics", metrics)
+    register_deploy_routes(app, agent, operator_of)
     return app

@@ -1,0 +1,220 @@
+"""The deploy routes of the API: deploy, approve, roll back, record; list and show.
+
+Changes need the ``operate`` scope (the API's bearer check says so by method), reads ``read``.
+Who acts is the ``X-Vigil-Operator`` header, as for every other action. A refused request
+answers with the engine's :class:`~agent.deploy.errors.DeployError` status and message (400 bad
+input, 403 not allowed, 404 unknown, 409 in flight or in the wrong state), and nothing was
+switched. :func:`register` adds :data:`ROUTES` to the API's route table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.deploy.engine import DeployEngine, DeployRequest
+from agent.deploy.errors import DeployError
+from agent.deploy.queries import deployment_json, deployments_json, versions_json
+from agent.serve.httpmessages import Request, Response, json_response
+from agent.serve.routing import Router
+from storage.text import printable
+from storage.units import parse_duration
+
+__all__ = ["ROUTES", "Call", "DeployApi", "register"]
+
+MAX_TEXT = 2000
+"""Longest free text (notes) kept from a request; an id or a sha at most 200."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request, as the deploy handlers see it (whatever server carried it)."""
+
+    params: Mapping[str, str]
+    query: Mapping[str, str]
+    body: Mapping[str, Any]
+    operator: str
+
+
+Answer = tuple[int, dict[str, Any]]
+
+
+def _text(body: Mapping[str, Any], key: str, limit: int = 200) -> str | None:
+    value = body.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise DeployError(f"{key}: expected a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise DeployError(f"{key}: expected at most {limit} characters, got {len(value)}")
+    return printable(value)
+
+
+def _bake(body: Mapping[str, Any]) -> float | None:
+    raw = body.get("bake")
+    if raw is None:
+        return None
+    try:
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise ValueError
+        seconds = parse_duration(raw) if isinstance(raw, str) else float(raw)
+    except ValueError:
+        raise DeployError(
+            f"bake: expected a duration such as '10m' or '90s', got {raw!r}"
+        ) from None
+    if not 0 < seconds <= 7 * 86400:
+        raise DeployError(f"bake: expected a duration above 0 and at most 7d, got {raw!r}")
+    return seconds
+
+
+def _lineage(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "actor": _text(body, "actor"),
+        "pipeline_id": _text(body, "pipeline_id"),
+        "git_sha": _text(body, "git_sha"),
+        "notes": _text(body, "notes", MAX_TEXT) or "",
+    }
+
+
+def _deployment_id(params: Mapping[str, str]) -> int:
+    raw = params.get("id", "")
+    if not raw.isdigit():
+        raise DeployError(f"expected a deployment id (a number), got {raw!r}", 404)
+    return int(raw)
+
+
+class DeployApi:
+    """The handlers, bound to one agent."""
+
+    def __init__(self, agent: object) -> None:
+        self.agent = agent
+
+    @property
+    def engine(self) -> DeployEngine:
+        """The agent's deploy engine (a stand-in agent in a test may have none: 503)."""
+        engine = getattr(self.agent, "deploys", None)
+        if not isinstance(engine, DeployEngine):
+            raise DeployError("this agent runs no deploy engine", 503)
+        return engine
+
+    async def deploy(self, call: Call) -> Answer:
+        """``POST /api/v1/models/{name}/deploy``: ``{"artifact": PATH, "bake"?, "actor"?,
+        "pipeline_id"?, "git_sha"?, "notes"?}``."""
+        artifact = _text(call.body, "artifact", 4096)
+        if artifact is None or not Path(artifact).is_absolute():
+            raise DeployError(
+                f"artifact: expected the absolute path of the model file or directory, "
+                f"got {artifact!r}"
+            )
+        dep = await self.engine.request(
+            DeployRequest(
+                model=call.params["name"],
+                artifact=Path(artifact),
+                operator=call.operator,
+                bake_s=_bake(call.body),
+                **_lineage(call.body),
+            )
+        )
+        return 202, {"deployment": await self._show(dep.id)}
+
+    async def approve(self, call: Call) -> Answer:
+        """``POST /api/v1/deployments/{id}/approve``."""
+        dep = await self.engine.approve(_deployment_id(call.params), call.operator)
+        return 200, {"deployment": await self._show(dep.id)}
+
+    async def rollback(self, call: Call) -> Answer:
+        """``POST /api/v1/models/{name}/rollback``: ``{"to"?: VERSION, "bake"?, ...}``."""
+        lineage = _lineage(call.body)
+        lineage["bake_s"] = _bake(call.body)
+        dep = await self.engine.rollback(
+            call.params["name"], _text(call.body, "to"), call.operator, **lineage
+        )
+        return 202, {"deployment": await self._show(dep.id)}
+
+    async def record(self, call: Call) -> Answer:
+        """``POST /api/v1/models/{name}/record``: ``{"artifact": PATH | "version_hash": H,
+        "actor"?, "pipeline_id"?, "git_sha"?, "notes"?}``."""
+        artifact = _text(call.body, "artifact", 4096)
+        if artifact is not None and not Path(artifact).is_absolute():
+            raise DeployError(f"artifact: expected an absolute path, got {artifact!r}")
+        dep = await self.engine.record(
+            call.params["name"],
+            call.operator,
+            artifact=Path(artifact) if artifact else None,
+            version_hash=_text(call.body, "version_hash"),
+            **_lineage(call.body),
+        )
+        return 201, {"deployment": await self._show(dep.id)}
+
+    async def list(self, call: Call) -> Answer:
+        """``GET /api/v1/deployments[?model=NAME&limit=N]``, newest first."""
+        model = call.query.get("model") or None
+        raw = call.query.get("limit") or "100"
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise DeployError(f"limit: expected a whole number 1-1000, got {raw!r}")
+        rows = await self.engine.store.read(lambda c: deployments_json(c, model, int(raw)))
+        return 200, {"deployments": rows}
+
+    async def show(self, call: Call) -> Answer:
+        """``GET /api/v1/deployments/{id}``: with its versions and, while baking, progress."""
+        return 200, {"deployment": await self._show(_deployment_id(call.params))}
+
+    async def versions(self, call: Call) -> Answer:
+        """``GET /api/v1/models/{name}/versions``."""
+        name = call.params["name"]
+        self.engine.model(name)  # 404 for an unknown model
+        return 200, await self.engine.store.read(lambda c: versions_json(c, name))
+
+    async def _show(self, deployment_id: int) -> dict[str, Any]:
+        dep = await self.engine.get(deployment_id)
+        runner = self.engine.active.get(dep.model)
+        progress = runner.progress() if runner is not None and runner.dep.id == dep.id else {}
+        return await self.engine.store.read(lambda c: deployment_json(c, dep, progress))
+
+
+Handler = Callable[[DeployApi, Call], Awaitable[Answer]]
+
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("POST", "/api/v1/models/{name}/deploy", DeployApi.deploy),
+    ("POST", "/api/v1/models/{name}/rollback", DeployApi.rollback),
+    ("POST", "/api/v1/models/{name}/record", DeployApi.record),
+    ("GET", "/api/v1/models/{name}/versions", DeployApi.versions),
+    ("GET", "/api/v1/deployments", DeployApi.list),
+    ("GET", "/api/v1/deployments/{id}", DeployApi.show),
+    ("POST", "/api/v1/deployments/{id}/approve", DeployApi.approve),
+)
+"""Method, path pattern and handler of every deploy route."""
+
+
+async def answer(api: DeployApi, handler: Handler, call: Call) -> Answer:
+    """Run a handler; a refusal becomes ``{"error": ...}`` with its status."""
+    try:
+        return await handler(api, call)
+    except DeployError as exc:
+        return exc.status, {"error": str(exc)}
+
+
+def register(app: Router, agent: object, operator_of: Callable[[Request], str]) -> None:
+    """Add the deploy routes to ``app``; ``operator_of`` names who acts (the API's own rule)."""
+    api = DeployApi(agent)
+
+    def route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def serve(request: Request) -> Response:
+            body: Any = {}
+            if request.method == "POST" and request.body.strip():
+                try:
+                    body = await request.json()
+                except ValueError:
+                    body = None
+                if not isinstance(body, dict):
+                    return json_response({"error": "body: expected a JSON object"}, status=400)
+            call = Call(dict(request.match_info), request.query, body, operator_of(request))
+            status, doc = await answer(api, handler, call)
+            return json_response(doc, status=status)
+
+        return serve
+
+    for method, path, handler in ROUTES:
+        app.add_route(method, path, route(handler))
