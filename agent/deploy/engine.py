@@ -26,16 +26,15 @@ from agent.config import DeployConfig, ModelConfig
 from agent.deploy.artifacts import ArtifactChanged, ArtifactDigest, ArtifactError, digest_artifact
 from agent.deploy.errors import DeployError
 from agent.deploy.link import LinkError, read_link
+from agent.deploy.rows import Lineage, insert_record, insert_request
 from agent.deploy.runner import Runner
 from agent.deploy.store import StorageUnavailable
 from agent.deploy.strategy import STRATEGIES, Rollout, Strategy
-from agent.deploy.support import DeployHost, DeploySupport, current_version, rollback_version
+from agent.deploy.support import DeployHost, DeploySupport, rollback_version
 from probes.base import now_ms
 from storage import deployments as deps
-from storage import versions as vers
 from storage.deployments import DeployInFlight, Deployment
-from storage.records import ArtifactKind, DeployKind, DeployState, DeployStrategy, Event, ProbeRun
-from storage.versions import Version
+from storage.records import DeployState, Event, ProbeRun
 from storage.writer import Writer
 
 log = logging.getLogger("vigil.deploy")
@@ -233,56 +232,23 @@ class DeployEngine(DeploySupport):
     ) -> Deployment:
         now = now_ms()
         approval = dc.require_approval and not req.rollback
+        who = Lineage(req.requester, req.operator, req.pipeline_id, req.git_sha, req.notes)
+        link = dc.link if dc.link is not None else Path()
 
         def store(conn: Any) -> Deployment:
-            current = current_version(conn, m.name, previous)
-            version, _ = vers.register_version(
+            return insert_request(
                 conn,
-                Version(
-                    id=0,
-                    model=m.name,
-                    hash=digest.hash,
-                    path=digest.path,
-                    kind=digest.kind,
-                    size_bytes=digest.size_bytes,
-                    files=digest.files,
-                    created_ms=digest.created_ms,
-                    registered_ms=now,
-                    actor=req.requester,
-                    pipeline_id=req.pipeline_id,
-                    git_sha=req.git_sha,
-                    notes=req.notes,
-                    replaced_version_id=None if current is None else current.id,
-                ),
-            )
-            return deps.insert_deployment(
-                conn,
-                Deployment(
-                    id=0,
-                    model=m.name,
-                    kind=DeployKind.ARTIFACT,
-                    strategy=DeployStrategy(dc.strategy),
-                    state=S.AWAITING_APPROVAL if approval else S.REQUESTED,
-                    requested_by=req.requester,
-                    requested_ms=now,
-                    state_since_ms=now,
-                    process=process,
-                    from_version_id=None if current is None else current.id,
-                    to_version_id=version.id,
-                    approval_required=approval,
-                    bake_s=bake_s,
-                    pipeline_id=req.pipeline_id,
-                    git_sha=req.git_sha,
-                    notes=req.notes,
-                    checks={
-                        "operation": "rollback" if req.rollback else "deploy",
-                        "operator": req.operator,
-                        "link": str(m.deploy.link if m.deploy else ""),
-                        "target": digest.path,
-                        "previous_target": None if previous is None else str(previous),
-                        "hash": digest.hash,
-                    },
-                ),
+                model=m.name,
+                digest=digest,
+                who=who,
+                strategy=dc.strategy,
+                process=process,
+                link=link,
+                previous=previous,
+                bake_s=bake_s,
+                approval=approval,
+                rollback=req.rollback,
+                now=now,
             )
 
         try:
@@ -413,52 +379,18 @@ class DeployEngine(DeploySupport):
             raise DeployError(
                 f"version hash: expected sha256:<64 hex digits>, got {content[:80]!r}"
             )
-        actor = lineage.get("actor") or operator
+        who = Lineage(
+            lineage.get("actor") or operator,
+            operator,
+            lineage.get("pipeline_id"),
+            lineage.get("git_sha"),
+            lineage.get("notes") or "",
+        )
         now = now_ms()
 
         def store(conn: Any) -> Deployment:
-            current = current_version(conn, m.name, None)
-            version = vers.find_version(conn, m.name, content)
-            if version is None or digest is not None:
-                version, _ = vers.register_version(
-                    conn,
-                    Version(
-                        id=0,
-                        model=m.name,
-                        hash=content,
-                        path=digest.path if digest else "",
-                        kind=digest.kind if digest else ArtifactKind.FILE,
-                        size_bytes=digest.size_bytes if digest else 0,
-                        files=digest.files if digest else 0,
-                        created_ms=digest.created_ms if digest else now,
-                        registered_ms=now,
-                        actor=actor,
-                        pipeline_id=lineage.get("pipeline_id"),
-                        git_sha=lineage.get("git_sha"),
-                        notes=lineage.get("notes") or "",
-                        replaced_version_id=None if current is None else current.id,
-                    ),
-                )
-            vers.mark_known_good(conn, version.id, now)
-            return deps.insert_deployment(
-                conn,
-                Deployment(
-                    id=0,
-                    model=m.name,
-                    kind=DeployKind.ARTIFACT,
-                    strategy=DeployStrategy.RECORD,
-                    state=S.PROMOTED,
-                    requested_by=actor,
-                    requested_ms=now,
-                    state_since_ms=now,
-                    finished_ms=now,
-                    from_version_id=None if current is None else current.id,
-                    to_version_id=version.id,
-                    pipeline_id=lineage.get("pipeline_id"),
-                    git_sha=lineage.get("git_sha"),
-                    notes=lineage.get("notes") or "",
-                    checks={"operation": "record", "operator": operator, "hash": content},
-                ),
+            return insert_record(
+                conn, model=m.name, content_hash=content, digest=digest, who=who, now=now
             )
 
         try:
@@ -472,12 +404,13 @@ class DeployEngine(DeploySupport):
                 ts_ms=now,
                 kind="deploy.recorded",
                 subject=f"model:{m.name}",
-                message=f"deploy #{dep.id}: {content} recorded by {operator} (deployed by {actor})",
+                message=f"deploy #{dep.id}: {content} recorded by {operator} "
+                f"(deployed by {who.actor})",
                 data={
                     "deployment": dep.id,
                     "to_version": dep.to_version_id,
                     "hash": content,
-                    "requested_by": actor,
+                    "requested_by": who.actor,
                     "operator": operator,
                 },
             )

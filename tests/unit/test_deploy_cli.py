@@ -1,0 +1,44 @@
+"""``vigil deploy``'s command line: a first word that is no subcommand is a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli import build_parser
+from agent.cli.deploy_cmd import VERBS, parse_shorthand
+
+
+def test_a_model_first_means_start() -> None:
+    args = build_parser().parse_args(["deploy", "iris", "--artifact", "/m/v2", "--wait"])
+    assert (args.deploy_command, args.model, args.artifact, args.wait) == (
+        "start",
+        "iris",
+        Path("/m/v2"),
+        True,
+    )
+    args = build_parser().parse_args(["deploy", "start", "list", "--artifact", "/m/v2"])
+    assert (args.deploy_command, args.model) == ("start", "list")  # a model named like a verb
+
+
+@pytest.mark.parametrize("verb", [v for v in VERBS if v != "start"])
+def test_the_verbs_stay_verbs(verb: str) -> None:
+    assert parse_shorthand([verb, "x"]) == [verb, "x"]
+    assert parse_shorthand(["--help"]) == ["--help"]
+
+
+def test_rollback_and_lineage_flags() -> None:
+    args = build_parser().parse_args(["rollback", "iris", "--to", "3", "--bake", "10m"])
+    assert (args.command, args.model, args.to, args.bake) == ("rollback", "iris", "3", "10m")
+    args = build_parser().parse_args(
+        ["deploy", "record", "iris", "--version-hash", "sha256:ab", "--git-sha", "deadbeef"]
+    )
+    assert (args.version_hash, args.git_sha, args.artifact) == ("sha256:ab", "deadbeef", None)
+
+
+def test_a_deploy_without_an_artifact_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["deploy", "iris"])
+    assert done.value.code == 2
+    assert "--artifact" in capsys.readouterr().err
