@@ -229,6 +229,7 @@ class Runner:
         await self._baking_from(ready.at_ms, {"ready": ready.to_json()})
 
     async def _baking_from(self, started_ms: int, evidence: dict[str, Any]) -> None:
+        self.gate = self._gate(started_ms)  # before the write: no canary goes unseen
         await self.move(
             S.BAKING,
             f"baking for {self.dep.bake_s:g}s",
@@ -238,25 +239,32 @@ class Runner:
 
     # --- the bake ----------------------------------------------------------------------
 
-    async def _bake(self, started_ms: int, *, resumed: bool = False) -> None:
-        d, m = self.dep, self.ro.model
-        gate = BakeGate(
+    def _gate(self, started_ms: int) -> BakeGate:
+        m = self.ro.model
+        return BakeGate(
             self.engine.deploy_config(m),
             Baseline.from_json(self.checks.get("baseline") or {}),
             started_ms=started_ms,
-            bake_s=d.bake_s,
+            bake_s=self.dep.bake_s,
             interval_s=m.interval_s,
             timeout_s=m.timeout_s,
         )
+
+    async def _bake(self, started_ms: int, *, resumed: bool = False) -> None:
+        m = self.ro.model
+        gate = self.gate if self.gate is not None else self._gate(started_ms)
+        self.gate = gate
         if resumed:
             runs = await self.engine.store.read(
                 lambda c: recent_probe_runs(c, m.name, since_ms=started_ms, limit=1000)
             )
-            for run in reversed(runs):
-                gate.observe(Canary.of(run, None))
+            seen = {c.ts_ms for c in gate.canaries}
+            for run in runs:
+                if run.ts_ms not in seen:
+                    gate.observe(Canary.of(run, None))
+            gate.canaries.sort(key=lambda c: c.ts_ms)
             # The canaries the agent missed while it was away are not held against the version.
             gate.deadline_ms = max(gate.deadline_ms, now_ms() + (gate.deadline_ms - gate.ends_ms))
-        self.gate = gate
         while True:
             if self.abort_by is not None:
                 await self._roll_back(
