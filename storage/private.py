@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -109,11 +108,19 @@ def tighten(path: Path, mode: int = FILE_MODE) -> None:
 
 
 def copy_file(src: Path, dst: Path, mode: int = FILE_MODE) -> None:
-    """Copy ``src`` over ``dst`` with ``mode`` (``shutil.copyfile`` would use the umask's)."""
+    """Copy ``src`` over ``dst`` with ``mode`` (``shutil.copyfile`` would use the umask's), in
+    the kernel (``sendfile``) as ``shutil.copyfile`` does: a log may be many megabytes.
+
+    Raises:
+        OSError: the copy failed (a full disk); ``dst`` may hold part of it.
+    """
     with open(src, "rb") as fin:
         fd = open_fd(dst, os.O_WRONLY | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
+        try:
+            while os.sendfile(fd, fin.fileno(), None, 1 << 30):
+                pass
+        finally:
+            os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:

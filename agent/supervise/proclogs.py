@@ -66,13 +66,25 @@ class ProcessLog:
                 newer = self.path.with_name(f"{self.path.name}.{i + 1}")
                 older.replace(newer)
                 private.tighten(newer, private.LOG_FILE_MODE)  # rotated by an older agent
-        if self.keep > 0:
-            private.copy_file(
-                self.path, self.path.with_name(f"{self.path.name}.1"), private.LOG_FILE_MODE
-            )
+        if self.keep == 0:
+            self._truncate()
+            return True
+        # The copy is made under a temporary name and renamed once the live file is
+        # truncated: NAME.log.1 never holds half a copy, and a full disk that stops the copy
+        # leaves the live log as it was (rotation is retried), not truncated.
+        tmp = self.path.with_name(f"{self.path.name}.1.tmp")
+        try:
+            private.copy_file(self.path, tmp, private.LOG_FILE_MODE)
+            self._truncate()
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(self.path.with_name(f"{self.path.name}.1"))
+        return True
+
+    def _truncate(self) -> None:
         with open(self.path, "r+b") as f:
             f.truncate(0)
-        return True
 
     def tail(self, lines: int) -> list[str]:
         """The last ``lines`` lines, reaching into the rotated file when the live one is short."""

@@ -151,3 +151,33 @@ def test_the_wal_is_checkpointed_and_truncated_when_storage_recovers(small_disk:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         conn.close()
+
+
+ROTATE_CHILD = """
+import resource, signal, sys
+from pathlib import Path
+from agent.supervise.proclogs import ProcessLog
+plog = ProcessLog(Path(sys.argv[1]), "srv", max_bytes=100, keep=2)
+plog.append("x" * 4999)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))  # the copy stops part way
+try:
+    plog.rotate_if_needed()
+except OSError as exc:
+    print("refused", exc.errno)
+"""
+
+
+def test_a_rotation_that_cannot_copy_keeps_the_live_log_and_leaves_no_part(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ROTATE_CHILD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused"), done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["srv.log"]  # no half copy as .1
+    assert (tmp_path / "srv.log").stat().st_size == 5000  # not truncated: retried later
