@@ -2,7 +2,7 @@
 
 Each room's ``__init__`` names what it offers (``__all__``) without importing it: importing one
 module of a room (the CLI reading ``api.json``'s name) must not load the rest of the room (the
-aiohttp server), so the agent and the CLI each pay only for what they run (PEP 562).
+HTTP server), so the agent and the CLI each pay only for what they run (PEP 562).
 """
 
 from __future__ import annotations

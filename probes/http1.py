@@ -31,11 +31,16 @@ READ_BYTES = 64 * 1024
 
 
 class WireError(Exception):
-    """The exchange failed; ``category`` is the probe run category it means."""
+    """The exchange failed; ``category`` is the probe run category it means.
 
-    def __init__(self, category: str, message: str) -> None:
+    ``reason`` is the cause without the address (``connection refused``), for callers that
+    name the address their own way; it is the whole message unless given.
+    """
+
+    def __init__(self, category: str, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.category = category
+        self.reason = reason or message
 
 
 class InvalidURL(WireError):
@@ -129,7 +134,7 @@ async def connect(
         detail = errors[0][1]
     else:
         detail = "; ".join(f"{address}: {reason}" for address, reason in errors)
-    raise WireError("refused", f"cannot connect to {host}:{port}: {detail}")
+    raise WireError("refused", f"cannot connect to {host}:{port}: {detail}", detail)
 
 
 def request_head(method: str, target: str, headers: Mapping[str, str]) -> bytes:

@@ -1,26 +1,27 @@
-"""What the HTTP channels share: one aiohttp session, and turning an answer into a result.
+"""What the HTTP channels share: one HTTP client, and turning an answer into a result.
 
 2xx is accepted. 408, 425, 429 and 5xx are worth another try, with the receiver's
 ``Retry-After`` (seconds or an HTTP date) when it gave one; any other 4xx refused the message
 itself and is not retried. A connection that fails or times out is retried. Error texts never
 carry the URL (a Slack or webhook URL is a secret), only the host the channel could not reach.
+
+The client is the probes' own (:mod:`probes.httpclient`): the agent loads no aiohttp.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from agent.alerting.channels.base import Channel, ChannelSettings, SendResult, wall_ms
+from probes.httpclient import HttpClient, InvalidURL, WireError
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+ANSWER_READ_BYTES = 64 * 1024
+"""A receiver's answer is read up to this much (its first 300 characters are kept)."""
 
 
 def parse_retry_after(value: str | None, now_ms: int) -> float | None:
@@ -66,14 +67,11 @@ class HttpChannel(Channel):
 
     def __init__(self, settings: ChannelSettings, *, clock: Callable[[], int] = wall_ms) -> None:
         super().__init__(settings, clock=clock)
-        self._session: aiohttp.ClientSession | None = None
+        self._session: HttpClient | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
+    def _client(self) -> HttpClient:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
-                headers={"User-Agent": "vigil-notify/1"},
-            )
+            self._session = HttpClient(user_agent="vigil-notify/1")
         return self._session
 
     async def close(self) -> None:
@@ -96,18 +94,22 @@ class HttpChannel(Channel):
         """
         hdrs = {"Content-Type": "application/json", **(headers or {})}
         try:
-            async with self._client().post(url, data=body, headers=hdrs) as resp:
-                text = (await resp.text(errors="replace"))[:300]
+            async with self._client().post(
+                url, data=body, headers=hdrs, timeout_s=self.settings.timeout_s
+            ) as resp:
+                text = (await resp.text(limit=ANSWER_READ_BYTES))[:300]
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), self.clock())
                 status = resp.status
         except TimeoutError:
             return SendResult.failed(
                 f"no answer from {host_of(url)} in {self.settings.timeout_s:g}s"
             )
-        except aiohttp.InvalidURL:
+        except InvalidURL:
             return SendResult.failed("invalid URL", retryable=False)
-        except (aiohttp.ClientError, OSError) as exc:
-            return SendResult.failed(f"cannot reach {host_of(url)}: {_reason(exc)}")
+        except WireError as exc:  # the cause alone: host_of(url) says where
+            return SendResult.failed(f"cannot reach {host_of(url)}: {exc.reason}")
+        except OSError as exc:  # not expected from the client; still a failed send, not a crash
+            return SendResult.failed(f"cannot reach {host_of(url)}: {exc.strerror or exc}")
         decided = accept(status, text) if accept is not None else None
         if decided is not None:
             return decided
@@ -127,15 +129,3 @@ def json_bytes(data: Any) -> bytes:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:200]
-
-
-def _reason(exc: BaseException) -> str:
-    # aiohttp's connector errors wrap the OS error; its strerror is the useful part.
-    os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError):
-        return (os.strerror(os_error.errno) if os_error.errno else str(os_error)).lower()
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno).lower()
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    return type(exc).__name__

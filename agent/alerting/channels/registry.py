@@ -1,6 +1,6 @@
 """The channel kinds, registered explicitly: settings class to channel class, loaded lazily.
 
-A channel's module (and what it imports: aiohttp, smtplib, apprise) is loaded only when a
+A channel's module (and what it imports: the HTTP client, smtplib, apprise) is loaded only when a
 channel of that kind is built, so an agent with no ``[[notify]]`` pays for none of them.
 """
 

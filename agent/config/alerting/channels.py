@@ -1,7 +1,7 @@
 """Each channel kind's settings: frozen dataclasses, plain data with no I/O and no imports.
 
-Kept apart from the channels themselves (which load aiohttp, smtplib, apprise) so the config
-schema can embed or mirror them cheaply. Secrets (URLs with tokens, routing keys, passwords)
+Kept apart from the channels themselves (which load the HTTP client, smtplib, apprise) so the
+config schema can embed or mirror them cheaply. Secrets (URLs with tokens, routing keys, passwords)
 come in resolved, as the config resolves model API keys, and are ``repr=False``: a settings
 object printed in a log line or an error shows no secret. Never serve these objects as they are.
 """
