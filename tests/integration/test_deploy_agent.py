@@ -15,6 +15,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -174,6 +176,32 @@ def reaper(tmp: Path) -> Iterator[None]:
                 line = " ".join(proc.info["cmdline"] or [])
                 if "versioned_server" in line and str(tmp) in line:
                     proc.kill()
+
+
+@contextmanager
+def growing(directory: Path) -> Iterator[Path]:
+    """A version directory whose weights are still being written (a copy in progress)."""
+    directory.mkdir(parents=True)
+    weights = directory / "weights.bin"
+    weights.write_bytes(b"\0" * (8 << 20))
+    stop = threading.Event()
+
+    def append() -> None:
+        with weights.open("ab") as f:
+            while not stop.is_set():
+                f.write(b"\1" * 65536)
+                f.flush()
+                time.sleep(0.001)
+
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    size = weights.stat().st_size
+    wait_for(lambda: weights.stat().st_size > size, 5, what="the copy to be under way")
+    try:
+        yield directory
+    finally:
+        stop.set()
+        writer.join(5)
 
 
 @pytest.fixture
@@ -424,6 +452,8 @@ bake = "3s"
         if os.geteuid() != 0:  # root reads anything
             refused("clf", str(unreadable), 400, "model.onnx")
         refused("clf", "relative/path", 400, "expected the absolute path")
+        with growing(tmp / "versions" / "v-being-copied") as copying:
+            refused("clf", str(copying), 400, "changed while it was hashed")
         refused("nobody", str(v1), 404, "no model named 'nobody'")
         refused("loose", str(v1), 400, "has no supervised process")
         refused("plain", str(v1), 400, "is not a symlink")
