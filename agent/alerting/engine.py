@@ -3,7 +3,8 @@
 Every evaluation turns each rule's observations into alert instances (rule x labels, named by
 a stable ``fingerprint``) and moves them ``pending -> firing -> resolved``: pending while the
 condition holds for less than the rule's ``for``; firing after; resolved once the value stops
-passing the clear threshold for ``clear_for``. An alert that fires and resolves
+passing the clear threshold for ``clear_for``. An instance with no reading yet (a model not
+probed since the agent started) keeps whatever state it has. An alert that fires and resolves
 ``flap_transitions`` times within ``flap_window`` is marked flapping until it keeps one state
 for a whole window. Every move is stored (``alerts`` row via the writer), audited
 (``alert.pending``, ``alert.firing``, ``alert.resolved``, ``alert.flapping``) at the time it
@@ -150,6 +151,8 @@ class AlertEngine:
         self, rule: Rule, fp: str, labels: dict[str, str], obs: Observation, now_ms: int
     ) -> list[Transition]:
         live = self._live.get(fp)
+        if obs.unknown:
+            return []  # no reading yet: neither a recovery nor a new condition
         value = obs.value
         if live is None:
             if value is None or not rule.passes(value, rule.threshold):

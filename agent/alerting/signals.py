@@ -16,18 +16,27 @@ from dataclasses import dataclass, field
 from agent.alerting.snapshot import Snapshot
 from agent.config.alerting.catalog import subject_of
 from agent.config.alerting.rules import Aggregation, Rule, SourceKind
+from storage.records import ModelState
 from storage.stats import percentile
 from storage.units import format_duration
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One alert instance's value at an evaluation."""
+    """One alert instance's value at an evaluation.
+
+    ``unknown``: the source has no reading of this instance yet (a model this agent has not
+    probed since it started, or since a reload replaced its monitor). Its alert keeps the state
+    it has: an alert loaded at start must not resolve on "not probed yet" (it resolved, and the
+    probe's ``down`` a moment later opened a new occurrence, paged again under another id), and
+    no alert starts on it.
+    """
 
     labels: Mapping[str, str]
     subject: str
     value: float | None
     fields: Mapping[str, str] = field(default_factory=dict)
+    unknown: bool = False
 
 
 class RestartHistory:
@@ -70,6 +79,8 @@ def observe(rule: Rule, snap: Snapshot, now_ms: int, restarts: RestartHistory) -
                 f"model:{m.name}",
                 1.0 if m.state in rule.states else 0.0,
                 {"model": m.name, "state": m.state, "since": _ago(now_ms, m.since_ms)},
+                # A rule that names ``unknown`` (never answered a first probe) still sees it.
+                unknown=m.state == ModelState.UNKNOWN and m.state not in rule.states,
             )
             for m in snap.models
         ]

@@ -283,6 +283,53 @@ startup_timeout = "20s"
         assert {a["folded_under"] for a in folded} == {root["fingerprint"]}
 
 
+def test_a_restart_before_the_first_probe_answers_keeps_the_page(tmp_path: Path) -> None:
+    """A model down behind a server that never answers: each probe takes its whole 2 s
+    timeout, so a restarted agent evaluates its rules several times (every 200 ms) while the
+    model is still ``unknown``. The alert it loaded must carry on: one firing page in all, no
+    resolution, no second page under a new id (issue 15: it resolved and fired again)."""
+    import socket
+
+    with socket.socket() as silent, hook_receiver() as hook:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # connects complete in the kernel; nobody ever reads or answers
+        port = silent.getsockname()[1]
+        model = f"""
+[[model]]
+name = "m1"
+protocol = "http"
+url = "http://127.0.0.1:{port}/"
+interval = "500ms"
+timeout = "2s"
+jitter = "0s"
+down_after_failures = 1
+"""
+        cfg = write_config(
+            tmp_path, model + notify(hook, group_wait='"0s"', match='["alertname=model_down"]')
+        )
+        with running_agent(cfg) as agent:
+            wait_for(lambda: hook.of_kind("firing"), 20, what="the firing notification")
+            assert agent.stop() == 0
+        with running_agent(cfg) as agent:
+
+            def down() -> bool:
+                _, models = agent.get("/api/v1/models")
+                return [m["state"] for m in models["models"]] == ["down"]
+
+            wait_for(down, 20, what="the model down again after the restart")
+            # Two group intervals (1 s) more: a page due now would have been sent.
+            seen = evaluations(agent)
+            wait_for(lambda: evaluations(agent) >= seen + 12, 10, what="2.4s of evaluations")
+            assert agent.stop() == 0
+        assert [b["kind"] for b in hook.bodies] == ["firing"], hook.bodies
+        conn = sqlite3.connect(f"file:{agent.data_dir / DB_FILENAME}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT rule, state FROM alerts WHERE rule = 'model_down'")
+            assert rows.fetchall() == [("model_down", "firing")]
+        finally:
+            conn.close()
+
+
 KILLS = 20
 MODELS = 24
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -73,6 +74,55 @@ def test_a_firing_decided_but_not_written_is_announced_with_its_first_id(tmp_pat
         (again,) = notifier.step(at, engine.evaluate(at, down), engine, down)
         assert again.kind == "firing"
         assert again.notification_id == first_id
+    finally:
+        writer.close()
+
+
+def test_an_evaluation_before_the_first_probe_after_a_restart_keeps_the_alert(
+    tmp_path: Path,
+) -> None:
+    """A restarted agent's models are ``unknown`` until their first probe answers; an
+    evaluation in between (a probe slower than the first evaluation: a timeout, jitter, a
+    loaded host) must not take that for a recovery. It did: the loaded alert resolved (a
+    resolved page), the probe's ``down`` opened a new occurrence, and the model was paged
+    again under another id (issue 15, tests/integration/test_alerting_agent.py's kill -9 test:
+    48 pages for 24 models)."""
+    notifier, engine, writer, _ = restarted(tmp_path / "v.db", with_outbox=True)
+    try:
+        (loaded,) = engine.active()
+        sent = []
+        for i, state in enumerate(["unknown", "unknown", "down", "down"]):
+            at = T0 + 6000 + i * 200
+            snap = Snapshot(models=(model("m1", state),))
+            transitions = engine.evaluate(at, snap)
+            assert transitions == [], (state, transitions)
+            sent += notifier.step(at, transitions, engine, snap)
+        assert sent == []
+        assert [(r.id, r.state, r.firing_ms) for r in engine.active()] == [
+            (loaded.id, "firing", loaded.firing_ms)
+        ]
+        # The first probe's answer still decides: up resolves the same occurrence.
+        up = Snapshot(models=(model("m1", "up"),))
+        at = T0 + 7000
+        (t,) = engine.evaluate(at, up)
+        assert (t.kind, t.alert.id) == ("resolved", loaded.id)
+        assert [r.kind for r in notifier.step(at, [t], engine, up)] == ["resolved"]
+    finally:
+        writer.close()
+
+
+def test_an_unknown_model_opens_no_alert_unless_the_rule_asks_for_unknown(tmp_path: Path) -> None:
+    """Not probed yet is no evidence either way; a rule that names ``unknown`` among its states
+    (a model never answering its first probe) still sees it."""
+    writer = Writer(tmp_path / "v.db", flush_interval_s=0.05)
+    writer.start()
+    try:
+        stuck = dataclasses.replace(DOWN[0], name="model_unknown", states=("unknown",))
+        engine = AlertEngine([*DOWN, stuck], writer, lambda e: None)
+        snap = Snapshot(models=(model("m1", "unknown"),))
+        assert [(t.kind, t.alert.rule) for t in engine.evaluate(T0, snap)] == [
+            ("firing", "model_unknown")
+        ]
     finally:
         writer.close()
 
