@@ -31,9 +31,11 @@ What the numbers mean (docs/reports.md says the same for users):
   window (its fault's start to the delivery of the first delivered notification created at or
   after it that carries an alert on the incident's subject), and the silences and maintenance
   windows active in the window.
-- **Deployments** are ``model.artifact`` events whose artifact differs from the model's
-  previous one. **Drift detections** are ``drift.*`` events (the agent's drift checks,
-  agent/health/drift.py).
+- **Deploys** are Vigil's own (``vigil deploy``, rollbacks, records), with the DORA four keys
+  per model and for the host (:mod:`storage.deploykpi`, docs/kpi.md). **Artifact changes seen
+  by probes** (``deployments``) are ``model.artifact`` events whose artifact differs from the
+  model's previous one, whoever made them. **Drift detections** are ``drift.*`` events (the
+  agent's drift checks, agent/health/drift.py).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from storage.audit import verify_chain
+from storage.deploykpi import load_kpis
 from storage.queries import ANSWERED, LATENCY_COLUMNS, list_series, series_range, series_summary
 from storage.report_alerting import alerting_in
 from storage.report_events import (
@@ -190,6 +193,7 @@ def _build(
         coverage=coverage,
         notes=tuple(notes),
         alerting=alerting_in(conn, window),
+        deploys=load_kpis(conn, since_ms=window.since_ms, until_ms=window.until_ms),
     )
 
 

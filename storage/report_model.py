@@ -10,14 +10,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-SCHEMA_VERSION = 4
+if TYPE_CHECKING:
+    from storage.deploykpi import DeployKpis
+
+SCHEMA_VERSION = 5
 """Bumped when a field changes meaning or goes away (adding one does not bump it). 2:
 deployment rows name the artifact (``artifact``, ``artifact_kind``, ``previous_artifact``,
 ``artifact_time_ms``) instead of ``sha256``, ``previous_sha256``, ``artifact_mtime_ms``. 4:
 ``incidents.mttd_ms``, ``mttr_ms`` and ``max_ttr_ms`` cover *unplanned* incidents only (those
-opened inside a maintenance window are counted apart, ``incidents.in_maintenance``)."""
+opened inside a maintenance window are counted apart, ``incidents.in_maintenance``). 5: the
+deployment KPIs (frequency, lead time, change-failure rate, time to restore) of deploys made
+through Vigil are ``deploys``; ``deployments`` keeps its meaning (artifact changes probes saw)
+and is no longer the report's deployment frequency and lead time."""
 
 
 def to_plain(obj: Any) -> Any:
@@ -428,6 +434,8 @@ class Report:
     """Report-wide caveats (where the stored data begins); a section's own note (no
     deployments, no drift) is in that section."""
     alerting: Alerting
+    deploys: DeployKpis
+    """Deploys made through Vigil and their DORA keys (:mod:`storage.deploykpi`)."""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document (see ``agent/report/schema.json``)."""

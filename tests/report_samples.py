@@ -6,13 +6,26 @@ texts that reach the report."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from storage.db import connect
+from storage.deployments import Deployment, insert_deployment, update_deployment
 from storage.incidents import save_incident
-from storage.records import Event, Incident, ProbeRun, Sample, make_labels
+from storage.records import (
+    ArtifactKind,
+    DeployKind,
+    DeployState,
+    DeployStrategy,
+    Event,
+    Incident,
+    ProbeRun,
+    Sample,
+    make_labels,
+)
 from storage.report import build_report
 from storage.report_model import Report
+from storage.versions import Version, register_version
 from storage.writer import Writer
 
 MIN = 60_000
@@ -25,6 +38,8 @@ MODELS = ("steady", "flaky", "dead", "idle")
 idle: configured, never probed."""
 CONTROL_HOST = "gpu\x1b]0;pwned\x07-01"
 CONTROL_REASON = "exit 1 \x1b[31mred\x1b[0m\x07 \x9b2J \x7f"
+HOSTILE_ACTOR = "<script>alert(1)</script>|*x*=cmd\x1b[2J"
+"""A deploy's actor: markup for HTML and Markdown, a formula start, a control character."""
 
 
 def fill_charts(writer: Writer) -> None:
@@ -102,6 +117,73 @@ def fill_charts(writer: Writer) -> None:
     assert writer.flush()
 
 
+def fill_deploys(db: Path) -> None:
+    """Two deploys of ``steady``: one promoted (lead time 2 h), one rolled back 10 min later by
+    the gate (restored in 90 s), requested by a hostile actor and approved by another."""
+    conn = connect(db)
+    try:
+        v1, _ = register_version(conn, _version(1, T0 + 1 * H - 2 * H))
+        v2, _ = register_version(conn, _version(2, T0))
+        base = Deployment(
+            id=0,
+            model="steady",
+            kind=DeployKind.ARTIFACT,
+            strategy=DeployStrategy.IN_PLACE,
+            state=DeployState.REQUESTED,
+            requested_by="alice@ci",
+            requested_ms=T0 + H - 5 * MIN,
+            state_since_ms=T0 + H - 5 * MIN,
+            process="steady-server",
+            to_version_id=v1.id,
+            checks={"operation": "deploy"},
+        )
+        first = insert_deployment(conn, base)
+        update_deployment(conn, first.moved(DeployState.PROMOTED, T0 + H))
+        second = insert_deployment(
+            conn,
+            replace(
+                base,
+                requested_by=HOSTILE_ACTOR,
+                requested_ms=T0 + 2 * H - 5 * MIN,
+                state_since_ms=T0 + 2 * H - 5 * MIN,
+                from_version_id=v1.id,
+                to_version_id=v2.id,
+            ),
+        )
+        update_deployment(
+            conn,
+            second.moved(
+                DeployState.ROLLED_BACK,
+                T0 + 2 * H + 100_000,
+                approved_by="bob <b>ops</b>",
+                approved_ms=T0 + 2 * H - 4 * MIN,
+                error=f"the canary gate failed: {CONTROL_REASON}",
+                checks={
+                    "operation": "deploy",
+                    "switched_ms": T0 + 2 * H - 3 * MIN,
+                    "failed_ms": T0 + 2 * H,
+                    "restored_ms": T0 + 2 * H + 90_000,
+                },
+            ),
+        )
+    finally:
+        conn.close()
+
+
+def _version(n: int, created_ms: int) -> Version:
+    return Version(
+        id=0,
+        model="steady",
+        hash=f"sha256:{n:064x}",
+        path=f"/models/steady/v{n}",
+        kind=ArtifactKind.FILE,
+        size_bytes=1,
+        files=1,
+        created_ms=created_ms,
+        registered_ms=created_ms,
+    )
+
+
 def chart_report(tmp: Path, *, host: str = CONTROL_HOST) -> Report:
     """Fill a database under ``tmp`` and build its report (the configured models included)."""
     writer = Writer(tmp / "charts" / "vigil.db", flush_interval_s=0.01)
@@ -110,6 +192,7 @@ def chart_report(tmp: Path, *, host: str = CONTROL_HOST) -> Report:
         fill_charts(writer)
     finally:
         writer.close()
+    fill_deploys(tmp / "charts" / "vigil.db")
     conn = connect(tmp / "charts" / "vigil.db", readonly=True)
     try:
         return build_report(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from html import escape
 
 from agent import __version__
+from agent.report.deploytables import DEPLOY_NOTE
 from agent.report.svg import (
     Line,
     Styles,
@@ -64,7 +65,7 @@ footer { margin-top: 3em; color: #57606a; font-size: 12px; }
 """
 
 NUMERIC = frozenset({"int", "num", "ms", "ts", "frac", "signed_pct", "unit", "pct", "bytes"})
-WRAPPED = frozenset({"cause", "last_detail", "message", "outcomes"})
+WRAPPED = frozenset({"cause", "last_detail", "message", "outcomes", "failure", "error"})
 
 
 def render_table(table: Table) -> str:
@@ -242,7 +243,13 @@ def render_html(report: Report) -> str:
             subsection(by_name["restarts"]),
             subsection(by_name["process_events"]),
         ),
-        section("Deployments", render_table(by_name["deployments"])),
+        section(
+            "Deployments",
+            subsection(by_name["deploy_kpis"]),
+            f'<p class="note">{escape(DEPLOY_NOTE)}</p>',
+            subsection(by_name["deploys"]),
+        ),
+        section("Artifact changes seen by probes", render_table(by_name["deployments"])),
         section("Drift detections", render_table(by_name["drift"])),
         section(
             "Alerting",

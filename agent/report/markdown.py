@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from agent.report.deploytables import DEPLOY_NOTE
 from agent.report.tables import TREND_NOTE, Table, format_ts, human, summary_items, tables
 from storage.report_model import Report
 from storage.text import printable
@@ -51,6 +52,8 @@ def render_markdown(report: Report) -> str:
         out += ["", f"## {md_escape(table.title)}", "", render_table(table).rstrip("\n")]
         if table.name == "latency":
             out += ["", f"_{md_escape(TREND_NOTE)}_"]
+        if table.name == "deploy_kpis":
+            out += ["", f"_{md_escape(DEPLOY_NOTE)}_"]
     out += [
         "",
         f"_Availability is ok probe runs / all probe runs; latency covers answered runs. "

@@ -7,16 +7,32 @@ it (:func:`human`). CSV writes the raw values under the column keys, whose names
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.report.deploytables import deploy_tables
+from agent.report.table import Column, Row, Table
 from storage.report import FLAT_PCT, MIN_TREND_RUNS
 from storage.report_model import Report
 from storage.text import short_artifact
 from storage.units import format_bytes, format_duration
 
-Row = Mapping[str, Any]
+__all__ = [
+    "METRICS",
+    "TREND_NOTE",
+    "Column",
+    "Row",
+    "Table",
+    "format_frac",
+    "format_ms",
+    "format_ts",
+    "human",
+    "labels_text",
+    "resource_label",
+    "summary_items",
+    "summary_table",
+    "tables",
+]
 
 METRICS = (("e2e_ms", "e2e"), ("ttft_ms", "TTFT"), ("itl_ms", "ITL"))
 
@@ -26,31 +42,6 @@ TREND_NOTE = (
     f"least {MIN_TREND_RUNS} answered runs in each half; with fewer it says too few runs."
 )
 """How the latency table's Trend column is decided, printed under it (HTML and Markdown)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """One column: raw key (the CSV header), human header, and how to show its values."""
-
-    key: str
-    header: str
-    kind: str = "text"
-    """``text``, ``int``, ``num``, ``ms`` (a duration), ``ts`` (a time), ``frac`` (0-1 shown as
-    %), ``sha`` (shortened), ``signed_pct`` (a change) or ``unit`` (per the row's ``unit``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    """A named table; ``detail`` tables (long series) go to CSV only."""
-
-    name: str
-    title: str
-    columns: tuple[Column, ...]
-    rows: tuple[Row, ...]
-    empty: str
-    """What a table without rows says instead; each table says its own, so a reader never
-    meets the same placeholder twice in one report."""
-    detail: bool = False
 
 
 def format_ts(ts_ms: int | None) -> str:
@@ -110,7 +101,7 @@ def resource_label(name: str, labels: Mapping[str, str]) -> str:
 def summary_items(report: Report) -> list[tuple[str, str]]:
     """The headline numbers, for the top of HTML and Markdown."""
     inc, dep, mon, audit = report.incidents, report.deployments, report.monitoring, report.audit
-    al = report.alerting
+    al, keys = report.alerting, report.deploys.host
     span = (report.window.until_ms - report.window.since_ms) / 1000
     chain = (
         f"verified ({audit.checked} events)"
@@ -142,7 +133,15 @@ def summary_items(report: Report) -> list[tuple[str, str]]:
         ),
         ("Restarts", str(report.restarts.total)),
         (
-            "Deployments",
+            "Deploys",
+            f"{keys.changes} changes finished ({keys.promoted} promoted, "
+            f"{keys.per_day:.2f}/day); change-failure rate "
+            f"{format_frac(keys.change_failure_rate)}; lead time p50 "
+            f"{format_ms(keys.lead_time_median_ms)}, p90 {format_ms(keys.lead_time_p90_ms)}; "
+            f"time to restore p50 {format_ms(keys.time_to_restore_median_ms)}",
+        ),
+        (
+            "Artifact changes seen by probes",
             f"{dep.count} ({dep.per_day:.2f}/day, {dep.failed} never verified); "
             f"median lead time {format_ms(dep.median_lead_time_ms)}",
         ),
@@ -180,6 +179,13 @@ def summary_table(report: Report) -> Table:
         ("deployments", dep.count),
         ("deployments_per_day", dep.per_day),
         ("median_lead_time_ms", dep.median_lead_time_ms),
+        ("deploy_changes", report.deploys.host.changes),
+        ("deploy_promoted", report.deploys.host.promoted),
+        ("deploys_per_day", report.deploys.host.per_day),
+        ("deploy_lead_time_median_ms", report.deploys.host.lead_time_median_ms),
+        ("deploy_lead_time_p90_ms", report.deploys.host.lead_time_p90_ms),
+        ("change_failure_rate", report.deploys.host.change_failure_rate),
+        ("time_to_restore_median_ms", report.deploys.host.time_to_restore_median_ms),
         ("drift_detections", report.drift.count),
         ("audit_ok", audit.ok),
         ("audit_checked", audit.checked),
@@ -471,9 +477,10 @@ def tables(report: Report) -> list[Table]:
             processes,
             empty="no process exits, hangs, restarts or quarantines in this window",
         ),
+        *deploy_tables(report),
         Table(
             "deployments",
-            "Deployments",
+            "Artifact changes seen by probes",
             (
                 t("ts_ms", "Detected", "ts"),
                 t("model", "Model"),

@@ -281,7 +281,7 @@ def test_planned_incidents_apart(report: Report) -> None:
 
 def test_json_schema_and_renderings(report: Report, tmp_path: Path) -> None:
     doc = report.to_json()
-    assert doc["schema_version"] == SCHEMA_VERSION == 4
+    assert doc["schema_version"] == SCHEMA_VERSION == 5
     assert errors(doc, load_schema()) == []
     assert doc["alerting"]["first_notifications"][0]["latency_ms"] == 36_000
     md = render(report, "md")
