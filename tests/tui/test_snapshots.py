@@ -139,7 +139,8 @@ def test_events(snap_compare: Snap) -> None:
 
 
 def test_help(snap_compare: Snap) -> None:
-    """The host's keys, ``a`` (alerts, issue 15; hidden from the footer) included."""
+    """The host's keys, ``a`` (alerts, issue 15) and ``d`` (deployments, issue 16), both hidden
+    from the footer, included."""
     assert shoot(
         snap_compare,
         fixed_agent(),

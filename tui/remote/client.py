@@ -341,6 +341,39 @@ class AgentClient:
         data = _parse_json(await self._send("DELETE", path, operator=True), path)
         return _decode(lambda: dict(data["silence"]), "expire silence")
 
+    # --- deploys (issue 16): versions, deployments, live progress; approve, roll back -----
+
+    async def deployments(self, model: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """``GET /api/v1/deployments``, newest first (each with ``version_hash``)."""
+        params = {"limit": str(limit), **({"model": model} if model else {})}
+        data = await self._get_json("/api/v1/deployments", params)
+        return _decode(lambda: [dict(d) for d in data["deployments"]], "deployments")
+
+    async def deployment(self, deployment_id: int) -> dict[str, Any]:
+        """``GET /api/v1/deployments/{id}``: with its versions and, while it bakes, progress."""
+        data = await self._get_json(f"/api/v1/deployments/{int(deployment_id)}")
+        return _decode(lambda: dict(data["deployment"]), "deployment")
+
+    async def versions(self, model: str) -> dict[str, Any]:
+        """``GET /api/v1/models/{name}/versions``: ``{"current_version_id", "versions"}``."""
+        data = await self._get_json(f"/api/v1/models/{_seg(model)}/versions")
+        return _decode(
+            lambda: {**data, "versions": [dict(v) for v in data["versions"]]}, "versions"
+        )
+
+    async def approve_deployment(self, deployment_id: int) -> dict[str, Any]:
+        """``POST /api/v1/deployments/{id}/approve`` (operate): 409 when it is not waiting,
+        403 when the requester approves their own deploy (``approver_must_differ``)."""
+        data = await self._post_json(f"/api/v1/deployments/{int(deployment_id)}/approve")
+        return _decode(lambda: dict(data["deployment"]), "approve")
+
+    async def rollback_model(self, model: str, to: str | None = None) -> dict[str, Any]:
+        """``POST /api/v1/models/{name}/rollback`` (operate): to version ``to`` (an id or a
+        hash prefix), else the last known-good one; 409 names a deploy in flight."""
+        path = f"/api/v1/models/{_seg(model)}/rollback"
+        data = await self._post_json(path, {"to": to} if to else None)
+        return _decode(lambda: dict(data["deployment"]), "rollback")
+
     async def _post_json(self, path: str, body: Any = None) -> Any:
         return _parse_json(await self._send("POST", path, operator=True, body=body), path)
 
@@ -370,7 +403,7 @@ class AgentClient:
                 answer = await resp.read()
                 if resp.status == 401:
                     raise AgentError("token rejected", "rejected", resp.status)
-                if resp.status == 403:
+                if resp.status == 403 and _scope_refusal(self.scope, answer):
                     if method != "GET":
                         self.scope = "read"  # the agent said so: stop offering actions
                     reason = _error_text(answer) or "forbidden"
@@ -437,6 +470,15 @@ def _parse_json(body: bytes, path: str) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AgentError(f"bad JSON from {path}: {exc}", "protocol") from exc
+
+
+def _scope_refusal(scope: str | None, body: bytes) -> bool:
+    """Whether a 403 is about the token's scope, or the action's own refusal (a requester
+    approving their own deploy) that leaves the token's other actions as they were."""
+    if scope == "operate":
+        return False
+    reason = _error_text(body)
+    return not reason or "scope" in reason or "read-only" in reason
 
 
 def _error_text(body: bytes) -> str:

@@ -83,6 +83,7 @@ class HostScreen(ActionScreen):
         Binding("e", "events", "Events"),
         # Hidden from the footer (full at 80 columns); listed by ``?``.
         Binding("a", "alerts", "Alerts", show=False),
+        Binding("d", "deployments", "Deployments", show=False),
         Binding("x", "export_report", "Report"),
         Binding("p", "probe", "Probe"),
         Binding("s", "process('start')", "Start"),
@@ -368,6 +369,16 @@ class HostScreen(ActionScreen):
         from tui.screens.alerts import AlertsScreen
 
         self.go(AlertsScreen(self.client, self.refresh_s))
+
+    def open_deployments(self, model: str | None = None) -> None:
+        """The deployments of this host (or of one model), their progress and versions."""
+        from tui.screens.deploys import DeploymentsScreen
+
+        self.go(DeploymentsScreen(self.client, self.refresh_s, model=model))
+
+    def action_deployments(self) -> None:
+        """``d``."""
+        self.open_deployments()
 
     def action_alerts(self) -> None:
         """``a``."""

@@ -145,6 +145,8 @@ class ModelScreen(TriageScreen):
     BINDINGS = [
         Binding("p", "probe", "Probe now"),
         Binding("e", "events", "Events"),
+        # Hidden from the footer (full at 80 columns); listed by ``?``.
+        Binding("d", "deployments", "Deploys (approve, roll back)", show=False),
         Binding("1", "tab('runs')", "Runs", show=False),
         Binding("2", "tab('incidents')", "Incidents", show=False),
         Binding("3", "tab('deployments')", "Deployments", show=False),
@@ -246,6 +248,12 @@ class ModelScreen(TriageScreen):
         self.app.push_screen(
             EventsScreen(self.client, self.refresh_s, subject=f"model:{self.model_name}")
         )
+
+    def action_deployments(self) -> None:
+        """``d``: this model's deploys, their live progress and its versions."""
+        from tui.screens.deploys import DeploymentsScreen
+
+        self.app.push_screen(DeploymentsScreen(self.client, self.refresh_s, model=self.model_name))
 
     def action_tab(self, tab: str) -> None:
         """``1``-``4``: switch tabs."""

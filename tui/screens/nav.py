@@ -49,6 +49,10 @@ class HostNavigator(Protocol):
         """The agent's alerts, silences and delivery health."""
         ...
 
+    def open_deployments(self, model: str | None = None) -> None:
+        """The agent's deployments (or one model's), their live progress and versions."""
+        ...
+
     def action_export_report(self) -> None:
         """Save the agent's report (confirmed first)."""
         ...

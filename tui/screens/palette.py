@@ -53,6 +53,11 @@ class JumpProvider(Provider):
         yield "incidents", host.open_incidents, "open, acknowledged and resolved incidents"
         yield "events", host.open_events, "the audit trail, filtered and searchable"
         yield "alerts", host.open_alerts, "firing, pending and silenced alerts, silences, delivery"
+        yield (
+            "deployments",
+            host.open_deployments,
+            "deploys and their live progress, versions; approve, roll back",
+        )
         status = host.status
         if status is not None:
             for model in status.models:

@@ -31,6 +31,8 @@ Verb = Literal[
     "export",
     "silence",
     "expire",
+    "approve",
+    "rollback",
 ]
 PROCESS_VERBS: tuple[Verb, ...] = ("start", "stop", "restart", "release")
 
@@ -46,7 +48,16 @@ _CONSEQUENCES: dict[Verb, str] = {
     "export": "The agent renders its host report of the last 7 days.",
     "silence": "Notifications of matching alerts are muted; they are still evaluated and recorded.",
     "expire": "The silence ends now: matching alerts notify again.",
+    "approve": "The deploy starts now: switch, restart, bake through the canary gate, then "
+    "promote or roll back. You are recorded as its approver.",
+    "rollback": "A deploy starting or baking now is stopped and rolled back (one awaiting "
+    "approval is withdrawn); otherwise the last known-good version other than the current one "
+    "is deployed again, through the canary gate.",
 }
+_ROLLBACK_TO = (
+    "That version is deployed again, through the canary gate; once promoted, the version "
+    "rolled back from loses its known-good mark. Refused while another deploy is in flight."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +79,12 @@ class OperatorAction:
     """For a silence: how long, e.g. ``2h``."""
     comment: str = ""
     """For a silence: why (the agent requires it)."""
+    version: str = ""
+    """For a rollback: the version to go back to (its hash, or a unique prefix of it); empty
+    for the last known-good."""
+    about: str = ""
+    """Agent data that says what the target is (a deploy's model, version and requester),
+    shown cleaned in the confirmation."""
 
     @property
     def needs_operate(self) -> bool:
@@ -85,6 +102,10 @@ class OperatorAction:
             return "incident"
         if self.verb in ("silence", "expire"):
             return "silence"
+        if self.verb == "approve":
+            return "deployment"
+        if self.verb == "rollback":
+            return "model"
         return "host"
 
     def question(self) -> Text:
@@ -95,13 +116,23 @@ class OperatorAction:
             out.append(clean(self.target, 64), style="bold")
             out.append(f" for {clean(self.duration, 16)}?")
             return out
+        if self.verb == "rollback":
+            out.append("Roll back model ")
+            out.append(clean(self.target, 64), style="bold")
+            out.append(" to ")
+            if self.version:
+                out.append(f"version {clean(self.version, 200)[:12]}", style="bold")
+            else:
+                out.append("its last known-good version")
+            out.append("?")
+            return out
         if self.verb == "export":
             out.append("Export the host report of ")
         elif self.verb == "probe":
             out.append("Probe model ")
         else:
             out.append(f"{self.verb.capitalize()} {self.noun} ")
-        if self.noun in ("incident", "silence"):
+        if self.noun in ("incident", "silence", "deployment"):
             out.append(f"#{clean(self.target, 20)}", style="bold")
         else:
             out.append(clean(self.target, 64), style="bold")
@@ -110,7 +141,12 @@ class OperatorAction:
 
     def consequence(self) -> Text:
         """What will happen, and where an export goes."""
-        out = Text(_CONSEQUENCES[self.verb])
+        out = Text()
+        if self.about:
+            out.append(clean(self.about, 300), style="bold")
+            out.append("\n")
+        to_version = self.verb == "rollback" and self.version
+        out.append(_ROLLBACK_TO if to_version else _CONSEQUENCES[self.verb])
         if self.matchers:
             out.append("\nMatchers ")
             out.append(clean(" ".join(self.matchers), 300), style="bold")
@@ -121,6 +157,8 @@ class OperatorAction:
 
     def label(self) -> str:
         """The confirm button: ``Restart``, ``Probe now``, ``Export``."""
+        if self.verb == "rollback":
+            return "Roll back"
         return "Probe now" if self.verb == "probe" else self.verb.capitalize()
 
 
@@ -154,6 +192,15 @@ async def perform(client: AgentClient, action: OperatorAction) -> str:
     if action.verb == "silence":
         made = await client.create_silence(list(action.matchers), action.duration, action.comment)
         return f"silence #{clean(made.get('id'), 12)} created for {clean(action.duration, 16)}"
+    if action.verb == "approve":
+        dep = await client.approve_deployment(_number(action.target, "deployment"))
+        return f"deployment #{clean(dep.get('id'), 12)} approved: {clean(dep.get('state'), 24)}"
+    if action.verb == "rollback":
+        dep = await client.rollback_model(action.target, action.version or None)
+        return (
+            f"rollback of {name}: deployment #{clean(dep.get('id'), 12)} "
+            f"{clean(dep.get('state'), 24)}"
+        )
     if action.verb == "expire":
         try:
             silence_id = int(action.target)
@@ -166,6 +213,14 @@ async def perform(client: AgentClient, action: OperatorAction) -> str:
     body = await client.report("html")
     path = await asyncio.to_thread(write_new_file, action.path, body)
     return f"report saved to {path}"
+
+
+def _number(value: str, what: str) -> int:
+    """``value`` as the id of a ``what``, else an :class:`AgentError` naming it."""
+    try:
+        return int(value)
+    except ValueError:
+        raise AgentError(f"not a {what} number: {clean(value, 64)!r}", "config") from None
 
 
 def report_path(directory: Path, host: str, now_s: float | None = None) -> Path:
