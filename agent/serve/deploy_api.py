@@ -10,7 +10,7 @@ switched. :func:`register` adds :data:`ROUTES` to the API's route table.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,15 @@ from agent.deploy.errors import DeployError
 from agent.deploy.queries import deployment_json, deployments_json, versions_json
 from agent.serve.httpmessages import Request, Response, json_response
 from agent.serve.routing import Router
+from probes.base import now_ms
+from storage.deploykpi import load_kpis
 from storage.text import printable
 from storage.units import parse_duration
 
 __all__ = ["ROUTES", "Call", "DeployApi", "register"]
 
+KPI_SINCE = "30d"
+"""The KPI route's window when it names none."""
 MAX_TEXT = 2000
 """Longest free text (notes) kept from a request; an id or a sha at most 200."""
 
@@ -157,6 +161,33 @@ class DeployApi:
         rows = await self.engine.store.read(lambda c: deployments_json(c, model, int(raw)))
         return 200, {"deployments": rows}
 
+    async def kpi(self, call: Call) -> Answer:
+        """``GET /api/v1/deployments/kpi[?model=NAME&since=30d]``: the DORA four keys over the
+        window ending now, for the host and per model, and the window's deploys
+        (:mod:`storage.deploykpi`, as reports and ``/metrics`` compute them)."""
+        model = call.query.get("model") or None
+        if model is not None:
+            self.engine.model(model)  # 404 for an unknown model
+        raw = call.query.get("since") or KPI_SINCE
+        try:
+            span_s = parse_duration(raw)
+        except ValueError:
+            span_s = 0.0
+        if span_s <= 0 or raw.strip().startswith("-"):
+            raise DeployError(f"since: expected a duration such as '30d' or '24h', got {raw!r}")
+        until = now_ms()
+        since = until - int(span_s * 1000)
+        kpis = await self.engine.store.read(
+            lambda c: load_kpis(c, since_ms=since, until_ms=until, model=model)
+        )
+        return 200, {
+            "since_ms": kpis.since_ms,
+            "until_ms": kpis.until_ms,
+            "host": asdict(kpis.host),
+            "models": [asdict(k) for k in kpis.models],
+            "deployments": [asdict(r) for r in kpis.rows],
+        }
+
     async def show(self, call: Call) -> Answer:
         """``GET /api/v1/deployments/{id}``: with its versions and, while baking, progress."""
         return 200, {"deployment": await self._show(_deployment_id(call.params))}
@@ -182,6 +213,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/api/v1/models/{name}/record", DeployApi.record),
     ("GET", "/api/v1/models/{name}/versions", DeployApi.versions),
     ("GET", "/api/v1/deployments", DeployApi.list),
+    ("GET", "/api/v1/deployments/kpi", DeployApi.kpi),
     ("GET", "/api/v1/deployments/{id}", DeployApi.show),
     ("POST", "/api/v1/deployments/{id}/approve", DeployApi.approve),
 )

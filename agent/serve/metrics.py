@@ -8,12 +8,16 @@ The text itself is written by :mod:`agent.serve.exposition` (no prometheus-clien
 
 from __future__ import annotations
 
+import logging
 import re
+import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from agent.config.alerting.rules import Severity
 from agent.health.drift import METRICS as DRIFT_METRICS
+from agent.serve.deploymetrics import deploy_families
 from agent.serve.exposition import (
     Family,
     LabelledCounter,
@@ -23,10 +27,13 @@ from agent.serve.exposition import (
     gauge,
 )
 from agent.serve.view import AgentView
+from storage.db import DB_FILENAME, connect
 from storage.records import AgentStatus, ModelState, ProbeRun, ProcessState
 
 if TYPE_CHECKING:
     from agent.alerting.outbox import Sender
+
+log = logging.getLogger("vigil.api")
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -249,6 +256,24 @@ class AgentMetrics:
         alerting: AlertingMetricsView | None = getattr(self.agent, "alerting", None)
         if alerting is not None:
             yield from alert_families(alerting)
+        # ... nor deploys: their families come from the database, where deploys are recorded.
+        if getattr(self.agent, "deploys", None) is not None:
+            yield from self._deploys([m.name for m in status.models])
+
+    def _deploys(self, models: list[str]) -> Iterator[Family]:
+        try:
+            conn = connect(self.agent.data_dir / DB_FILENAME, readonly=True)
+        except sqlite3.Error as exc:
+            log.warning("deploy metrics not read error=%r", str(exc))
+            return
+        try:
+            families = list(deploy_families(conn, models, int(time.time() * 1000)))
+        except sqlite3.Error as exc:  # a locked or damaged database: the rest still scrapes
+            log.warning("deploy metrics not read error=%r", str(exc))
+            return
+        finally:
+            conn.close()
+        yield from families
 
 
 def _process_families(status: AgentStatus) -> Iterator[Family]:

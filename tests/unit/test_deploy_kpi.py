@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from agent.serve.deploymetrics import deploy_families
+from agent.serve.exposition import render
 from storage import deployments as deps
 from storage import versions as vers
 from storage.db import open_database
@@ -248,7 +251,8 @@ def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     c.close()
 
 
-def test_load_kpis_reads_the_same_figures_from_a_database(conn: sqlite3.Connection) -> None:
+def store_history(conn: sqlite3.Connection) -> tuple[list[Deployment], dict[int, Version]]:
+    """history() stored in a real database: its rows and versions as stored (new ids)."""
     rows, versions, incidents = history()
     ids: dict[int, int] = {}
     for vid, ver in sorted(versions.items()):
@@ -268,9 +272,15 @@ def test_load_kpis_reads_the_same_figures_from_a_database(conn: sqlite3.Connecti
             conn, dataclasses.replace(mapped, state=S.REQUESTED, finished_ms=None)
         )
         stored_rows.append(deps.update_deployment(conn, dataclasses.replace(mapped, id=new.id)))
+    return stored_rows, {ids[k]: dataclasses.replace(x, id=ids[k]) for k, x in versions.items()}
+
+
+def test_load_kpis_reads_the_same_figures_from_a_database(conn: sqlite3.Connection) -> None:
+    stored_rows, stored_versions = store_history(conn)
+    rows, _, incidents = history()
     want = deploy_kpis(
         stored_rows,
-        {ids[k]: dataclasses.replace(x, id=ids[k]) for k, x in versions.items()},
+        stored_versions,
         incidents,
         since_ms=T0,
         until_ms=UNTIL,
@@ -297,3 +307,34 @@ def test_a_database_without_deploy_tables_gives_empty_figures() -> None:
     k = load_kpis(conn, since_ms=T0, until_ms=UNTIL)
     assert k.rows == () and k.host.changes == 0 and k.models == ()
     assert deploy_counts(conn) == {} and in_flight_states(conn) == {}
+
+
+def test_the_metrics_families_read_the_same_figures(conn: sqlite3.Connection) -> None:
+    store_history(conn)
+    text = render(deploy_families(conn, ["m", "n", "quiet"], UNTIL)).decode()
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+
+    def value(name: str, **labels: str) -> float | None:
+        return got.get((name, tuple(sorted(labels.items()))))
+
+    total = "vigil_deployments_total"
+    assert value(total, model="m", operation="deploy", outcome="promoted") == 5
+    assert value(total, model="m", operation="rollback", outcome="promoted") == 1
+    assert value(total, model="m", operation="deploy", outcome="rolled_back") == 1
+    assert value("vigil_deploy_in_progress", model="m", state="baking") == 1
+    assert value("vigil_deploy_in_progress", model="m", state="switching") == 0
+    assert value("vigil_deploy_in_progress", model="quiet", state="baking") == 0
+    # The 30 days before UNTIL hold the whole history: the figures of the first test, with
+    # d1 too (promoted a day before T0, lead time 24 h).
+    assert value("vigil_deploy_frequency_per_day", model="m") == pytest.approx(8 / 30)
+    assert value("vigil_deploy_frequency_per_day", model="quiet") == 0
+    assert value("vigil_deploy_lead_time_seconds", model="m", quantile="0.5") == 3 * 3600
+    assert value("vigil_deploy_lead_time_seconds", model="m", quantile="0.9") == 15 * 3600
+    assert value("vigil_deploy_change_failure_ratio", model="m") == pytest.approx(5 / 11)
+    assert value("vigil_deploy_change_failure_ratio", model="quiet") is None  # no changes
+    restore = value("vigil_deploy_time_to_restore_seconds", model="m", quantile="0.5")
+    assert restore == pytest.approx(8.5 * 60)
