@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,6 +70,7 @@ class Runner:
         self.wake = asyncio.Event()
         self.abort_by: str | None = None
         """Set by an operator's rollback while the deploy is starting or baking."""
+        strategy.attach(self)
 
     # --- storage and events ------------------------------------------------------------
 
@@ -76,6 +78,32 @@ class Runner:
     def checks(self) -> dict[str, Any]:
         """The evidence so far (stored in the deployment's ``checks``)."""
         return dict(self.dep.checks)
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """The copies' addresses so far (blue-green; stored in the deployment's ``addresses``)."""
+        return dict(self.dep.addresses)
+
+    async def note(
+        self,
+        step: str,
+        *,
+        evidence: Mapping[str, Any] | None = None,
+        addresses: Mapping[str, str] | None = None,
+    ) -> None:
+        """Store how far the strategy got inside the current state (before it acts on it)."""
+        changes: dict[str, Any] = {"step": step}
+        if evidence:
+            changes["checks"] = {**self.checks, **evidence}
+        if addresses:
+            changes["addresses"] = {**self.dep.addresses, **addresses}
+        new = dataclasses.replace(self.dep, **changes)
+        try:
+            self.dep = await self.engine.store.write(lambda c: deps.update_deployment(c, new))
+        except StorageUnavailable as exc:
+            log.error("deploy step not stored id=%d step=%s error=%s", new.id, step, exc)
+            self.dep = new
+        log.info("deploy id=%d model=%s step=%s", new.id, new.model, step)
 
     async def move(
         self, state: DeployState, message: str, *, step: str = "", **changes: Any
@@ -170,6 +198,7 @@ class Runner:
                 now is not None and before is not None and same_path(now, Path(before))
             ):
                 # The link still names the old version: whatever runs serves that one.
+                await self.strategy.abandon(self.ro)
                 await self.move(S.CANCELLED, "the agent stopped before the switch; nothing changed")
                 await self.engine.version_outcome(d.to_version_id, S.CANCELLED)
                 return
@@ -301,16 +330,24 @@ class Runner:
         return [c.to_json() for c in got[-EVIDENCE_CANARIES:]]
 
     def progress(self) -> dict[str, Any]:
-        """The bake as it stands, for the API (``--wait`` prints it)."""
+        """The bake as it stands, for the API (``--wait`` prints it, the TUI shows it): with
+        the gate's checks judged now (those judged only at the bake's end are absent before)."""
         g = self.gate
         if g is None or self.dep.state != S.BAKING:
             return {}
+        m = self.ro.model
+        verdict = g.judge(
+            now_ms(),
+            self.engine.incidents_of(m.name, self.ro.process),
+            self.engine.drift_of(m.name),
+        )
         return {
             "bake_ends_ms": g.ends_ms,
             "canaries": len(g.canaries),
             "good_in_a_row": g.good_in_a_row(),
             "needed": g.config.min_good_canaries,
             "failed": sum(1 for c in g.canaries if not c.ok),
+            "checks": [c.to_json() for c in verdict.checks],
         }
 
     # --- promote or roll back -----------------------------------------------------------
@@ -322,6 +359,12 @@ class Runner:
         )
         if d.state != S.PROMOTING:
             await self.move(S.PROMOTING, "the canary gate passed", evidence=evidence)
+        cut = await self.strategy.cut_over(self.ro)
+        if not cut.ok:
+            await self._roll_back(
+                f"the traffic switch failed: {cut.detail}", {"cut_over": cut.to_json()}
+            )
+            return
         await self.engine.promoted(d)
         done = await self.strategy.finish(self.ro)
         await self.move(

@@ -1,0 +1,99 @@
+"""The deployments view against a real ``vigil agent run`` with a real model server behind a
+``current`` symlink (the harness of tests/integration/test_deploy_agent.py): a recorded version
+and a deploy baking are shown, with the bake's live progress and the gate's checks as the agent
+judges them, and ``B`` rolls the bake back through the agent, audited with the operator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import running_agent
+from tests.helpers import wait_for as wait_until
+from tests.integration.test_deploy_agent import (
+    call,
+    config,
+    ended,
+    in_state,
+    model_up,
+    reaper,
+    site,  # noqa: F401 - the fixture
+    version,
+)
+from tests.tui.test_host_screen import wait_for
+from tests.tui.test_triage_views import cells, confirm, count, text_of
+from tui.app import VigilApp
+from tui.remote.client import AgentClient
+from tui.screens.deploys import DeploymentsScreen
+
+pytestmark = pytest.mark.integration
+
+OPERATOR = "tui-op@desk"
+
+
+def events(agent: Any, kind: str) -> list[dict[str, Any]]:
+    code, body = agent.get(f"/api/v1/events?limit=200&kind={kind}")
+    assert code == 200, body
+    return list(body["events"])
+
+
+async def test_a_real_bake_is_shown_live_and_rolled_back_from_the_view(
+    site: tuple[Path, Path, int],  # noqa: F811 - the fixture imported above
+) -> None:
+    tmp, link, port = site
+    v1 = link.resolve()
+    v2 = version(tmp, "v2")
+    cfg = config(tmp, link, port, bake="120s")
+    with reaper(tmp), running_agent(cfg) as agent:
+        wait_until(lambda: model_up(agent), 30, what="clf up")
+        code, body = call(
+            agent,
+            "POST",
+            "/api/v1/models/clf/record",
+            {"artifact": str(v1), "actor": "setup", "notes": "[red]x[/] first"},
+        )
+        assert code == 201, body
+        code, body = call(agent, "POST", "/api/v1/models/clf/deploy", {"artifact": str(v2)})
+        assert code == 202, body
+        dep_id = body["deployment"]["id"]
+        in_state(agent, dep_id, "baking")
+
+        client = AgentClient(agent.url, agent.token, timeout_s=10.0)
+        client.operator = OPERATOR
+        app = VigilApp(client, refresh_s=0.3)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: count(app, "#models") > 0, timeout_s=15)
+            await pilot.press("d")
+            await wait_for(pilot, lambda: count(app, "#deployments-table") == 2, timeout_s=15)
+            assert isinstance(app.screen, DeploymentsScreen)
+            rows = cells(app, "#deployments-table")
+            assert [r[0] for r in rows] == [f"#{dep_id}", f"#{dep_id - 1}"]
+            assert [r[2] for r in rows] == ["baking", "promoted"]
+            assert rows[1][6] == "record"
+            # The live bake, and the gate's checks as the agent judges them now.
+            await wait_for(pilot, lambda: "good in a row" in text_of(app, "#detail"), 15)
+            detail = text_of(app, "#detail")
+            assert f"#{dep_id} clf · in-place · baking" in detail
+            assert "of 2m" in detail and "gate canaries" in detail
+            assert "incidents ✓" in detail and "drift ✓" in detail
+            versions = cells(app, "#versions-table")
+            assert [v[0] for v in versions] == ["  ", "▶✓"]  # v1 serves until v2 is promoted
+            assert versions[1][-1] == "[red]x[/] first"
+            assert versions[1][4] == "setup"
+
+            # B: no version chosen, a bake in flight: the agent stops it and rolls back.
+            await pilot.press("B")
+            modal = await confirm(pilot, app, "y")
+            assert modal.question.plain == "Roll back model clf to its last known-good version?"
+            await wait_for(
+                pilot,
+                lambda: cells(app, "#deployments-table")[0][2] == "rolled_back",
+                timeout_s=60,
+            )
+        done = ended(agent, dep_id)
+        assert done["state"] == "rolled_back"
+        assert link.resolve() == v1
+        rolled = [e for e in events(agent, "deploy.") if e["data"].get("deployment") == dep_id]
+        assert any(OPERATOR in e["message"] for e in rolled), [e["message"] for e in rolled]
