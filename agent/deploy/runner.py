@@ -240,7 +240,7 @@ class Runner:
             return
         await self.move(
             S.STARTING,
-            f"{self.ro.link} -> {target}; restarting {self.ro.process} ({self.ro.reason})",
+            self.strategy.started_message(self.ro, target),
             evidence={
                 "switched_ms": now_ms(),
                 "previous_target": None if previous is None else str(previous),

@@ -8,14 +8,21 @@ says how to do each step for one :class:`Rollout`:
 - :meth:`Strategy.switch` points the model at a version (in-place: the symlink) and
   :meth:`Strategy.confirm` waits until that version serves (in-place: a planned restart and the
   startup gate);
+- :meth:`Strategy.preflight` checks, before anything is stored, what needs I/O (blue-green: the
+  front proxy's own check, the spare port free);
+- :meth:`Strategy.cut_over` moves the traffic to the version the gate passed, before it is
+  promoted (in-place: it already has it; blue-green: the proxy switch), and may fail, which
+  rolls the deploy back;
 - :meth:`Strategy.finish` ends a promotion (blue-green: drain and stop the old copy);
 - :meth:`Strategy.rollback` points the model back at a version and waits until it serves;
 - :meth:`Strategy.serving` tells a resuming agent whether a version is the one serving now
   (switched to, and served by another incarnation than the one before the switch, which
-  :meth:`Strategy.incarnation` names).
+  :meth:`Strategy.incarnation` names); :meth:`Strategy.abandon` undoes what a deploy killed
+  before its switch had started (blue-green: a new copy already launched).
 
-``in-place`` is the one built here; ``blue-green`` (start the new copy beside the old one,
-gate it there, switch the front proxy, drain) implements the same steps.
+A strategy stores how far it got inside a state through its :class:`Journal` (the runner), so
+a resuming agent knows. ``in-place`` is here; ``blue-green`` (start the new copy beside the old
+one, gate it there, switch the front proxy, drain) is :mod:`agent.deploy.bluegreen`.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from agent.config import ModelConfig
 from agent.deploy.errors import DeployError
@@ -35,7 +42,15 @@ from agent.supervise.supervisor import Supervisor
 from probes.base import now_ms
 from storage.records import ProcessState
 
-__all__ = ["REFUSED_PROCESS_STATES", "STRATEGIES", "InPlace", "Rollout", "Strategy"]
+__all__ = [
+    "REFUSED_PROCESS_STATES",
+    "STRATEGIES",
+    "InPlace",
+    "Journal",
+    "Rollout",
+    "Strategy",
+    "same_path",
+]
 
 REFUSED_PROCESS_STATES = {
     ProcessState.QUARANTINED: "release it first (vigil process release {name}), or fix what "
@@ -64,10 +79,55 @@ class Rollout:
         return f"deploy #{self.deployment_id} by {self.by}"
 
 
+class Journal(Protocol):
+    """Where a strategy keeps how far it got (the deploy's runner, over its stored row)."""
+
+    @property
+    def checks(self) -> dict[str, Any]:
+        """The deployment's evidence so far."""
+        ...
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """The deployment's copies' addresses so far."""
+        ...
+
+    async def note(
+        self,
+        step: str,
+        *,
+        evidence: Mapping[str, Any] | None = None,
+        addresses: Mapping[str, str] | None = None,
+    ) -> None:
+        """Store ``step`` inside the current state, with evidence and addresses, before the
+        strategy acts on it."""
+        ...
+
+
 class Strategy(ABC):
     """The steps of one way to deploy (see the module docstring)."""
 
     name: ClassVar[str]
+    journal: Journal | None = None
+
+    def attach(self, journal: Journal) -> None:
+        """The runner this strategy's steps are stored through."""
+        self.journal = journal
+
+    def started_message(self, ro: Rollout, target: Path) -> str:
+        """What the ``starting`` event says the switch did."""
+        return f"{ro.link} -> {target}; restarting {ro.process} ({ro.reason})"
+
+    async def preflight(self, ro: Rollout) -> None:  # noqa: B027 - optional step
+        """Refuse (:class:`DeployError`) what needs I/O to see; changes nothing."""
+
+    async def cut_over(self, ro: Rollout) -> StartResult:
+        """Move the traffic to the version the gate passed (in-place: it has it already)."""
+        return StartResult(True, now_ms(), "serving since its restart")
+
+    async def abandon(self, ro: Rollout) -> None:  # noqa: B027 - optional step
+        """Undo what a deploy stopped before its switch had started left (in-place: nothing:
+        the link still names the old version and nothing was restarted)."""
 
     @abstractmethod
     def prepare(self, ro: Rollout) -> None:
