@@ -4,6 +4,12 @@ Nothing is downloaded: the ONNX model ships inside the package and the KServe V2
 serves it is Vigil's own (``agent.demo.server``). The agent runs as a real child process on a
 temporary data dir with a generated config, exactly as ``vigil agent run`` would on a host, and
 it supervises the model server as a ``[[process]]``. Quitting stops everything it started.
+
+The model server reads its model through a ``current`` symlink in the demo's directory, which
+``[model.deploy]`` names, so the demo can show deploys (issue 16): it copies three versions of
+the model into ``versions/`` (``v1.onnx`` serving, ``v2-broken.onnx`` with other answers, which
+the canary gate rolls back, and ``v3.onnx``, v1 re-exported, which is promoted) and prints the
+``vigil deploy`` commands that try them.
 """
 
 from __future__ import annotations
@@ -24,12 +30,18 @@ from pathlib import Path
 
 from agent.cli.api_client import AgentUnreachable, ApiClient
 from agent.cli.status_view import render_status
-from agent.demo import MODEL_PATH
+from agent.demo import BROKEN_PATH, MODEL_PATH, V3_PATH
 from agent.serve.files import API_FILE
 from agent.serve.tokens import OPERATE_FILE
 
 MODEL_NAME = "iris"
 START_TIMEOUT_S = 30.0
+LINK_NAME = "current"
+VERSIONS_DIR = "versions"
+VERSIONS = (("v1.onnx", MODEL_PATH), ("v2-broken.onnx", BROKEN_PATH), ("v3.onnx", V3_PATH))
+"""The versions copied into the demo's ``versions/`` (the first serves when it starts)."""
+BAKE = "10s"
+"""The demo's bake: five probe runs at its 2 s interval (three good ones in a row promote)."""
 
 
 def _free_port() -> int:
@@ -40,14 +52,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def demo_config(data_dir: Path, model_port: int) -> str:
-    """The generated agent config: one supervised model server, probed every 2 s."""
+def prepare_versions(workdir: Path) -> Path:
+    """Copy the model's versions into ``workdir/versions`` and point ``workdir/current`` at the
+    first; return the link. The copies are new files, so a version's creation time (its
+    mtime, where a deploy's lead time starts) is when the demo made it."""
+    versions = workdir / VERSIONS_DIR
+    versions.mkdir(exist_ok=True)
+    for name, source in VERSIONS:
+        shutil.copyfile(source, versions / name)
+    link = workdir / LINK_NAME
+    if not link.is_symlink():
+        link.symlink_to(versions / VERSIONS[0][0])
+    return link
+
+
+def demo_config(data_dir: Path, model_port: int, link: Path = MODEL_PATH) -> str:
+    """The generated agent config: one supervised model server reading its model through
+    ``link`` (the ``current`` symlink a deploy switches), probed every 2 s."""
     argv = [
         sys.executable,
         "-m",
         "agent.demo.server",
         "--model",
-        str(MODEL_PATH),
+        str(link),
         "--name",
         MODEL_NAME,
         "--host",
@@ -84,7 +111,7 @@ process = "demo-model-server"
 [model.canary]
 inputs = [{{ name = "input", shape = [1, 4], datatype = "FP32", data = [5.1, 3.5, 1.4, 0.2] }}]
 max_latency = "500ms"
-
+{_deploy_table(link)}
 # An alert an operator can see fire: stopping the model server (TUI: `t` on its process) is
 # planned work and pages nobody through the built-in rules, so the demo watches for it itself.
 [[alert]]
@@ -105,6 +132,42 @@ timeout = "5s"
 group_wait = "0s"
 group_interval = "5s"
 """
+
+
+def _deploy_table(link: Path) -> str:
+    # Only a real link can be switched; a config on the bundled file itself has no deploys.
+    if link == MODEL_PATH:
+        return ""
+    return f"""
+# `vigil deploy iris --artifact PATH` points the link at PATH, restarts the server and bakes the
+# new version for {BAKE} through the canary gate: promoted, or rolled back to the known-good one.
+[model.deploy]
+link = {json.dumps(str(link))}
+bake = "{BAKE}"
+"""
+
+
+def deploy_instructions(workdir: Path, url: str) -> str:
+    """The commands that try a deploy on the demo, with its paths (to paste in another
+    terminal while the demo runs)."""
+    cfg = workdir / "vigil.toml"
+    versions = workdir / VERSIONS_DIR
+    token = workdir / "data" / OPERATE_FILE
+    return "\n".join(
+        [
+            f"vigil demo: try a deploy from another terminal (bake {BAKE}, a probe every 2 s):",
+            f"  vigil deploy start {MODEL_NAME} --artifact {versions / 'v2-broken.onnx'} --wait "
+            f"--config {cfg}",
+            "      # other answers: the canary gate fails it, rolled back to v1 (exits 1);",
+            f"      # the deploy_failed alert reaches {workdir / NOTIFICATIONS_FILE}",
+            f"  vigil deploy start {MODEL_NAME} --artifact {versions / 'v3.onnx'} --wait "
+            f"--config {cfg}",
+            "      # v1 re-exported, same answers: promoted (exits 0)",
+            f"  vigil deploy list --config {cfg}",
+            f'  curl -s -H "Authorization: Bearer $(cat {token})" {url}/api/v1/deployments/kpi',
+            "      # the DORA four keys: frequency, lead time, failure rate, time to restore",
+        ]
+    )
 
 
 NOTIFICATIONS_FILE = "notifications.jsonl"
@@ -140,7 +203,8 @@ def start_demo_agent(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
 def spawn_demo_agent(workdir: Path) -> subprocess.Popen[bytes]:
     """Write the config and start the agent (in a session of its own) on it."""
     config = workdir / "vigil.toml"
-    config.write_text(demo_config(workdir / "data", _free_port()), encoding="utf-8")
+    link = prepare_versions(workdir)
+    config.write_text(demo_config(workdir / "data", _free_port(), link), encoding="utf-8")
     log = open(workdir / "agent.log", "ab")  # noqa: SIM115 - lives as long as the agent
     env = {**os.environ, "PYTHONPATH": _pythonpath()}
     return subprocess.Popen(
@@ -264,6 +328,7 @@ def run_demo(
             print(f"vigil demo: {exc}", file=sys.stderr)
             return 1
         print(f"vigil demo: agent at {url}, data in {workdir}", file=sys.stderr)
+        print(deploy_instructions(workdir, url), file=sys.stderr)
         if tui:
             from tui.app import run_tui  # textual only when the TUI opens
 

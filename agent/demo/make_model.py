@@ -4,6 +4,12 @@ Dev-time tool, run as ``python -m agent.demo.make_model OUT``. It needs the ``on
 which is a dev dependency only, so runtime code must never import this module; the generated
 ``agent/demo/model.onnx`` is committed instead. The weights come from a fixed numpy seed, so
 rebuilding gives the same numbers (the bytes may differ across onnx versions).
+
+``python -m agent.demo.make_model --versions DIR`` writes the two later versions the demo
+deploys (issue 16), committed beside the model: ``model-v2-broken.onnx``, the same network with
+other weights (other answers: the canary gate's golden check fails and the deploy rolls back),
+and ``model-v3.onnx``, the committed ``model.onnx`` re-exported with another description (other
+bytes, so another version, with exactly its weights and answers: the deploy is promoted).
 """
 
 from __future__ import annotations
@@ -66,8 +72,29 @@ def build_model(seed: int = SEED) -> onnx.ModelProto:
     return model
 
 
+BROKEN_SEED = SEED + 1
+"""The broken version's weights: same shapes, other numbers."""
+
+
+def build_broken() -> onnx.ModelProto:
+    """Version 2 of the demo model: other weights, so other answers to the same canary."""
+    model = build_model(BROKEN_SEED)
+    model.doc_string = "Vigil demo, version 2: deliberately broken (other weights, other answers)."
+    return model
+
+
+def build_reexport(original: Path) -> onnx.ModelProto:
+    """Version 3: ``original`` with another description, so other bytes and the same answers
+    (its weights are read from the file, not rebuilt, so they are exactly the same)."""
+    model = onnx.load_model(original)
+    model.doc_string = "Vigil demo, version 3: version 1 re-exported (same weights and answers)."
+    onnx.checker.check_model(model)
+    return model
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write the demo model to the path given as the only argument.
+    """Write the demo model to the path given as the only argument, or with ``--versions DIR``
+    the later versions into DIR.
 
     Args:
         argv: Command-line arguments without the program name; defaults to ``sys.argv[1:]``.
@@ -76,8 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         The process exit code: 0 on success, 2 on a usage error.
     """
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--versions":
+        out_dir = Path(args[1])
+        for name, model in (
+            ("model-v2-broken.onnx", build_broken()),
+            ("model-v3.onnx", build_reexport(Path(__file__).with_name("model.onnx"))),
+        ):
+            onnx.save_model(model, out_dir / name)
+            print(f"wrote {out_dir / name} ({(out_dir / name).stat().st_size} bytes)")
+        return 0
     if len(args) != 1:
-        print("usage: python -m agent.demo.make_model OUT", file=sys.stderr)
+        print("usage: python -m agent.demo.make_model OUT | --versions DIR", file=sys.stderr)
         return 2
     out = Path(args[0])
     onnx.save_model(build_model(), out)
