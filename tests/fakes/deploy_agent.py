@@ -177,6 +177,27 @@ def sample_progress(now: int) -> dict[str, Any]:
     }
 
 
+def sample_kpis(now: int) -> dict[str, Any]:
+    """``GET /api/v1/deployments/kpi`` over 30 days (the host's keys; models and rows left
+    out: the view shows the host's)."""
+    return {
+        "since_ms": now - 30 * 24 * HOUR,
+        "until_ms": now,
+        "host": {
+            "model": None,
+            "changes": 3,
+            "promoted": 2,
+            "failed_changes": 1,
+            "per_day": 2 / 30,
+            "lead_time_median_ms": 2.5 * HOUR,
+            "change_failure_rate": 1 / 3,
+            "time_to_restore_median_ms": 6 * MIN,
+        },
+        "models": [],
+        "deployments": [],
+    }
+
+
 def _error(message: str, status: int) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -190,6 +211,8 @@ class DeployAgent(TriageAgent):
     progress: dict[int, dict[str, Any]] = field(default_factory=dict)
     posted: list[tuple[str, Any]] = field(default_factory=list)
     """(method and path, JSON body or None) of every deploy action."""
+    kpis: dict[str, Any] | None = None
+    """The KPI route's answer; None answers 404, as an agent before the route does."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -197,6 +220,7 @@ class DeployAgent(TriageAgent):
         self.deployments = sample_deployments(now)
         self.versions = sample_versions(now)
         self.progress = {7: sample_progress(now)}
+        self.kpis = sample_kpis(now)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = unquote(request.path)
@@ -231,6 +255,11 @@ class DeployAgent(TriageAgent):
             return web.json_response(
                 {"model": parts[1], "current_version_id": current, "versions": listed}
             )
+        if parts == ["deployments", "kpi"]:
+            if self.kpis is None:
+                return _error("expected a deployment id (a number), got 'kpi'", 404)
+            self.last_query = dict(query)
+            return web.json_response(self.kpis)
         if len(parts) == 1:
             model = query.get("model")
             rows = [d for d in self.deployments if not model or d["model"] == model]

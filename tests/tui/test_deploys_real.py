@@ -72,6 +72,10 @@ async def test_a_real_bake_is_shown_live_and_rolled_back_from_the_view(
             assert [r[0] for r in rows] == [f"#{dep_id}", f"#{dep_id - 1}"]
             assert [r[2] for r in rows] == ["baking", "promoted"]
             assert rows[1][6] == "record"
+            # The DORA keys as the agent computes them: the record is a promoted change.
+            summary = text_of(app, "#summary")
+            assert summary.startswith("30d: 1 change (0.033/day) · lead time "), summary
+            assert "failure rate 0%" in summary, summary
             # The live bake, and the gate's checks as the agent judges them now.
             await wait_for(pilot, lambda: "good in a row" in text_of(app, "#detail"), 15)
             detail = text_of(app, "#detail")

@@ -11,7 +11,12 @@ import pytest
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 
-from tests.fakes.deploy_agent import DeployAgent, fixed_deploy_agent, sample_deployments
+from tests.fakes.deploy_agent import (
+    DeployAgent,
+    fixed_deploy_agent,
+    sample_deployments,
+    sample_kpis,
+)
 from tests.fakes.triage_agent import FIXED_NOW_MS, READ_TOKEN
 from tests.tui.test_host_screen import wait_for
 from tests.tui.test_snapshots import Snap, shoot, utc  # noqa: F401 - utc is an autouse fixture
@@ -34,6 +39,7 @@ from tui.screens.model import ModelScreen
 from tui.view.deploys import (
     deployment_detail,
     deployment_row,
+    kpi_text,
     progress_text,
     summary_text,
     version_row,
@@ -109,6 +115,8 @@ def test_progress_of_a_bake_and_summary() -> None:
     assert summary == (
         "5 deploys · 2 promoted · 1 rolled back/failed (33%) · 2 in flight · last promoted 1h ago"
     )
+    kpis = kpi_text(sample_kpis(FIXED_NOW_MS)).plain
+    assert kpis == "30d: 3 changes (0.067/day) · lead time 2h30m · failure rate 33% · restore 6m"
 
 
 # --- the screen ---------------------------------------------------------------------------
@@ -127,7 +135,7 @@ async def test_lists_deploys_progress_and_versions(deploy_agent: DeployAgent) ->
             "rolled_back",
             "promoted",
         ]
-        assert "2 in flight" in text_of(app, "#summary")
+        assert text_of(app, "#summary").startswith("30d: 3 changes (0.067/day) · lead time")
         await wait_for(pilot, lambda: "good in a row" in text_of(app, "#detail"))
         detail = text_of(app, "#detail")
         assert "#7 llama · in-place · baking" in detail
@@ -144,6 +152,18 @@ async def test_lists_deploys_progress_and_versions(deploy_agent: DeployAgent) ->
         deploy_agent.progress[7]["good_in_a_row"] = 3
         await pilot.press("k")
         await wait_for(pilot, lambda: "3/3 good in a row" in text_of(app, "#detail"))
+
+
+async def test_summary_without_the_kpi_route(deploy_agent: DeployAgent) -> None:
+    """An agent before the KPI route: the listed deploys' own summary, the route asked once."""
+    deploy_agent.kpis = None
+    app = make_app(deploy_agent)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_deploys(pilot, app)
+        await wait_for(pilot, lambda: deploy_agent.hits.get("/api/v1/deployments", 0) >= 3)
+        assert text_of(app, "#summary").startswith("5 deploys · 2 promoted")
+        assert deploy_agent.hits["/api/v1/deployments/kpi"] == 1
+        assert app.screen.query_one("#problem").has_class("-shown") is False
 
 
 async def test_approve_sends_the_operator_after_confirmation(deploy_agent: DeployAgent) -> None:

@@ -361,6 +361,20 @@ class AgentClient:
             lambda: {**data, "versions": [dict(v) for v in data["versions"]]}, "versions"
         )
 
+    async def deploy_kpis(
+        self, model: str | None = None, since: str = "30d"
+    ) -> dict[str, Any] | None:
+        """``GET /api/v1/deployments/kpi``: the DORA four keys of the window (``host`` and per
+        model); None from an agent that predates the route (404)."""
+        params = {"since": since, **({"model": model} if model else {})}
+        try:
+            data = await self._get_json("/api/v1/deployments/kpi", params)
+        except AgentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _decode(lambda: {**data, "host": dict(data["host"])}, "deployment KPIs")
+
     async def approve_deployment(self, deployment_id: int) -> dict[str, Any]:
         """``POST /api/v1/deployments/{id}/approve`` (operate): 409 when it is not waiting,
         403 when the requester approves their own deploy (``approver_must_differ``)."""

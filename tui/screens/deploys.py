@@ -23,6 +23,7 @@ from tui.view.deploys import (
     deployment_key,
     deployment_row,
     in_flight,
+    kpi_text,
     last_known_good,
     models_of,
     short_hash,
@@ -133,6 +134,7 @@ class DeploymentsScreen(TriageScreen):
         self._deploys: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, dict[str, Any]] = {}
         self._versions_of = ""
+        self._kpis_missing = False
 
     def compose(self) -> ComposeResult:
         """Title, problem line, summary, filter, deployments, detail, versions, footer."""
@@ -152,8 +154,8 @@ class DeploymentsScreen(TriageScreen):
     async def gather(self) -> DeploysData:
         """The agent's clock and host and its deployments; then, at once, each listed model's
         versions and the progress of each deploy in flight."""
-        status, deployments = await asyncio.gather(
-            self.client.status(), self.client.deployments(self.model)
+        status, deployments, kpis = await asyncio.gather(
+            self.client.status(), self.client.deployments(self.model), self._kpis()
         )
         models = models_of(deployments)
         flying = [int(d["id"]) for d in deployments if in_flight(d) and isinstance(d["id"], int)]
@@ -163,7 +165,20 @@ class DeploymentsScreen(TriageScreen):
         )
         versions = {m: v for m, v in zip(models, listed, strict=True) if v is not None}
         details = dict(zip(flying, live, strict=True))
-        return DeploysData(status.now_ms, status.host, deployments, details, versions)
+        return DeploysData(status.now_ms, status.host, deployments, details, versions, kpis)
+
+    async def _kpis(self) -> dict[str, Any] | None:
+        """The DORA keys, unless the agent said it has no such route (asked once, then not)."""
+        if self._kpis_missing:
+            return None
+        try:
+            kpis = await self.client.deploy_kpis(self.model)
+        except AgentError as exc:
+            if exc.status is None:
+                raise
+            return None  # a KPI route that fails leaves the list's own summary, not the view
+        self._kpis_missing = kpis is None
+        return kpis
 
     def show(self, data: Any) -> None:
         """Rows for the deployments that pass the filter; the detail and versions follow the
@@ -177,7 +192,12 @@ class DeploymentsScreen(TriageScreen):
             title.append(" · model ", style="dim")
             title.append_text(safe(self.model, style="bold", max_len=48))
         self.query_one("#title", Static).update(title)
-        self.query_one("#summary", Static).update(summary_text(data.deployments, data.now_ms))
+        summary = (
+            kpi_text(data.kpis)
+            if data.kpis is not None
+            else summary_text(data.deployments, data.now_ms)
+        )
+        self.query_one("#summary", Static).update(summary)
         needle = self.query_one("#filter", FilterInput).value.casefold()
         shown = [d for d in data.deployments if deploy_matches(d, needle)]
         self._deploys = {deployment_key(d): d for d in shown}

@@ -51,6 +51,8 @@ class DeploysData:
     deployments: list[dict[str, Any]] = field(default_factory=list)
     details: dict[int, dict[str, Any]] = field(default_factory=dict)
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kpis: dict[str, Any] | None = None
+    """``GET /api/v1/deployments/kpi`` (the DORA four keys), None from an agent without it."""
 
 
 def _int(value: object) -> int | None:
@@ -312,6 +314,39 @@ def summary_text(deployments: Sequence[Mapping[str, Any]], now_ms: int) -> Text:
     last = max((_int(d.get("finished_ms")) or 0 for d in promoted), default=0)
     if last:
         out.append(f" · last promoted {format_age(now_ms, last)} ago", style="dim")
+    return out
+
+
+def _ms(value: object) -> str:
+    ms = _num(value)
+    if ms is None:
+        return "-"
+    return format_duration(int(ms / 1000)) if ms >= 1000 else "<1s"
+
+
+def kpi_text(kpis: Mapping[str, Any]) -> Text:
+    """``30d: 9 changes (0.3/day) · lead time 2h · failure rate 22% · restore 6m``: the DORA
+    four keys of the agent's window, lead time and time to restore as medians (the deploys in
+    flight are counted under the deployments table)."""
+    keys = kpis.get("host")
+    keys = keys if isinstance(keys, Mapping) else {}
+    since, until = _int(kpis.get("since_ms")), _int(kpis.get("until_ms"))
+    window = format_duration((until - since) // 1000) if since and until else "window"
+    out = Text(f"{window}: ", style="dim")
+    changes = _int(keys.get("changes")) or 0
+    out.append(f"{changes} change{'' if changes == 1 else 's'}", style="bold")
+    per_day = _num(keys.get("per_day"))
+    out.append(f" ({per_day:.2g}/day)" if per_day is not None else "", style="dim")
+    out.append(" · lead time ", style="dim")
+    out.append(_ms(keys.get("lead_time_median_ms")))
+    rate = _num(keys.get("change_failure_rate"))
+    out.append(" · failure rate ", style="dim")
+    if rate is None:
+        out.append("-")
+    else:
+        out.append(f"{100 * rate:.0f}%", style="red" if rate > 0 else "green")
+    out.append(" · restore ", style="dim")
+    out.append(_ms(keys.get("time_to_restore_median_ms")))
     return out
 
 
