@@ -14,6 +14,10 @@ Sections:
   time (write + ``nginx -t`` + reload + confirmed) p50/p95 over 20 switches, failed requests.
 * ``hash``: hashing a multi-GB model artifact (GB/s warm and cold, SHA-256 against BLAKE2b,
   read sizes) and the cached re-check (time and bytes read).
+* ``inplace``: planned downtime per in-place deploy on the demo server, seen by a client asking
+  every 10 ms and as Vigil records it (``starting`` to ``up``), over N deploys.
+* ``rollback``: a bad deploy's request to the known-good version serving again, seen by the
+  client, and Vigil's request-to-rolled-back and time to restore, over N deploys.
 
 Run by hand from the repo root: ``.venv/bin/python bench/rollout.py [--only switch] [--json]``
 (every section when ``--only`` is not given). Exit code: 0 targets met, 1 missed, 2 a section
@@ -37,6 +41,8 @@ EXIT_OK, EXIT_MISSED, EXIT_ERROR = 0, 1, 2
 SECTIONS: dict[str, str] = {
     "switch": "rollout_switch",
     "hash": "rollout_hash",
+    "inplace": "rollout_inplace",
+    "rollback": "rollout_rollback",
 }
 """Section name -> the module (in this folder) that runs it."""
 
