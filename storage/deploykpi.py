@@ -137,7 +137,8 @@ class DoraKeys:
 
 @dataclass(frozen=True, slots=True)
 class DeployKpis:
-    """The keys per model and for the host, and every deployment of the window."""
+    """The keys per model and for the host, and the window's deployments: those finished in
+    it and those in flight at its end."""
 
     since_ms: int
     until_ms: int
@@ -207,11 +208,12 @@ def deploy_kpis(
 
 
 def _in_window(d: Deployment, since_ms: int, until_ms: int) -> bool:
-    """Finished in the window, or requested in it and not finished by its end."""
+    """Finished in the window, or requested by its end and not finished by then (in flight
+    at the window's end, however long ago it was asked for)."""
     if d.finished_ms is not None and since_ms <= d.finished_ms <= until_ms:
         return True
     unfinished = d.finished_ms is None or d.finished_ms > until_ms
-    return unfinished and since_ms <= d.requested_ms <= until_ms
+    return unfinished and d.requested_ms <= until_ms
 
 
 def _row(

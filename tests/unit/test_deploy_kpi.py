@@ -224,6 +224,9 @@ def test_only_what_was_known_at_the_windows_end_counts() -> None:
     (only,) = k.rows
     assert only.id == 10 and only.change_failed and only.restored_ms is None
     assert (k.host.restored, k.host.not_restored, k.host.change_failure_rate) == (0, 1, 1.0)
+    # A deploy in flight at the window's end is listed, however long ago it was asked for.
+    k = deploy_kpis(rows, versions, (), since_ms=T0 + 9 * DAY + 13 * HOUR, until_ms=UNTIL)
+    assert [(r.id, r.state) for r in k.rows] == [(14, "baking")]
     # A deploy finished after the window's end was in flight as the window saw it.
     k = deploy_kpis(rows, versions, (), since_ms=T0 + 5 * DAY - HOUR, until_ms=T0 + 5 * DAY - 1)
     (row,) = k.rows
