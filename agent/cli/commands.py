@@ -256,4 +256,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.cli import deploy_cmd
 
         return deploy_cmd.run(args, operator_name())
+    if args.command == "canary":
+        from agent.cli import canary_cmd
+
+        return canary_cmd.run(args, operator_name())
     return EXIT_USAGE  # pragma: no cover - argparse requires a command

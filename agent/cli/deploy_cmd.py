@@ -70,9 +70,15 @@ def _lineage(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _artifact(path: Path) -> str:
+def _artifact(path: Path, remote: bool = False) -> str:
     """The artifact as the agent must read it: absolute (the agent's cwd is not ours). It is
-    checked here only for a clear message; the agent checks it again as it hashes."""
+    checked here only for a clear message; the agent checks it again as it hashes. With
+    ``remote`` (``--url``: an agent on another host, a pipeline's runner) the path is the
+    agent's, not ours: it must be absolute, and only the agent can tell whether it exists."""
+    if remote:
+        if not path.is_absolute():
+            raise Refused(f"--artifact {path}: expected an absolute path on the agent's host")
+        return str(path)
     full = path.expanduser().absolute()
     if not full.exists():
         raise Refused(f"--artifact {path}: no such file or directory")
@@ -109,6 +115,10 @@ def _print(dep: Mapping[str, Any], as_json: bool) -> None:
     if dep.get("approved_by"):
         who += f", approved by {printable(dep['approved_by'])}"
     print(f"  {who}; strategy {dep['strategy']}, bake {dep['bake_s']:g}s")
+    if dep.get("config_diff"):
+        print(f"  {dep.get('kind', 'config')} diff:")
+        for line in str(dep["config_diff"]).splitlines():
+            print(f"    {printable(line)}")
 
 
 def _wait(client: ApiClient, dep: Mapping[str, Any], as_json: bool) -> int:
@@ -130,7 +140,7 @@ def _wait(client: ApiClient, dep: Mapping[str, Any], as_json: bool) -> int:
 
 
 def _start(client: ApiClient, args: argparse.Namespace, operator: str) -> int:
-    body = {"artifact": _artifact(args.artifact), **_lineage(args)}
+    body = {"artifact": _artifact(args.artifact, args.url is not None), **_lineage(args)}
     path = f"/api/v1/models/{quote(args.model, safe='')}/deploy"
     dep = _request(client, "POST", path, body, operator)["deployment"]
     if args.wait:
@@ -154,7 +164,7 @@ def _record(client: ApiClient, args: argparse.Namespace, operator: str) -> int:
         raise Refused("expected one of --artifact PATH or --version-hash sha256:HEX")
     body = _lineage(args)
     if args.artifact is not None:
-        body["artifact"] = _artifact(args.artifact)
+        body["artifact"] = _artifact(args.artifact, args.url is not None)
     else:
         body["version_hash"] = args.version_hash
     path = f"/api/v1/models/{quote(args.model, safe='')}/record"

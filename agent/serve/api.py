@@ -33,6 +33,7 @@ from agent.serve.httpmessages import (
     json_response,
 )
 from agent.serve.metrics import AgentMetrics
+from agent.serve.rollout_api import register as register_rollout_routes
 from agent.serve.routing import Handler, Middleware, Router
 from agent.serve.tokens import Tokens
 from agent.serve.view import AgentView, model_stats
@@ -585,4 +586,5 @@ def build_app(agent: AgentView, tokens: Tokens) -> Router:
     app.add_post("/api/v1/notify/{channel}/test", api.notify_test)
     app.add_get("/metrics", metrics)
     register_deploy_routes(app, agent, operator_of)
+    register_rollout_routes(app, agent, operator_of)
     return app

@@ -42,3 +42,17 @@ def test_a_deploy_without_an_artifact_is_a_usage_error(capsys: pytest.CaptureFix
         build_parser().parse_args(["deploy", "iris"])
     assert done.value.code == 2
     assert "--artifact" in capsys.readouterr().err
+
+
+def test_an_artifact_on_a_remote_agents_host_is_not_looked_for_here(tmp_path: Path) -> None:
+    """With --url (a pipeline's runner, the agent on another host) the path is the agent's:
+    absolute, and the agent alone says whether it exists; locally it must exist."""
+    from agent.cli.deploy_cmd import Refused, _artifact
+
+    there = "/srv/models/iris/not-on-this-runner"
+    assert _artifact(Path(there), remote=True) == there
+    with pytest.raises(Refused, match="expected an absolute path on the agent's host"):
+        _artifact(Path("models/v7"), remote=True)
+    with pytest.raises(Refused, match="no such file or directory"):
+        _artifact(Path(there))
+    assert _artifact(tmp_path) == str(tmp_path)
