@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.alerting.build import build_alerting
+from agent.config.bluegreen import (
+    check_blue_green,
+    check_blue_green_ports,
+    command_settings,
+    nginx_settings,
+)
 from agent.config.errors import ConfigError
 from agent.config.records import (
     DEFAULT_PORT,
@@ -94,6 +100,7 @@ def _build(raw: dict[str, Any], path: Path) -> Config:
     _check_dependencies(processes)
     _unique([m.name for m in models], "model")
     names = {p.name for p in processes}
+    checked = []
     for i, m in enumerate(models):
         if m.process is not None and m.process not in names:
             raise Invalid(
@@ -102,6 +109,9 @@ def _build(raw: dict[str, Any], path: Path) -> Config:
                 f"name; expected one of: {', '.join(sorted(names)) or 'none'}",
             )
         _check_deploy(m, i, {p.name: p for p in processes})
+        checked.append(check_blue_green(m, i, {p.name: p for p in processes}))
+    models = tuple(checked)
+    check_blue_green_ports(models, processes, agent)
     knobs = raw.get("alerting", {})
     if not isinstance(knobs, dict):
         raise _Shape(("alerting",), "expected a table [alerting]")
@@ -234,6 +244,11 @@ def _deploy(t: DeployTable) -> DeployConfig:
         link=Path(t.link).expanduser() if t.link else None,
         process=t.process,
         strategy=t.strategy,
+        ports=tuple(t.ports or ()),
+        spare_port=t.spare_port,
+        drain_timeout_s=t.drain_timeout,
+        nginx=nginx_settings(t.nginx) if t.nginx is not None else None,
+        switch_command=command_settings(t.switch_command) if t.switch_command else None,
         bake_s=t.bake,
         min_good_canaries=t.min_good_canaries,
         max_bad_canaries=t.max_bad_canaries,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.alerting.build import AlertingConfig
+from agent.config.switches import CommandSwitchSettings, NginxSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/vigil/vigil.toml")
 DEFAULT_PORT = 8470
@@ -94,10 +95,25 @@ class DeployConfig:
 
     link: Path | None = None
     """The ``current`` symlink the process's command reads its model through; Vigil switches it
-    atomically (a temporary link renamed over it). None: the model cannot be deployed."""
+    atomically (a temporary link renamed over it). None: the model cannot be deployed.
+    Blue-green: the link names the version the serving copy runs."""
     process: str | None = None
     """The ``[[process]]`` restarted by a deploy; None means the model's own ``process``."""
     strategy: str = "in-place"
+    """``in-place`` (switch the link, restart the process) or ``blue-green`` (start the new
+    version beside the old one on the spare port, gate it there, switch the front proxy)."""
+    ports: tuple[int, ...] = ()
+    """Blue-green: the two ports the copies alternate between (``{port}`` in the process's
+    command and env, and in the model's url); the first serves until the first deploy."""
+    spare_port: int | None = None
+    """``spare_port`` as written: with the process's ``port``, it makes ``ports``."""
+    drain_timeout_s: float = 300.0
+    """Blue-green: how long the old copy may keep serving the requests it holds after the
+    switch before it is stopped anyway."""
+    nginx: NginxSettings | None = None
+    """Blue-green through nginx (``[model.deploy.nginx]``)."""
+    switch_command: CommandSwitchSettings | None = None
+    """Blue-green through a command (``[model.deploy.switch_command]``)."""
     bake_s: float = 300.0
     """How long the new version is watched before it is promoted."""
     min_good_canaries: int = 3
@@ -120,6 +136,11 @@ class DeployConfig:
     approver_must_differ: bool = True
     approval_timeout_s: float = 86400.0
     """A deploy not approved within this long fails (nothing was switched)."""
+
+    @property
+    def blue_green(self) -> bool:
+        """Whether deploys start the new version beside the old one (``blue-green``)."""
+        return self.strategy == "blue-green"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from agent.config.switches import DEFAULT_CONFIRM_HEADER
 from probes.registry import PROBES
 from storage.text import UNSAFE_IN_NAMES
 from storage.tomlschema import Duration, DurationOrZero, number
@@ -95,12 +96,66 @@ class DriftTable(_Table, frozen=True):
     output_confirm_runs: Annotated[int, count(1)] = 3
 
 
+PortNumber = Annotated[int, Meta(ge=1, le=65535, extra={"expected": "a port number 1-65535"})]
+
+
+class NginxTable(_Table, frozen=True):
+    """``[model.deploy.nginx]``: the nginx a blue-green deploy switches the model's traffic in
+    (:class:`agent.config.switches.NginxSettings`)."""
+
+    include_dir: str = "/etc/nginx/vigil"
+    nginx: str = "nginx"
+    conf: str | None = None
+    prefix: str | None = None
+    extra_args: tuple[str, ...] = ()
+    test_argv: Strings | None = None
+    reload_argv: Strings | None = None
+    dump_argv: Strings | None = None
+    pid_file: str | None = None
+    confirm_url: str | None = None
+    confirm_header: str = DEFAULT_CONFIRM_HEADER
+    confirm_streak: Annotated[int, count(1)] = 3
+    confirm_timeout: Duration = 10.0
+    command_timeout: Duration = 30.0
+
+
+class SwitchCommandTable(_Table, frozen=True):
+    """``[model.deploy.switch_command]``: a command that switches the model's traffic (HAProxy,
+    Envoy, Traefik; :class:`agent.config.switches.CommandSwitchSettings`)."""
+
+    argv: Strings
+    check_argv: Strings | None = None
+    timeout: Duration = 30.0
+    confirm_url: str | None = None
+    confirm_header: str = DEFAULT_CONFIRM_HEADER
+    confirm_streak: Annotated[int, count(1)] = 3
+    confirm_timeout: Duration = 10.0
+
+
 class DeployTable(_Table, frozen=True):
     """``[model.deploy]``: how ``vigil deploy`` switches, gates and rolls back the model."""
 
     link: str | None = None
     process: str | None = None
-    strategy: Literal["in-place"] = "in-place"
+    strategy: Literal["in-place", "blue-green"] = "in-place"
+    ports: (
+        Annotated[
+            tuple[PortNumber, ...],
+            Meta(
+                min_length=2,
+                max_length=2,
+                extra={
+                    "expected": "a list of two port numbers",
+                    "bound": "two port numbers [A, B], the ports the copies alternate between",
+                },
+            ),
+        ]
+        | None
+    ) = None
+    spare_port: PortNumber | None = None
+    drain_timeout: Duration = 300.0
+    nginx: NginxTable | None = None
+    switch_command: SwitchCommandTable | None = None
     bake: Duration = 300.0
     min_good_canaries: Annotated[int, count(1)] = 3
     max_bad_canaries: Annotated[int, count(0)] = 0
@@ -154,9 +209,7 @@ class ProcessTable(_Table, frozen=True):
     startup_timeout: Duration = 60.0
     hang_after_failures: Annotated[int, count(0)] = 3
     depends_on: tuple[str, ...] = ()
-    port: (
-        Annotated[int, Meta(ge=1, le=65535, extra={"expected": "a port number 1-65535"})] | None
-    ) = None
+    port: PortNumber | None = None
     systemd_unit: str | None = None
     pidfile: str | None = None
     match: str | None = None

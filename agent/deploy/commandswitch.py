@@ -41,11 +41,10 @@ from agent.deploy.proxy import (
     writable_dir,
     write_atomic,
 )
-from agent.deploy.proxysettings import CommandSwitchSettings
+from agent.deploy.proxysettings import CHECK_PLACEHOLDERS, CommandSwitchSettings
+from agent.deploy.proxysettings import SWITCH_PLACEHOLDERS as PLACEHOLDERS
 from storage.text import printable
 
-PLACEHOLDERS = frozenset({"address", "host", "port", "model", "previous"})
-CHECK_PLACEHOLDERS = frozenset({"model"})
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]+)\}")
 
 
@@ -124,8 +123,7 @@ class CommandSwitch:
             "previous": previous or "",
         }
         argv = substitute(self.settings.argv, values)
-        env = {
-            **os.environ,
+        env = {  # over the agent's environment less its secrets (run_argv's child_environ)
             "VIGIL_MODEL": model,
             "VIGIL_ADDRESS": str(target),
             "VIGIL_HOST": target.host,

@@ -35,12 +35,17 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from agent.config.schema import NAME_EXPECTED, NAME_PATTERN
+from agent.supervise.childenv import child_environ
+from probes.httpclient import HttpClient, InvalidURL, WireError
+from storage import private
 from storage.text import printable
 
 log = logging.getLogger("vigil.deploy")
 
 OUTPUT_TAIL = 2000
 """How much of a command's output an error or a result keeps (its end: where the cause is)."""
+CONFIRM_BODY_LIMIT = 64 * 1024
+"""A confirm URL's answer is read (and dropped) up to this much: only its header counts."""
 
 
 # --- what goes into a proxy's config --------------------------------------------------------
@@ -335,8 +340,11 @@ async def run_argv(
     """Run ``argv`` (no shell) to its end within ``timeout_s``.
 
     The command gets its own process group, killed whole at the timeout (a wrapper script's
-    children too). Raises OSError when the program cannot be started and TimeoutError when it
-    ran too long.
+    children too), the agent's environment less its secrets with ``env`` over it
+    (:func:`~agent.supervise.childenv.child_environ`: ``nginx -t`` or a switch script has no
+    business with the API token), and the umask every child of the agent gets
+    (:func:`storage.private.child_umask`). Raises OSError when the program cannot be started
+    and TimeoutError when it ran too long.
     """
     start = time.perf_counter_ns()
     proc = await asyncio.create_subprocess_exec(
@@ -344,8 +352,9 @@ async def run_argv(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=dict(env) if env is not None else None,
+        env=child_environ(env),
         start_new_session=True,
+        umask=private.child_umask(),
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
@@ -409,8 +418,6 @@ async def confirm_through_proxy(
     the new address counts. Returns how the switch was confirmed; raises TimeoutError with the
     last answer seen.
     """
-    import aiohttp
-
     deadline = time.monotonic() + timeout_s
     hosts = await asyncio.to_thread(resolved_hosts, address)
     in_a_row = polls = 0
@@ -419,18 +426,18 @@ async def confirm_through_proxy(
         polls += 1
         remaining = deadline - time.monotonic()
         try:
+            # A client per poll, closed after it: its one connection is never reused.
             async with (
-                aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(force_close=True),
-                    timeout=aiohttp.ClientTimeout(total=max(0.1, min(2.0, remaining))),
-                ) as session,
-                session.get(url) as resp,
+                HttpClient(user_agent="vigil-switch-confirm") as client,
+                client.get(
+                    url, timeout_s=max(0.1, min(2.0, remaining)), follow_redirects=False
+                ) as resp,
             ):
-                await resp.read()
+                await resp.read(CONFIRM_BODY_LIMIT)
                 value = resp.headers.get(header, "")
                 ok = 200 <= resp.status < 300 and answered_by(value, address, hosts)
                 last = f"HTTP {resp.status}, {header}: {value or '(none)'}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (WireError, InvalidURL, TimeoutError, OSError) as exc:
             ok, last = False, f"{type(exc).__name__}: {exc}"
         in_a_row = in_a_row + 1 if ok else 0
         if in_a_row >= streak:
@@ -482,21 +489,55 @@ def open_connections(address: Address, hosts: set[str] | None = None) -> int:
     return count
 
 
+def own_connections(address: Address, hosts: set[str] | None = None) -> int:
+    """Established TCP connections this very process holds to ``address``.
+
+    The agent's probes keep their connections alive for reuse: after a blue-green switch the
+    model's canaries go to the new copy, but the connection the last canary to the old copy
+    used may sit idle in the agent's pool for a while. It is not the proxy's traffic, and the
+    old copy is not serving anyone through it.
+    """
+    import psutil
+
+    if hosts is None:
+        hosts = resolved_hosts(address)
+    try:
+        conns = psutil.Process().net_connections(kind="tcp")
+    except psutil.Error:
+        return 0
+    count = 0
+    for c in conns:
+        if c.status != psutil.CONN_ESTABLISHED or not c.raddr or c.raddr.port != address.port:
+            continue
+        ip = ipaddress.ip_address(str(c.raddr.ip).split("%")[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if str(ip) in hosts:
+            count += 1
+    return count
+
+
+def others_connections(address: Address, hosts: set[str]) -> int:
+    """Connections to ``address`` from anyone on this host but this process."""
+    return max(0, open_connections(address, hosts) - own_connections(address, hosts))
+
+
 async def wait_drained(address: str, timeout_s: float, interval_s: float = 0.1) -> DrainResult:
     """Wait until nothing on this host holds a connection to ``address`` (or ``timeout_s``).
 
     After a confirmed switch the proxy sends new requests to the new copy, but its old workers
     (nginx) or sessions (HAProxy) finish the requests they were serving on the old one, and
     close their keep-alive connections to it when they are done. When the count reaches zero
-    the old copy serves nobody and may be stopped. Connections the deploy itself opens to the
-    old copy (a canary) count too: stop those first.
+    the old copy serves nobody and may be stopped. The calling process's own connections (the
+    agent's kept-alive canary connection to the old copy) are not counted:
+    :func:`own_connections`.
     """
     addr = parse_address(address)
     start = time.perf_counter_ns()
     deadline = time.monotonic() + timeout_s
     hosts = await asyncio.to_thread(resolved_hosts, addr)
     while True:
-        count = await asyncio.to_thread(open_connections, addr, hosts)
+        count = await asyncio.to_thread(others_connections, addr, hosts)
         if count == 0 or time.monotonic() >= deadline:
             return DrainResult(str(addr), count == 0, count, elapsed_ms(start))
         await asyncio.sleep(interval_s)

@@ -352,13 +352,31 @@ async def test_drain_waits_for_connections_to_the_old_address(
         port = listener.getsockname()[1]
         address = str(Address(host, port))
         assert (await wait_drained(address, 0)).drained
-        client = socket.create_connection((host, port))
+        # The agent's own connection (a canary's, kept alive) is not the proxy's traffic.
+        own = socket.create_connection((host, port))
+        own_peer, _ = listener.accept()
+        assert (await wait_drained(address, 0)).drained
+        # Another process's (the proxy's) is.
+        client = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])));"
+            " print('connected', flush=True); sys.stdin.read()",
+            host,
+            str(port),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert client.stdout is not None and client.stdin is not None
+        assert await client.stdout.readline() == b"connected\n"
         peer, _ = listener.accept()
         busy = await wait_drained(address, 0.2)
         assert not busy.drained and busy.open_connections == 1 and busy.waited_ms >= 200
         loop = asyncio.get_running_loop()
-        loop.call_later(0.3, client.close)
+        loop.call_later(0.3, client.stdin.close)
         done = await wait_drained(address, 10, interval_s=0.05)
-        peer.close()
+        await client.wait()
+        for s in (peer, own, own_peer):
+            s.close()
     assert done.drained and done.open_connections == 0
     assert 250 <= done.waited_ms < 5000
