@@ -24,6 +24,8 @@ from typing import Any
 
 from agent.config import DeployConfig, ModelConfig
 from agent.deploy.artifacts import ArtifactChanged, ArtifactDigest, ArtifactError, digest_artifact
+from agent.deploy.bluegreen import BlueGreen
+from agent.deploy.copies import BlueGreenCopies
 from agent.deploy.errors import DeployError
 from agent.deploy.link import LinkError, read_link
 from agent.deploy.rows import Lineage, insert_record, insert_request
@@ -77,6 +79,8 @@ class DeployEngine(DeploySupport):
     def __init__(self, host: DeployHost, writer: Writer, db_path: Path) -> None:
         super().__init__(host, writer, db_path)
         self.active: dict[str, Runner] = {}
+        self.copies = BlueGreenCopies(host, self.store)
+        """Where the blue-green models' copies are (the daemon fills its config from it)."""
         self._reserved: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -101,12 +105,15 @@ class DeployEngine(DeploySupport):
                 self._spawn(self._expire(runner), f"deploy-expiry:{dep.id}")
             else:
                 self._spawn(runner.resume(), f"deploy:{dep.id}")
+        busy = {d.model for d in left}
+        self._spawn(self.copies.reconcile(busy), "deploy-reconcile")
 
     async def stop(self) -> None:
         """Stop the runners (their state is stored: the next agent resumes them)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.copies.close()
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -148,7 +155,11 @@ class DeployEngine(DeploySupport):
                 f"model {m.name!r} has no [model.deploy] link: expected the path of the "
                 "'current' symlink its process's command reads the model through"
             )
-        strategy = STRATEGIES[dc.strategy](self.host.supervisor)
+        strategy: Strategy = (
+            BlueGreen(self.copies)
+            if dc.blue_green
+            else STRATEGIES[dc.strategy](self.host.supervisor)
+        )
         return Rollout(dep_id, m, proc, dc.link, by), strategy
 
     def _runner(self, dep: Deployment) -> Runner:
@@ -187,6 +198,7 @@ class DeployEngine(DeploySupport):
         bake_s = self._bake_s(m, dc, req.bake_s)
         self._reserved.add(m.name)
         try:
+            await strategy.preflight(ro)
             digest = await self._digest(req.artifact)
             previous = await asyncio.to_thread(read_link, ro.link)
             dep = await self._store_request(req, m, dc, digest, previous, bake_s, ro.process)

@@ -29,7 +29,7 @@ from storage import deployments as deps
 from storage import versions as vers
 from storage.deployments import Deployment
 from storage.queries import recent_probe_runs
-from storage.records import DeployState, Event, Incident, ProbeRun
+from storage.records import DeployState, DeployStrategy, Event, Incident, ProbeRun
 from storage.versions import Version
 from storage.writer import Writer
 
@@ -127,12 +127,15 @@ class DeploySupport:
         """Where a failed deploy goes back to: the last known-good version (other than the
         new one) whose files are still there, else what the link pointed at before."""
         target = Path(str(dep.checks.get("target", "")))
+        before = dep.checks.get("previous_target")
+        if dep.strategy == DeployStrategy.BLUE_GREEN and before:
+            # The old copy still runs the version it ran: rolling back keeps it serving.
+            return dep.from_version_id, Path(str(before))
         listed = await self.store.read(lambda c: vers.list_versions(c, model=dep.model, limit=200))
         good = sorted((v for v in listed if v.known_good), key=lambda v: -(v.known_good_ms or 0))
         candidates: list[tuple[int | None, Path]] = [
             (v.id, Path(v.path)) for v in good if v.id != dep.to_version_id and v.path
         ]
-        before = dep.checks.get("previous_target")
         if before:
             candidates.append((dep.from_version_id, Path(str(before))))
 

@@ -75,20 +75,25 @@ def samples_for(run: ProbeRun) -> list[Sample]:
     return out
 
 
+def make_probe(config: ModelConfig) -> Probe:
+    """The probe of ``config``'s protocol, aimed at its URL."""
+    return PROBES[config.protocol](
+        ProbeTarget(
+            name=config.name,
+            url=config.url,
+            timeout_s=config.timeout_s,
+            options=config.canary,
+            api_key=config.api_key,
+        )
+    )
+
+
 class ModelMonitor:
     """One model: its probe, its current state and its last run."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
-        self.probe: Probe = PROBES[config.protocol](
-            ProbeTarget(
-                name=config.name,
-                url=config.url,
-                timeout_s=config.timeout_s,
-                options=config.canary,
-                api_key=config.api_key,
-            )
-        )
+        self.probe: Probe = make_probe(config)
         self.subject = f"model:{config.name}"
         self.state = ModelState.UNKNOWN
         self.since_ms = now_ms()
@@ -102,6 +107,16 @@ class ModelMonitor:
         self.degraded_since_ms: int | None = None
         self.artifact: str | None = None
         self.drift = ModelDrift(self.subject, config.drift)
+
+    def retarget(self, url: str) -> Probe:
+        """Probe ``url`` from now on, the model's state and history kept (a blue-green deploy
+        sends the canaries to the new copy for its bake, then on, or back, to the copy that
+        serves). Returns the probe replaced, for the caller to close once the run it may have
+        out is over."""
+        old = self.probe
+        self.config = dataclasses.replace(self.config, url=url)
+        self.probe = make_probe(self.config)
+        return old
 
     def status(self) -> ModelStatus:
         """The record the API serves."""

@@ -275,11 +275,14 @@ class Agent:
         """
         old = {m.name: m for m in self.config.models}
         self.config = config
+        # A blue-green model's process and URL are templates: filled in for the copy that
+        # serves (its probes: the copy they go to now).
+        running = self.deploys.copies.resolve(config)
         monitors: dict[str, ModelMonitor] = {}
-        for m in config.models:
+        for m, filled in zip(config.models, running.models, strict=True):
             current = self.monitors.get(m.name)
             # Keep a model's state and history when its config did not change.
-            monitors[m.name] = current if current and old.get(m.name) == m else ModelMonitor(m)
+            monitors[m.name] = current if current and old.get(m.name) == m else ModelMonitor(filled)
         for name, mon in self.monitors.items():
             if monitors.get(name) is not mon:
                 if mon.inflight is not None:
@@ -301,7 +304,7 @@ class Agent:
         for m in config.models:
             if m.process is not None:
                 links.setdefault(m.process, []).append(m.name)
-        await self.supervisor.apply(config.processes, links, reason=reason)
+        await self.supervisor.apply(running.processes, links, reason=reason)
         await self.alerting.apply(config.alerting)
         self._schedule(config)
 
@@ -406,6 +409,7 @@ class Agent:
                 len(self.config.models),
                 len(self.config.processes),
             )
+            await self.deploys.copies.load()  # which blue-green copy serves: before applying
             await self.apply(self.config, seed_drift=True, reason="agent start")
             await self.deploys.start()  # resumes or rolls back what a killed agent left
             self._publish_api()

@@ -84,6 +84,10 @@ class Supervisor:
         self._rotator: asyncio.Task[None] | None = None
         self.state_listeners: list[Callable[[ProcessCore], None]] = []
         """Called on every process state change, in order (a deploy waits on its restart)."""
+        self.probes_elsewhere: set[str] = set()
+        """Models whose probes go, for now, to a copy this supervisor does not run (a
+        blue-green deploy's new copy during its bake): they tell nothing about their process
+        (no readiness, no hang), which a restart then gates on its port instead."""
 
     # --- records (adoption across agent restarts) ------------------------------------
 
@@ -142,6 +146,43 @@ class Supervisor:
             mp.start_task(self._records.pop(mp.config.name, None))
         if self._rotator is None:
             self._rotator = asyncio.create_task(self._rotate_logs(), name="log-rotation")
+
+    async def hand_over(
+        self, config: ProcessConfig, record: ProcessRecord, reason: str, timeout_s: float
+    ) -> ManagedProcess | None:
+        """Make process ``config.name`` the running process ``record`` names, with ``config``
+        (a blue-green deploy's new copy, once the traffic is switched to it): a new state
+        machine adopts it, as after an agent restart. The old state machine is detached, its
+        process left running, and returned for the caller to drain and stop (None when
+        there was none). Returns once the new one is adopted and running.
+
+        Raises:
+            ActionError: the process was not running within ``timeout_s``.
+        """
+        old = self.processes.get(config.name)
+        if old is not None:
+            await old.detach()
+        mp = ManagedProcess(config, self)
+        self.processes[config.name] = mp
+        mp.plan(reason, tell=False)
+        mp.start_task(record)
+        try:
+            await asyncio.wait_for(mp.ready.wait(), timeout_s)
+        except TimeoutError:
+            raise ActionError(
+                f"{config.name}: the new copy (pid {record.pid}) was not adopted as running "
+                f"within {timeout_s:g}s ({mp.state}: {mp.detail or 'no detail'})"
+            ) from None
+        # Not adopted (it had exited): the new state machine started the new version afresh
+        # on the same port, which is where the traffic now goes. ``mp.adopted`` says which.
+        log.info(
+            "process handed over name=%s pid=%s adopted=%s reason=%r",
+            config.name,
+            mp.pid,
+            mp.adopted,
+            reason,
+        )
+        return old
 
     async def _rotate_logs(self) -> None:
         while True:
@@ -216,7 +257,7 @@ class Supervisor:
 
     def linked_models(self, process: str) -> list[str]:
         """Names of the models whose probes tell about ``process``."""
-        return self.links.get(process, [])
+        return [m for m in self.links.get(process, []) if m not in self.probes_elsewhere]
 
     def planned(self, mp: ProcessCore, window: PlannedWindow) -> None:
         """Tell the models of ``mp`` that a planned window opened or closed."""
@@ -287,6 +328,8 @@ class Supervisor:
 
     def on_probe(self, model: str, run: ProbeRun) -> None:
         """Route a model's probe result to the process it belongs to."""
+        if model in self.probes_elsewhere:
+            return
         for proc, models in self.links.items():
             if model in models and proc in self.processes:
                 self.processes[proc].on_probe(run)
