@@ -13,6 +13,7 @@ from pathlib import Path
 from agent.cli import alerts_cmd
 from agent.cli import audit as audit_cmd
 from agent.cli.api_client import AgentUnreachable, ApiClient, resolve_target
+from agent.cli.config_state import config_lines, config_state
 from agent.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agent.cli.extras import missing_extra
 from agent.cli.golden import record_golden_command
@@ -103,14 +104,19 @@ def _status(args: argparse.Namespace) -> int:
         print(f"vigil: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
     alerts = alerts_cmd.firing(client)
+    config = config_state(client)
     if args.json:
         # The status document, with each model carrying its latency percentiles and outcomes.
         doc = {**status.to_json(), "models": models}
         if alerts is not None:
             doc["alerts"] = alerts
+        if config is not None:
+            doc["config"] = config
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
         print(render_status(status, model_details={m["name"]: m for m in models}, alerts=alerts))
+        for line in config_lines(config):
+            print(line)
     return EXIT_FAILURE if _has_failure(status) else EXIT_OK
 
 

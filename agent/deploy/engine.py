@@ -25,6 +25,7 @@ from typing import Any
 from agent.config import DeployConfig, ModelConfig
 from agent.deploy.artifacts import ArtifactChanged, ArtifactDigest, ArtifactError, digest_artifact
 from agent.deploy.bluegreen import BlueGreen
+from agent.deploy.configdeploy import ConfigDeploys
 from agent.deploy.copies import BlueGreenCopies
 from agent.deploy.errors import DeployError
 from agent.deploy.link import LinkError, read_link
@@ -36,7 +37,7 @@ from agent.deploy.support import DeployHost, DeploySupport, rollback_version
 from probes.base import now_ms
 from storage import deployments as deps
 from storage.deployments import DeployInFlight, Deployment
-from storage.records import DeployState, Event, ProbeRun
+from storage.records import DeployKind, DeployState, Event, ProbeRun
 from storage.writer import Writer
 
 log = logging.getLogger("vigil.deploy")
@@ -83,6 +84,8 @@ class DeployEngine(DeploySupport):
         """Where the blue-green models' copies are (the daemon fills its config from it)."""
         self._reserved: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.configs = ConfigDeploys(self)
+        """Config deploys: changed process or canary tables of deployable models."""
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -128,6 +131,7 @@ class DeployEngine(DeploySupport):
             del self.active[dep.model]
         if dep.state != S.PROMOTED:
             self.answers.pop(dep.model, None)
+        self.configs.finished(dep)
 
     # --- what probes tell ----------------------------------------------------------------
 
@@ -163,6 +167,8 @@ class DeployEngine(DeploySupport):
         return Rollout(dep_id, m, proc, dc.link, by), strategy
 
     def _runner(self, dep: Deployment) -> Runner:
+        if dep.kind == DeployKind.CONFIG:
+            return self.configs.runner(dep)
         ro, strategy = self._rollout(self.model(dep.model), dep.id, dep.requested_by)
         return Runner(self, dep, strategy, ro)
 

@@ -322,11 +322,18 @@ class Agent:
         if new == self.config:
             # Said, not recorded: a file watcher firing on a touch is no event worth keeping.
             log.info("config unchanged reason=%s", reason)
+            self.deploys.configs.agreed()  # a change rolled back or held is no longer there
             return True
         ignored = restart_needed(self.config, new)
         if ignored:
             log.warning("config change needs a restart to take effect fields=%s", ",".join(ignored))
-        await self.apply(new)
+        # Changed tables of deployable models are config deploys, applied (and gated) by the
+        # deploy engine after the rest; a model with a deploy in flight has its change held.
+        plan = self.deploys.configs.plan(self.config, new, reason)
+        if plan.config == self.config and not plan.changes:
+            log.info("config unchanged but for changes held or rolled back reason=%s", reason)
+            return True
+        await self.apply(plan.config)
         log.info(
             "config reloaded reason=%s models=%d processes=%d",
             reason,
@@ -334,6 +341,7 @@ class Agent:
             len(new.processes),
         )
         self.emit(reloaded_event(path, new, reason, ignored))
+        await self.deploys.configs.start(plan, reason)
         return True
 
     def _load_state(self) -> None:

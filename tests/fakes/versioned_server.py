@@ -3,13 +3,16 @@
 ``python -m tests.fakes.versioned_server --model DIR/model.onnx --name N --port P``: as
 ``agent.demo.server``, except that a file ``delay_ms`` beside the model (in the version's
 directory, read through the ``current`` link when the server starts) delays every inference
-by that many milliseconds, the way a heavier version of a model would be slower.
+by that many milliseconds, the way a heavier version of a model would be slower. The
+environment variable ``DELAY_MS`` adds to it: a change of the process's environment that makes
+it slower (a config deploy).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +28,7 @@ class DelayedModel(DemoModel):
         super().__init__(path, name)
         delay = Path(path).parent / "delay_ms"
         self.delay_s = float(delay.read_text()) / 1000 if delay.exists() else 0.0
+        self.delay_s += float(os.environ.get("DELAY_MS") or 0) / 1000
 
     def infer(self, *args: Any, **kwargs: Any) -> Any:
         if self.delay_s:
