@@ -16,8 +16,10 @@ the code they describe.
     loader with the token files it names created beside it.
 
 - Every ``vigil ...`` line of a ```sh block (and every ``$ vigil ...`` line of any block)
-  parses, names a whole command, and that command's ``--help`` lists every option it uses. The
-  CLI reference names every command, with options its ``--help`` lists.
+  parses, names a whole command, and that command's ``--help`` lists every option it uses; so
+  does every ``vigil ...`` a pipeline step of a ```yaml block runs (``- vigil ...``,
+  ``run: vigil ...``, ``ssh HOST vigil ...``, continued lines joined). The CLI reference names
+  every command, with options its ``--help`` lists.
 - Every relative link points at a file that exists and, with an ``#anchor``, at a heading there.
 
 docs/development.md ("The docs are tested") tells contributors the same.
@@ -48,6 +50,8 @@ DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 
 FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```[ \t]*$", re.M | re.S)
+# What comes before the command in a CI pipeline's step: a list item, `run:`, `ssh HOST`.
+YAML_STEP = re.compile(r"^(?:-\s+)?(?:run:\s*)?(?:ssh\s+\S+\s+)?")
 # A marker is an HTML comment alone on the line right before the fence.
 MARKER = re.compile(r"<!--[ \t]*([^\n]*?)[ \t]*-->[ \t]*\n\Z")
 
@@ -282,6 +286,10 @@ def vigil_lines() -> list[tuple[str, str]]:
             line = raw.strip()
             if line.startswith("$ vigil "):
                 line = line[2:].split(";")[0]  # a shown session: `$ vigil ...; echo $?`
+            elif b.lang == "yaml":
+                line = YAML_STEP.sub("", line, count=1)
+                if not line.startswith("vigil "):
+                    continue
             elif not (b.lang == "sh" and line.startswith("vigil ")):
                 continue
             out.append((f"{b.page.relative_to(ROOT)}:{b.line + offset}", line))
@@ -293,6 +301,11 @@ VIGIL_LINES = vigil_lines()
 
 def test_the_pages_show_commands() -> None:
     assert len(VIGIL_LINES) >= 10
+    # The pipeline examples' steps are checked too.
+    steps = [line for where, line in VIGIL_LINES if where.startswith("docs/deploy.md")]
+    assert any(s.startswith("vigil canary --url") for s in steps)
+    assert any(s.startswith("vigil deploy start") and "--wait" in s for s in steps)
+    assert any(s.startswith("vigil deploy record") for s in steps)
 
 
 @pytest.mark.parametrize(("where", "line"), VIGIL_LINES, ids=[w for w, _ in VIGIL_LINES])
