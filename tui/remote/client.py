@@ -3,6 +3,8 @@
 Every failure (connection refused, timeout, rejected token, a malformed answer) becomes one
 exception type, :class:`AgentError`, whose message is fit to show a person, so screens need a
 single ``except`` and never freeze on a hung agent (every request has a total timeout).
+:class:`AgentError` and the decoding helpers live in :mod:`tui.remote.errors`, the deploy calls
+in :mod:`tui.remote.deploycalls` (a mixin); both are importable from here as before.
 """
 
 from __future__ import annotations
@@ -11,44 +13,41 @@ import getpass
 import json
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from storage.records import AgentStatus, Event, Incident, ProbeRun, ProcessStatus, SeriesPoint
 from tui.remote.apitypes import ModelDetail
+from tui.remote.deploycalls import DeployCalls
+from tui.remote.errors import (
+    AgentError,
+    ErrorKind,
+    decode,
+    error_text,
+    parse_json,
+    scope_refusal,
+    seg,
+)
 
-ErrorKind = Literal["unreachable", "timeout", "rejected", "forbidden", "http", "protocol", "config"]
-"""Why a request failed, for screens that colour or word states differently."""
+__all__ = [
+    "API_FILE",
+    "TOKEN_FILE",
+    "AgentClient",
+    "AgentError",
+    "ErrorKind",
+    "discover_local",
+    "operator_identity",
+]
 
 API_FILE = "api.json"
 TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 
-T = TypeVar("T")
 
-
-class AgentError(Exception):
-    """Any failure talking to an agent, with a message fit to show a person.
-
-    Attributes:
-        message: What went wrong, e.g. ``"token rejected"`` or ``"timeout after 3.0s"``.
-        kind: The failure's class (see :data:`ErrorKind`).
-    """
-
-    def __init__(
-        self, message: str, kind: ErrorKind = "protocol", status: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.kind: ErrorKind = kind
-        self.status = status
-        """The HTTP status when the agent answered with an error (404, 409...)."""
-
-
-class AgentClient:
+class AgentClient(DeployCalls):
     """Talks to one agent's ``/api/v1`` with a bearer token.
 
     One ``aiohttp.ClientSession`` is created lazily on the first request (so the client can be
@@ -94,7 +93,7 @@ class AgentClient:
             AgentError: on any failure.
         """
         data = await self._get_json("/api/v1/status")
-        return _decode(lambda: AgentStatus.from_json(data), "status")
+        return decode(lambda: AgentStatus.from_json(data), "status")
 
     async def series(
         self,
@@ -144,7 +143,7 @@ class AgentClient:
                 for p in data["points"]
             ]
 
-        return _decode(build, "series")
+        return decode(build, "series")
 
     async def events(
         self, limit: int = 50, kind: str | None = None, subject: str | None = None
@@ -168,7 +167,7 @@ class AgentClient:
         if subject:
             params["subject"] = subject
         data = await self._get_json("/api/v1/events", params)
-        return _decode(lambda: [Event.from_json(e) for e in data["events"]], "events")
+        return decode(lambda: [Event.from_json(e) for e in data["events"]], "events")
 
     async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """``GET`` any API path and return its decoded JSON, for callers that read a document
@@ -208,20 +207,20 @@ class AgentClient:
             if exc.status == 404:
                 return None
             raise
-        scope = _decode(lambda: str(data["scope"]), "whoami")
+        scope = decode(lambda: str(data["scope"]), "whoami")
         self.scope = scope
         return scope
 
     async def models(self) -> list[ModelDetail]:
         """``GET /api/v1/models``: every model with percentiles, outcomes, info, incident."""
         data = await self._get_json("/api/v1/models")
-        return _decode(lambda: [ModelDetail.from_json(m) for m in data["models"]], "models")
+        return decode(lambda: [ModelDetail.from_json(m) for m in data["models"]], "models")
 
     async def probe_runs(self, model: str, limit: int = 50) -> list[ProbeRun]:
         """``GET /api/v1/probe_runs``: the model's last runs, newest first."""
         params = {"model": model, "limit": str(limit)}
         data = await self._get_json("/api/v1/probe_runs", params)
-        return _decode(lambda: [ProbeRun.from_json(r) for r in data["probe_runs"]], "probe_runs")
+        return decode(lambda: [ProbeRun.from_json(r) for r in data["probe_runs"]], "probe_runs")
 
     async def incidents(
         self, state: str | None = None, subject: str | None = None, limit: int = 200
@@ -239,17 +238,17 @@ class AgentClient:
         if subject:
             params["subject"] = subject
         data = await self._get_json("/api/v1/incidents", params)
-        return _decode(lambda: [Incident.from_json(i) for i in data["incidents"]], "incidents")
+        return decode(lambda: [Incident.from_json(i) for i in data["incidents"]], "incidents")
 
     async def processes(self) -> list[ProcessStatus]:
         """``GET /api/v1/processes``: every supervised process with its state and why."""
         data = await self._get_json("/api/v1/processes")
-        return _decode(lambda: [ProcessStatus.from_json(p) for p in data["processes"]], "processes")
+        return decode(lambda: [ProcessStatus.from_json(p) for p in data["processes"]], "processes")
 
     async def process_logs(self, name: str, lines: int = 200) -> list[str]:
         """``GET /api/v1/processes/{name}/logs``: the tail of its captured output."""
-        data = await self._get_json(f"/api/v1/processes/{_seg(name)}/logs", {"lines": str(lines)})
-        return _decode(lambda: [str(line) for line in data["lines"]], "logs")
+        data = await self._get_json(f"/api/v1/processes/{seg(name)}/logs", {"lines": str(lines)})
+        return decode(lambda: [str(line) for line in data["lines"]], "logs")
 
     async def process_action(self, name: str, action: str) -> ProcessStatus:
         """``POST /api/v1/processes/{name}/{action}`` (start, stop, restart or release).
@@ -261,22 +260,22 @@ class AgentClient:
             AgentError: ``forbidden`` for a read-only token, ``http`` with status 404 or 409
                 (unknown process, or the action does not apply), or any transport failure.
         """
-        data = await self._post_json(f"/api/v1/processes/{_seg(name)}/{_seg(action)}")
-        return _decode(lambda: ProcessStatus.from_json(data["process"]), "process action")
+        data = await self._post_json(f"/api/v1/processes/{seg(name)}/{seg(action)}")
+        return decode(lambda: ProcessStatus.from_json(data["process"]), "process action")
 
     async def probe_now(self, model: str) -> None:
         """``POST /api/v1/models/{name}/probe``: the agent probes the model right away."""
-        await self._post_json(f"/api/v1/models/{_seg(model)}/probe")
+        await self._post_json(f"/api/v1/models/{seg(model)}/probe")
 
     async def acknowledge(self, incident_id: int) -> Incident:
         """``POST /api/v1/incidents/{id}/acknowledge``; 409 when it is not open."""
         data = await self._post_json(f"/api/v1/incidents/{int(incident_id)}/acknowledge")
-        return _decode(lambda: Incident.from_json(data["incident"]), "acknowledge")
+        return decode(lambda: Incident.from_json(data["incident"]), "acknowledge")
 
     async def resolve(self, incident_id: int) -> Incident:
         """``POST /api/v1/incidents/{id}/resolve``; 409 when it is already resolved."""
         data = await self._post_json(f"/api/v1/incidents/{int(incident_id)}/resolve")
-        return _decode(lambda: Incident.from_json(data["incident"]), "resolve")
+        return decode(lambda: Incident.from_json(data["incident"]), "resolve")
 
     async def report(self, fmt: str = "html", since: str = "7d") -> bytes:
         """``GET /api/v1/report``: the host report as the agent renders it, naming the
@@ -300,12 +299,12 @@ class AgentClient:
             state: ``pending``, ``firing``, ``silenced`` or ``resolved``; None for all.
         """
         data = await self._get_json("/api/v1/alerts", {"state": state} if state else None)
-        return _decode(lambda: [dict(a) for a in data["alerts"]], "alerts")
+        return decode(lambda: [dict(a) for a in data["alerts"]], "alerts")
 
     async def silences(self, state: str | None = None) -> list[dict[str, Any]]:
         """``GET /api/v1/silences``, newest first (``state``: active, pending, expired)."""
         data = await self._get_json("/api/v1/silences", {"state": state} if state else None)
-        return _decode(lambda: [dict(s) for s in data["silences"]], "silences")
+        return decode(lambda: [dict(s) for s in data["silences"]], "silences")
 
     async def deliveries(self, limit: int = 100) -> dict[str, list[dict[str, Any]]]:
         """``GET /api/v1/deliveries``: ``{"deliveries": [...], "channels": [...]}``, outbox
@@ -318,7 +317,7 @@ class AgentClient:
                 "channels": [dict(c) for c in data["channels"]],
             }
 
-        return _decode(build, "deliveries")
+        return decode(build, "deliveries")
 
     async def create_silence(
         self, matchers: list[str], duration: str, comment: str
@@ -332,64 +331,17 @@ class AgentClient:
         """
         body = {"matchers": list(matchers), "duration": duration, "comment": comment}
         data = await self._post_json("/api/v1/silences", body)
-        return _decode(lambda: dict(data["silence"]), "create silence")
+        return decode(lambda: dict(data["silence"]), "create silence")
 
     async def expire_silence(self, silence_id: int) -> dict[str, Any]:
         """``DELETE /api/v1/silences/{id}`` (operate): end it now (``silence.expired``); 404
         when no such silence is in force."""
         path = f"/api/v1/silences/{int(silence_id)}"
-        data = _parse_json(await self._send("DELETE", path, operator=True), path)
-        return _decode(lambda: dict(data["silence"]), "expire silence")
-
-    # --- deploys (issue 16): versions, deployments, live progress; approve, roll back -----
-
-    async def deployments(self, model: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """``GET /api/v1/deployments``, newest first (each with ``version_hash``)."""
-        params = {"limit": str(limit), **({"model": model} if model else {})}
-        data = await self._get_json("/api/v1/deployments", params)
-        return _decode(lambda: [dict(d) for d in data["deployments"]], "deployments")
-
-    async def deployment(self, deployment_id: int) -> dict[str, Any]:
-        """``GET /api/v1/deployments/{id}``: with its versions and, while it bakes, progress."""
-        data = await self._get_json(f"/api/v1/deployments/{int(deployment_id)}")
-        return _decode(lambda: dict(data["deployment"]), "deployment")
-
-    async def versions(self, model: str) -> dict[str, Any]:
-        """``GET /api/v1/models/{name}/versions``: ``{"current_version_id", "versions"}``."""
-        data = await self._get_json(f"/api/v1/models/{_seg(model)}/versions")
-        return _decode(
-            lambda: {**data, "versions": [dict(v) for v in data["versions"]]}, "versions"
-        )
-
-    async def deploy_kpis(
-        self, model: str | None = None, since: str = "30d"
-    ) -> dict[str, Any] | None:
-        """``GET /api/v1/deployments/kpi``: the DORA four keys of the window (``host`` and per
-        model); None from an agent that predates the route (404)."""
-        params = {"since": since, **({"model": model} if model else {})}
-        try:
-            data = await self._get_json("/api/v1/deployments/kpi", params)
-        except AgentError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return _decode(lambda: {**data, "host": dict(data["host"])}, "deployment KPIs")
-
-    async def approve_deployment(self, deployment_id: int) -> dict[str, Any]:
-        """``POST /api/v1/deployments/{id}/approve`` (operate): 409 when it is not waiting,
-        403 when the requester approves their own deploy (``approver_must_differ``)."""
-        data = await self._post_json(f"/api/v1/deployments/{int(deployment_id)}/approve")
-        return _decode(lambda: dict(data["deployment"]), "approve")
-
-    async def rollback_model(self, model: str, to: str | None = None) -> dict[str, Any]:
-        """``POST /api/v1/models/{name}/rollback`` (operate): to version ``to`` (an id or a
-        hash prefix), else the last known-good one; 409 names a deploy in flight."""
-        path = f"/api/v1/models/{_seg(model)}/rollback"
-        data = await self._post_json(path, {"to": to} if to else None)
-        return _decode(lambda: dict(data["deployment"]), "rollback")
+        data = parse_json(await self._send("DELETE", path, operator=True), path)
+        return decode(lambda: dict(data["silence"]), "expire silence")
 
     async def _post_json(self, path: str, body: Any = None) -> Any:
-        return _parse_json(await self._send("POST", path, operator=True, body=body), path)
+        return parse_json(await self._send("POST", path, operator=True, body=body), path)
 
     async def _send(
         self,
@@ -417,15 +369,15 @@ class AgentClient:
                 answer = await resp.read()
                 if resp.status == 401:
                     raise AgentError("token rejected", "rejected", resp.status)
-                if resp.status == 403 and _scope_refusal(self.scope, answer):
+                if resp.status == 403 and scope_refusal(self.scope, answer):
                     if method != "GET":
                         self.scope = "read"  # the agent said so: stop offering actions
-                    reason = _error_text(answer) or "forbidden"
+                    reason = error_text(answer) or "forbidden"
                     raise AgentError(
                         f"token lacks the scope for {path}: {reason}", "forbidden", resp.status
                     )
                 if resp.status >= 300:
-                    reason = _error_text(answer) or resp.reason or ""
+                    reason = error_text(answer) or resp.reason or ""
                     raise AgentError(
                         f"HTTP {resp.status} from {path}: {reason}".rstrip(": "),
                         "http",
@@ -462,7 +414,7 @@ class AgentClient:
         return self._session
 
     async def _get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        return _parse_json(await self._send("GET", path, params), path)
+        return parse_json(await self._send("GET", path, params), path)
 
 
 def operator_identity() -> str:
@@ -472,48 +424,6 @@ def operator_identity() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
-
-
-def _seg(value: str) -> str:
-    """One path segment, percent-encoded: names come from the agent and may hold anything."""
-    return quote(value, safe="")
-
-
-def _parse_json(body: bytes, path: str) -> Any:
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AgentError(f"bad JSON from {path}: {exc}", "protocol") from exc
-
-
-def _scope_refusal(scope: str | None, body: bytes) -> bool:
-    """Whether a 403 is about the token's scope, or the action's own refusal (a requester
-    approving their own deploy) that leaves the token's other actions as they were."""
-    if scope == "operate":
-        return False
-    reason = _error_text(body)
-    return not reason or "scope" in reason or "read-only" in reason
-
-
-def _error_text(body: bytes) -> str:
-    """The ``error`` field of a JSON error body, or a short prefix of a non-JSON one."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return body[:200].decode("utf-8", "replace").strip()
-    if isinstance(data, dict) and "error" in data:
-        return str(data["error"])
-    return ""
-
-
-def _decode(build: Callable[[], T], what: str) -> T:
-    """Run ``build`` over decoded JSON, turning a wrong shape into an :class:`AgentError`."""
-    try:
-        return build()
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise AgentError(
-            f"bad JSON from agent ({what}): {exc.__class__.__name__}: {exc}", "protocol"
-        ) from exc
 
 
 def discover_local(data_dir: Path) -> tuple[str, str]:
