@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.config import ModelConfig
 from agent.deploy.engine import DeployEngine, DeployRequest
 from agent.deploy.errors import DeployError
 from agent.deploy.queries import deployment_json, deployments_json, versions_json
@@ -26,6 +27,8 @@ from storage.units import parse_duration
 
 __all__ = ["ROUTES", "Call", "DeployApi", "register"]
 
+DEPLOY_STRATEGIES = ("in-place", "blue-green")
+"""What a deploy may ask for (``record`` is ``/record``'s, not a deploy's)."""
 KPI_SINCE = "30d"
 """The KPI route's window when it names none."""
 MAX_TEXT = 2000
@@ -73,6 +76,38 @@ def _bake(body: Mapping[str, Any]) -> float | None:
     return seconds
 
 
+def _check_strategy(model: ModelConfig, asked: str | None) -> None:
+    """A deploy that names its strategy must name the model's own: the strategy is the
+    model's ``[model.deploy]`` (blue-green needs its ports and switch there), so a request
+    can only confirm it, and one that expects otherwise is refused before anything is hashed."""
+    if asked is None:
+        return
+    if asked not in DEPLOY_STRATEGIES:
+        raise DeployError(f"strategy: expected in-place or blue-green, got {asked!r}")
+    if model.deploy is None:
+        return  # the engine refuses the model with its own reason (no [model.deploy] link)
+    if model.deploy.strategy != asked:
+        raise DeployError(
+            f"strategy: model {model.name!r} deploys {model.deploy.strategy} (its "
+            f"[model.deploy] strategy), not {asked}; a {asked} deploy needs strategy = "
+            f'"{asked}" in its config'
+        )
+
+
+def _deploy_settings(model: ModelConfig) -> dict[str, Any] | None:
+    """What a client offering a deploy needs to know of the model's ``[model.deploy]``; None
+    for a model that cannot be deployed (no table, or no link)."""
+    dc = model.deploy
+    if dc is None or dc.link is None:
+        return None
+    return {
+        "strategy": dc.strategy,
+        "bake_s": dc.bake_s,
+        "require_approval": dc.require_approval,
+        "approver_must_differ": dc.approver_must_differ,
+    }
+
+
 def _lineage(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "actor": _text(body, "actor"),
@@ -104,14 +139,15 @@ class DeployApi:
         return engine
 
     async def deploy(self, call: Call) -> Answer:
-        """``POST /api/v1/models/{name}/deploy``: ``{"artifact": PATH, "bake"?, "actor"?,
-        "pipeline_id"?, "git_sha"?, "notes"?}``."""
+        """``POST /api/v1/models/{name}/deploy``: ``{"artifact": PATH, "strategy"?, "bake"?,
+        "actor"?, "pipeline_id"?, "git_sha"?, "notes"?}``."""
         artifact = _text(call.body, "artifact", 4096)
         if artifact is None or not Path(artifact).is_absolute():
             raise DeployError(
                 f"artifact: expected the absolute path of the model file or directory, "
                 f"got {artifact!r}"
             )
+        _check_strategy(self.engine.model(call.params["name"]), _text(call.body, "strategy", 20))
         dep = await self.engine.request(
             DeployRequest(
                 model=call.params["name"],
@@ -195,8 +231,9 @@ class DeployApi:
     async def versions(self, call: Call) -> Answer:
         """``GET /api/v1/models/{name}/versions``."""
         name = call.params["name"]
-        self.engine.model(name)  # 404 for an unknown model
-        return 200, await self.engine.store.read(lambda c: versions_json(c, name))
+        model = self.engine.model(name)  # 404 for an unknown model
+        doc = await self.engine.store.read(lambda c: versions_json(c, name))
+        return 200, {**doc, "deploy": _deploy_settings(model)}
 
     async def _show(self, deployment_id: int) -> dict[str, Any]:
         dep = await self.engine.get(deployment_id)
