@@ -18,6 +18,8 @@ Sections:
   every 10 ms and as Vigil records it (``starting`` to ``up``), over N deploys.
 * ``rollback``: a bad deploy's request to the known-good version serving again, seen by the
   client, and Vigil's request-to-rolled-back and time to restore, over N deploys.
+* ``bluegreen``: whole blue-green deploys of the demo server through a real nginx under a steady
+  client: failed requests over 20 deploys, the stored switch time, the old copy's drain.
 
 Run by hand from the repo root: ``.venv/bin/python bench/rollout.py [--only switch] [--json]``
 (every section when ``--only`` is not given). Exit code: 0 targets met, 1 missed, 2 a section
@@ -43,6 +45,7 @@ SECTIONS: dict[str, str] = {
     "hash": "rollout_hash",
     "inplace": "rollout_inplace",
     "rollback": "rollout_rollback",
+    "bluegreen": "rollout_bluegreen",
 }
 """Section name -> the module (in this folder) that runs it."""
 
