@@ -183,17 +183,25 @@ def process(agent: RunningAgent) -> dict[str, Any]:
     return next(p for p in body["processes"] if p["name"] == "srv")
 
 
+def kill_copies(tmp: Path) -> None:
+    """Kill every copy of this test's model server (as a reboot would), and see them gone."""
+    killed = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with suppress(psutil.Error):
+            line = " ".join(proc.info["cmdline"] or [])
+            if "versioned_server" in line and str(tmp) in line:
+                proc.kill()
+                killed.append(proc.pid)
+    wait_for(lambda: all(gone(pid) for pid in killed), 10, what="the copies killed")
+
+
 @contextmanager
 def reaper(tmp: Path) -> Iterator[None]:
     """Kill, at the end, any copy of the model server this test left (on_exit is keep)."""
     try:
         yield
     finally:
-        for proc in psutil.process_iter(["cmdline"]):
-            with suppress(psutil.Error):
-                line = " ".join(proc.info["cmdline"] or [])
-                if "versioned_server" in line and str(tmp) in line:
-                    proc.kill()
+        kill_copies(tmp)
 
 
 @contextmanager
@@ -289,6 +297,15 @@ def test_promote_then_a_golden_mismatch_rolls_back_with_zero_failed_requests(
         kinds = [i["kind"] for i in inc["incidents"]]
         assert "deploy_failed" in kinds
         assert not [k for k in kinds if k.startswith("process_") or k == "model_down"], kinds
+    # After a reboot (nothing runs, the records name dead processes), the next agent starts
+    # the copy the last deployment left serving: green, with v2, where nginx sends the traffic.
+    kill_copies(tmp)
+    with running_agent(cfg) as agent:
+        wait_for(lambda: model_up(agent), 60, what="clf up after the reboot")
+        again = process(agent)
+        assert not again["adopted"] and str(green) in again["argv"]
+        assert f"{v2}/model.onnx" in again["argv"]
+        assert upstream_seen(nginx) == f"127.0.0.1:{green}"
 
 
 def test_nginx_t_failing_at_the_switch_keeps_the_old_copy_serving(
