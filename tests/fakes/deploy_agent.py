@@ -1,18 +1,22 @@
 """The triage fake agent with deploys (issue 16): ``GET /api/v1/deployments[/{id}]``,
-``GET /api/v1/models/{name}/versions`` and the approve and rollback actions, answering as
-``agent/serve/deploy_api.py`` does (the same JSON, the same refusals: 409 naming the deploy in
-flight, 403 when the requester approves their own deploy). What is posted is recorded in
-``actions`` (path, operator header, scope) and ``posted`` (path, JSON body or None).
+``GET /api/v1/models/{name}/versions`` (with each model's ``deploy`` settings) and the deploy,
+approve and rollback actions, answering as ``agent/serve/deploy_api.py`` does (the same JSON,
+the same refusals: 400 for an artifact that is not there or a strategy not the model's, 409
+naming the deploy in flight, 403 when the requester approves their own deploy). What is posted
+is recorded in ``actions`` (path, operator header, scope) and ``posted`` (path, JSON body or
+None). The fake host's artifacts are the paths in ``artifacts``; any other is missing.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
+from storage.units import parse_duration
 from tests.fakes.agent_api import sample_status
 from tests.fakes.triage_agent import FIXED_NOW_MS, TriageAgent
 
@@ -63,6 +67,25 @@ def sample_versions(now: int) -> dict[str, list[dict[str, Any]]]:
             version(6, "embedder", now - 20 * MIN, actor="carol@ci"),
             version(5, "embedder", now - 48 * HOUR, current=True, known_good_ms=now, **good),
         ],
+    }
+
+
+def sample_deploy_settings() -> dict[str, dict[str, Any]]:
+    """The deploy settings of the models that have a ``[model.deploy]`` link (llama, embedder;
+    whisper and fresh have none)."""
+    return {
+        "llama": {
+            "strategy": "in-place",
+            "bake_s": 300.0,
+            "require_approval": False,
+            "approver_must_differ": True,
+        },
+        "embedder": {
+            "strategy": "blue-green",
+            "bake_s": 600.0,
+            "require_approval": True,
+            "approver_must_differ": True,
+        },
     }
 
 
@@ -213,6 +236,12 @@ class DeployAgent(TriageAgent):
     """(method and path, JSON body or None) of every deploy action."""
     kpis: dict[str, Any] | None = None
     """The KPI route's answer; None answers 404, as an agent before the route does."""
+    deploy_settings: dict[str, dict[str, Any]] = field(default_factory=sample_deploy_settings)
+    """Per model with a ``[model.deploy]`` link, its settings (the versions route says them)."""
+    settings_known: bool = True
+    """False: the versions route has no ``deploy`` key, as an agent before it."""
+    artifacts: set[str] = field(default_factory=lambda: {"/srv/models/llama/v5"})
+    """The paths a deploy finds on the fake host."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -226,7 +255,9 @@ class DeployAgent(TriageAgent):
         path = unquote(request.path)
         parts = path.removeprefix("/api/v1/").split("/")
         deploys = parts[0] == "deployments" or (
-            parts[0] == "models" and len(parts) == 3 and parts[2] in ("versions", "rollback")
+            parts[0] == "models"
+            and len(parts) == 3
+            and parts[2] in ("versions", "rollback", "deploy")
         )
         if not deploys:
             return await super()._handle(request)
@@ -244,6 +275,8 @@ class DeployAgent(TriageAgent):
             return _error("this token is read-only; the action needs the operate scope", 403)
         if parts[0] == "deployments":
             return self._approve(parts[1], operator)
+        if parts[2] == "deploy":
+            return self._deploy(parts[1], body or {}, operator)
         return self._rollback(parts[1], body or {}, operator)
 
     def _read(self, parts: list[str], query: Any) -> web.Response:
@@ -252,9 +285,10 @@ class DeployAgent(TriageAgent):
                 return _error(f"no model named {parts[1]!r}", 404)
             listed = self.versions.get(parts[1], [])
             current = next((v["id"] for v in listed if v["current"]), None)
-            return web.json_response(
-                {"model": parts[1], "current_version_id": current, "versions": listed}
-            )
+            doc = {"model": parts[1], "current_version_id": current, "versions": listed}
+            if self.settings_known:
+                doc["deploy"] = self.deploy_settings.get(parts[1])
+            return web.json_response(doc)
         if parts == ["deployments", "kpi"]:
             if self.kpis is None:
                 return _error("expected a deployment id (a number), got 'kpi'", 404)
@@ -299,10 +333,112 @@ class DeployAgent(TriageAgent):
         dep.update(state="requested", approved_by=operator, approved_ms=now, state_since_ms=now)
         return web.json_response({"deployment": self._show(dep)})
 
+    def _in_flight(self, model: str) -> dict[str, Any] | None:
+        return next((d for d in self.deployments if d["model"] == model and d["in_flight"]), None)
+
+    def _deploy(self, model: str, body: dict[str, Any], operator: str) -> web.Response:
+        """Refused as the agent refuses (in its order), else a new version and deployment."""
+        artifact = body.get("artifact")
+        if not isinstance(artifact, str) or not artifact.startswith("/"):
+            return _error(
+                "artifact: expected the absolute path of the model file or directory, "
+                f"got {artifact!r}",
+                400,
+            )
+        known = {m.name for m in self.status.models}
+        if model not in known:
+            return _error(f"no model named {model!r}; known: {', '.join(sorted(known))}", 404)
+        settings = self.deploy_settings.get(model)
+        asked = body.get("strategy")
+        if asked is not None and asked not in ("in-place", "blue-green"):
+            return _error(f"strategy: expected in-place or blue-green, got {asked!r}", 400)
+        if settings is None:
+            return _error(
+                f"model {model!r} has no [model.deploy] link: expected the path of the "
+                "'current' symlink its process's command reads the model through",
+                400,
+            )
+        if asked is not None and asked != settings["strategy"]:
+            return _error(
+                f"strategy: model {model!r} deploys {settings['strategy']} (its "
+                f'[model.deploy] strategy), not {asked}; a {asked} deploy needs strategy = "'
+                f'{asked}" in its config',
+                400,
+            )
+        bake_s = float(settings["bake_s"])
+        if body.get("bake") is not None:
+            try:
+                bake_s = parse_duration(str(body["bake"]))
+            except ValueError:
+                return _error(
+                    f"bake: expected a duration such as '10m' or '90s', got {body['bake']!r}", 400
+                )
+        flying = self._in_flight(model)
+        if flying is not None:
+            return _error(
+                f"model {model!r} already has deployment {flying['id']} in flight (state "
+                f"{flying['state']}, requested by {flying['requested_by']})",
+                409,
+            )
+        if artifact not in self.artifacts:
+            return _error(
+                f"artifact {artifact}: No such file or directory; expected a readable model "
+                "file or directory",
+                400,
+            )
+        now = self.status.now_ms
+        listed = self.versions.setdefault(model, [])
+        vid = 1 + max((v["id"] for vs in self.versions.values() for v in vs), default=0)
+        digest = "sha256:" + hashlib.sha256(artifact.encode()).hexdigest()
+        current = next((v for v in listed if v["current"]), None)
+        version = dict(
+            listed[0] if listed else {},
+            id=vid,
+            model=model,
+            hash=digest,
+            path=artifact,
+            created_ms=now,
+            registered_ms=now,
+            actor=operator,
+            notes=str(body.get("notes") or ""),
+            replaced_version_id=None if current is None else current["id"],
+            known_good=False,
+            known_good_ms=None,
+            outcome=None,
+            current=False,
+        )
+        listed.insert(0, version)
+        waits = bool(settings["require_approval"])
+        new = dict(self.deployments[0], id=max(d["id"] for d in self.deployments) + 1)
+        new.update(
+            model=model,
+            strategy=settings["strategy"],
+            state="awaiting_approval" if waits else "requested",
+            approval_required=waits,
+            requested_by=operator,
+            requested_ms=now,
+            state_since_ms=now,
+            from_version_id=version["replaced_version_id"],
+            to_version_id=vid,
+            version_hash=digest,
+            bake_s=bake_s,
+            notes=version["notes"],
+            in_flight=True,
+            approved_by=None,
+            approved_ms=None,
+            finished_ms=None,
+            error=None,
+            checks={},
+            incident_id=None,
+            rollback_version_id=None,
+        )
+        self.deployments.insert(0, new)
+        return web.json_response({"deployment": self._show(new)}, status=202)
+
     def _rollback(self, model: str, body: dict[str, Any], operator: str) -> web.Response:
         if model not in self.versions:
             return _error(f"no model named {model!r}", 404)
-        flying = next((d for d in self.deployments if d["model"] == model and d["in_flight"]), None)
+        flying = self._in_flight(model)
         to = body.get("to")
         if flying is not None and not to and flying["state"] in ("starting", "baking"):
             flying.update(state="rolling_back")
@@ -344,4 +480,10 @@ def fixed_deploy_agent() -> DeployAgent:
     return DeployAgent(status=sample_status(now_ms=FIXED_NOW_MS))
 
 
-__all__ = ["DeployAgent", "fixed_deploy_agent", "sample_deployments", "sample_versions"]
+__all__ = [
+    "DeployAgent",
+    "fixed_deploy_agent",
+    "sample_deploy_settings",
+    "sample_deployments",
+    "sample_versions",
+]

@@ -24,17 +24,21 @@ from tui.remote.client import AgentClient, AgentError, operator_identity
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen, bindings_text
 from tui.screens.palette import JumpProvider
-from tui.view.actions import OperatorAction, perform
+from tui.view.actions import OperatorAction, carry_out
 from tui.view.fmt import clean, format_duration
 
 
 class ActionFinished(Message):
     """The agent accepted an operator action; ``outcome`` says what happened."""
 
-    def __init__(self, action: OperatorAction, outcome: str) -> None:
+    def __init__(
+        self, action: OperatorAction, outcome: str, deployment_id: int | None = None
+    ) -> None:
         super().__init__()
         self.action = action
         self.outcome = outcome
+        self.deployment_id = deployment_id
+        """The deployment a deploy or rollback made (the deployments view selects it)."""
 
 
 class ActionFailed(Message):
@@ -139,11 +143,11 @@ class ActionScreen(Screen[None]):
     async def run_operator_action(self, action: OperatorAction) -> None:
         """Perform the confirmed action; post how it went."""
         try:
-            outcome = await perform(self.client, action)
+            outcome = await carry_out(self.client, action)
         except AgentError as exc:
             self.post_message(ActionFailed(action, exc))
             return
-        self.post_message(ActionFinished(action, outcome))
+        self.post_message(ActionFinished(action, outcome.text, outcome.deployment_id))
 
     @on(ActionFinished)
     def operator_action_finished(self, message: ActionFinished) -> None:

@@ -1,6 +1,6 @@
 """The host's deployments (issue 16): each deploy's state, who asked and approved, the live
 progress of one in flight, and the versions of its model (which serves, which are known-good);
-approve a deploy waiting for it, or roll a model back."""
+start a deploy, approve one waiting for it, or roll a model back."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import asyncio
 from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Input, Static
 
 from tui.remote.client import AgentClient, AgentError
-from tui.screens.base import TriageScreen
+from tui.screens.base import ActionFinished, TriageScreen
+from tui.screens.deployform import DeployScreen
 from tui.view.actions import OperatorAction
+from tui.view.deployform import DeployDraft, deploy_choices
 from tui.view.deploys import (
     DeploysData,
     deploy_matches,
@@ -119,11 +121,14 @@ class DeploymentsScreen(TriageScreen):
     AUTO_FOCUS = "#deployments-table"
 
     BINDINGS = [
+        Binding("N", "new_deploy", "Deploy"),
         Binding("A", "approve", "Approve"),
         Binding("B", "rollback", "Roll back"),
-        Binding("slash", "filter", "Filter"),
+        # Out of the footer, which is full at 80 columns with N: ``/`` filters in every list
+        # (the help's conventions say so) and ``?`` lists it here.
+        Binding("slash", "filter", "Filter", show=False),
     ]
-    OPERATE = frozenset({"approve", "rollback"})
+    OPERATE = frozenset({"new_deploy", "approve", "rollback"})
 
     def __init__(
         self, client: AgentClient, refresh_s: float = 1.0, model: str | None = None
@@ -135,6 +140,8 @@ class DeploymentsScreen(TriageScreen):
         self._versions: dict[str, dict[str, Any]] = {}
         self._versions_of = ""
         self._kpis_missing = False
+        self._select: str | None = None
+        """The row to put the cursor on once it is listed (a deploy just started here)."""
 
     def compose(self) -> ComposeResult:
         """Title, problem line, summary, filter, deployments, detail, versions, footer."""
@@ -203,11 +210,15 @@ class DeploymentsScreen(TriageScreen):
         self._deploys = {deployment_key(d): d for d in shown}
         table = self.query_one("#deployments-table", DeploymentsTable)
         table.sync_rows([(deployment_key(d), deployment_row(d, data.now_ms)) for d in shown])
+        if self._select is not None and self._select in self._deploys:
+            table.move_cursor(row=list(self._deploys).index(self._select), animate=False)
+            table.focus()
+            self._select = None
         if not shown:
             table.border_subtitle = Text(
                 "no deployments matching the filter"
                 if needle
-                else "no deployments: vigil deploy MODEL --artifact PATH starts one"
+                else "no deployments: N (or vigil deploy MODEL --artifact PATH) starts one"
             )
         else:
             flying = sum(1 for d in shown if in_flight(d))
@@ -292,6 +303,60 @@ class DeploymentsScreen(TriageScreen):
         if action == "rollback":
             return self.selected_model() is not None or None
         return True
+
+    def action_new_deploy(self) -> None:
+        """``N``: ask what to deploy, confirm it with a summary, send it (the host's models
+        that have a ``[model.deploy]``, or from a model's view that model)."""
+        if self.client.read_only:
+            # Refused with the read-only message, as the hidden key's other ways in are.
+            self.request_action(OperatorAction("deploy", self.selected_model() or ""))
+            return
+        self.open_deploy_form()
+
+    @work(exclusive=True, group="deploy-form")
+    async def open_deploy_form(self) -> None:
+        """Ask the agent which models may be deployed (their versions document says their
+        deploy settings), then open the dialog on the model in view or under the cursor."""
+        try:
+            status = await self.client.status()
+            names = [self.model] if self.model else [m.name for m in status.models]
+            docs = await asyncio.gather(*(_versions(self.client, n) for n in names))
+        except AgentError as exc:
+            self.notify(
+                clean(exc.message, 300),
+                title="New deploy failed",
+                severity="error",
+                timeout=8,
+                markup=False,
+            )
+            return
+        offered, left_out = deploy_choices(names, dict(zip(names, docs, strict=True)))
+        if not offered:
+            which = f"model {clean(self.model, 48)} has" if self.model else "no model has"
+            self.notify(
+                f"Nothing to deploy: {which} a [model.deploy] link on {clean(status.host, 48)} "
+                "(see docs/deploy.md)",
+                title="New deploy",
+                severity="warning",
+                markup=False,
+            )
+            return
+        form = DeployScreen(offered, self.selected_model(), status.host, left_out)
+        self.app.push_screen(form, self.deploy_drafted)
+
+    def deploy_drafted(self, draft: DeployDraft | None) -> None:
+        """The dialog's answer: confirm and send it, or say it was cancelled."""
+        if draft is None:
+            self.notify("New deploy cancelled", timeout=2, markup=False)
+            return
+        self.request_action(OperatorAction("deploy", draft.model, deploy=draft))
+
+    @on(ActionFinished)
+    def select_new_deploy(self, message: ActionFinished) -> None:
+        """A deploy or rollback accepted: its row gets the cursor once listed, so its detail
+        (and live progress) shows."""
+        if message.deployment_id is not None:
+            self._select = deployment_key({"id": message.deployment_id})
 
     def action_approve(self) -> None:
         """``A``: approve the deploy under the cursor (confirmed)."""

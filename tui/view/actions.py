@@ -18,6 +18,7 @@ from typing import Literal
 from rich.text import Text
 
 from tui.remote.client import AgentClient, AgentError
+from tui.view.deployform import DeployDraft, deploy_consequence, deploy_summary
 from tui.view.fmt import clean
 
 Verb = Literal[
@@ -33,6 +34,7 @@ Verb = Literal[
     "expire",
     "approve",
     "rollback",
+    "deploy",
 ]
 PROCESS_VERBS: tuple[Verb, ...] = ("start", "stop", "restart", "release")
 
@@ -50,6 +52,7 @@ _CONSEQUENCES: dict[Verb, str] = {
     "expire": "The silence ends now: matching alerts notify again.",
     "approve": "The deploy starts now: switch, restart, bake through the canary gate, then "
     "promote or roll back. You are recorded as its approver.",
+    "deploy": "The agent deploys the artifact through the canary gate.",
     "rollback": "A deploy starting or baking now is stopped and rolled back (one awaiting "
     "approval is withdrawn); otherwise the last known-good version other than the current one "
     "is deployed again, through the canary gate.",
@@ -85,6 +88,8 @@ class OperatorAction:
     about: str = ""
     """Agent data that says what the target is (a deploy's model, version and requester),
     shown cleaned in the confirmation."""
+    deploy: DeployDraft | None = None
+    """For a deploy: what to deploy, how, and why (``target`` is its model)."""
 
     @property
     def needs_operate(self) -> bool:
@@ -104,7 +109,7 @@ class OperatorAction:
             return "silence"
         if self.verb == "approve":
             return "deployment"
-        if self.verb == "rollback":
+        if self.verb in ("rollback", "deploy"):
             return "model"
         return "host"
 
@@ -126,6 +131,11 @@ class OperatorAction:
                 out.append("its last known-good version")
             out.append("?")
             return out
+        if self.verb == "deploy":
+            out.append("Deploy a new version of model ")
+            out.append(clean(self.target, 64), style="bold")
+            out.append("?")
+            return out
         if self.verb == "export":
             out.append("Export the host report of ")
         elif self.verb == "probe":
@@ -142,6 +152,11 @@ class OperatorAction:
     def consequence(self) -> Text:
         """What will happen, and where an export goes."""
         out = Text()
+        if self.deploy is not None:
+            out.append_text(deploy_summary(self.deploy))
+            out.append("\n")
+            out.append(deploy_consequence(self.deploy))
+            return out
         if self.about:
             out.append(clean(self.about, 300), style="bold")
             out.append("\n")
@@ -159,19 +174,69 @@ class OperatorAction:
         """The confirm button: ``Restart``, ``Probe now``, ``Export``."""
         if self.verb == "rollback":
             return "Roll back"
+        if self.verb == "deploy":
+            return "Deploy"
         return "Probe now" if self.verb == "probe" else self.verb.capitalize()
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an accepted action did.
+
+    Attributes:
+        text: In words, for a notification.
+        deployment_id: The deployment a deploy or rollback made (the view selects it).
+    """
+
+    text: str
+    deployment_id: int | None = None
+
+
 async def perform(client: AgentClient, action: OperatorAction) -> str:
+    """Carry out ``action`` against the agent; what happened, in words (see :func:`carry_out`)."""
+    return (await carry_out(client, action)).text
+
+
+async def carry_out(client: AgentClient, action: OperatorAction) -> Outcome:
     """Carry out ``action`` against the agent.
 
     Returns:
-        What happened, in words for a notification.
+        What happened, in words for a notification, and the deployment it made, if any.
 
     Raises:
         AgentError: the agent refused (read-only token, action does not apply) or was not
             reached; the message says which.
     """
+    if action.verb in ("deploy", "rollback"):
+        return await _deploy_or_rollback(client, action)
+    return Outcome(await _perform(client, action))
+
+
+async def _deploy_or_rollback(client: AgentClient, action: OperatorAction) -> Outcome:
+    name = clean(action.target, 64)
+    if action.verb == "rollback":
+        dep = await client.rollback_model(action.target, action.version or None)
+        what = f"rollback of {name}"
+    else:
+        draft = action.deploy
+        if draft is None:
+            raise AgentError("no deploy to send", "config")
+        dep = await client.deploy_model(
+            draft.model,
+            draft.artifact.strip(),
+            strategy=draft.strategy,
+            bake=draft.bake.strip() or None,
+            notes=draft.notes.strip() or None,
+        )
+        what = f"deploy of {name}"
+    dep_id = dep.get("id")
+    return Outcome(
+        f"{what}: deployment #{clean(dep_id, 12)} {clean(dep.get('state'), 24)}",
+        dep_id if isinstance(dep_id, int) and not isinstance(dep_id, bool) else None,
+    )
+
+
+async def _perform(client: AgentClient, action: OperatorAction) -> str:
     name = clean(action.target, 64)
     if action.verb in PROCESS_VERBS:
         before = await client.process_action(action.target, action.verb)
@@ -195,12 +260,6 @@ async def perform(client: AgentClient, action: OperatorAction) -> str:
     if action.verb == "approve":
         dep = await client.approve_deployment(_number(action.target, "deployment"))
         return f"deployment #{clean(dep.get('id'), 12)} approved: {clean(dep.get('state'), 24)}"
-    if action.verb == "rollback":
-        dep = await client.rollback_model(action.target, action.version or None)
-        return (
-            f"rollback of {name}: deployment #{clean(dep.get('id'), 12)} "
-            f"{clean(dep.get('state'), 24)}"
-        )
     if action.verb == "expire":
         try:
             silence_id = int(action.target)
