@@ -175,7 +175,12 @@ class BlueGreen(Strategy):
         await self._journal.note(
             "launched", evidence={"candidate": {**cand.to_json(), **identity_of(handle)}}
         )
-        return await asyncio.to_thread(read_link, ro.link)
+        try:
+            return await asyncio.to_thread(read_link, ro.link)
+        except LinkError:
+            # The deploy fails as not switched: nothing of it may keep running.
+            await self._stop_new(ro)
+            raise
 
     async def _new_copy(self, ro: Rollout) -> Handle | None:
         """The new copy if it runs: the one this agent started, or found by its identity."""
@@ -417,6 +422,12 @@ class BlueGreen(Strategy):
             f"the old copy serves on {old_address}; the new copy: {stopped}",
             process_identity(mp),
         )
+
+    async def shutdown(self, ro: Rollout) -> None:
+        if self.journal is None or self._candidate() is None:
+            return
+        log.info("stopping the new copy with the agent model=%s", ro.model.name)
+        await self._stop_new(ro)
 
     async def abandon(self, ro: Rollout) -> None:
         self.copies.retarget(ro.model, None)

@@ -112,10 +112,15 @@ class DeployEngine(DeploySupport):
         self._spawn(self.copies.reconcile(busy), "deploy-reconcile")
 
     async def stop(self) -> None:
-        """Stop the runners (their state is stored: the next agent resumes them)."""
+        """Stop the runners (their state is stored: the next agent resumes them). With
+        ``on_exit = "stop"`` the copies a deploy started stop too, as the supervised ones do
+        (the next agent then rolls the deploy back)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.host.config.agent.on_exit == "stop":
+            for runner in list(self.active.values()):
+                await runner.strategy.shutdown(runner.ro)
         await self.copies.close()
 
     def _spawn(self, coro: Any, name: str) -> None:

@@ -125,6 +125,10 @@ class Strategy(ABC):
         """Move the traffic to the version the gate passed (in-place: it has it already)."""
         return StartResult(True, now_ms(), "serving since its restart")
 
+    async def shutdown(self, ro: Rollout) -> None:  # noqa: B027 - optional step
+        """The agent stops with ``on_exit = "stop"``: stop what the deploy started that the
+        supervisor does not (in-place: nothing)."""
+
     async def abandon(self, ro: Rollout) -> None:  # noqa: B027 - optional step
         """Undo what a deploy stopped before its switch had started left (in-place: nothing:
         the link still names the old version and nothing was restarted)."""

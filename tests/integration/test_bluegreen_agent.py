@@ -87,6 +87,7 @@ def config(
     nginx: RunningNginx,
     bake: str,
     nginx_extra: str = "",
+    on_exit: str = "keep",
 ) -> Path:
     server = [sys.executable, "-m", "tests.fakes.versioned_server"]
     argv = [*server, "--model", "{artifact}/model.onnx", "--name", "clf", "--port", "{port}"]
@@ -127,7 +128,7 @@ pid_file = "{nginx.pid_file}"
 confirm_url = "{nginx.url}/clf/vigil-upstream"
 {nginx_extra}
 """,
-        on_exit="keep",
+        on_exit=on_exit,
     )
 
 
@@ -426,3 +427,27 @@ def test_agent_killed_in_the_middle_of_the_switch_switches_again_and_promotes(
     finally:
         client.stop()
     no_failures(client)
+
+
+def test_an_agent_stopped_with_on_exit_stop_stops_the_new_copy_too(
+    bg: tuple[Path, Path, tuple[int, int], RunningNginx],
+) -> None:
+    """on_exit = "stop": the model's copies stop with the agent, the one a bake started too;
+    the next agent finds the new copy gone and rolls the deploy back onto the first port."""
+    tmp, link, (blue, green), nginx = bg
+    v2 = version(tmp, "v2")
+    cfg = config(tmp, link, (blue, green), nginx, bake="30s", on_exit="stop")
+    with running_agent(cfg) as agent:
+        wait_for(lambda: model_up(agent), 60, what="clf up")
+        code, body = call(agent, "POST", "/api/v1/models/clf/deploy", {"artifact": str(v2)})
+        assert code == 202, body
+        dep_id = body["deployment"]["id"]
+        baking = in_state(agent, dep_id, "baking")
+        new_pid = baking["checks"]["candidate"]["pid"]
+    assert gone(new_pid) and not listening(green) and not listening(blue)
+    with running_agent(cfg) as agent:
+        done = ended(agent, dep_id)
+        assert done["state"] == "rolled_back", done
+        wait_for(lambda: model_up(agent), 60, what="clf up on blue")
+        assert str(blue) in process(agent)["argv"] and not listening(green)
+        assert upstream_seen(nginx) == f"127.0.0.1:{blue}"
