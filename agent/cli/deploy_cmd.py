@@ -63,7 +63,7 @@ def _request(
 
 def _lineage(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    for key in ("actor", "pipeline_id", "git_sha", "notes", "bake"):
+    for key in ("actor", "pipeline_id", "git_sha", "notes", "bake", "strategy"):
         value = getattr(args, key, None)
         if value:
             body[key] = value

@@ -308,6 +308,12 @@ def _deploy_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     start.add_argument(
         "--artifact", type=Path, required=True, help="the model file or directory to deploy"
     )
+    start.add_argument(
+        "--strategy",
+        choices=("in-place", "blue-green"),
+        help="check that the model deploys this way (default: its [model.deploy] strategy; "
+        "the agent refuses another, naming what the model's config would need)",
+    )
     _add_lineage_args(start)
     _add_follow_args(start)
     _add_target_args(start)

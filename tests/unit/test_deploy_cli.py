@@ -56,3 +56,20 @@ def test_an_artifact_on_a_remote_agents_host_is_not_looked_for_here(tmp_path: Pa
     with pytest.raises(Refused, match="no such file or directory"):
         _artifact(Path(there))
     assert _artifact(tmp_path) == str(tmp_path)
+
+
+def test_strategy_is_sent_only_when_asked() -> None:
+    """``--strategy`` (issue 16's command line) goes to the agent, which refuses a strategy the
+    model's config does not deploy with; without it the model's own strategy applies."""
+    from agent.cli.deploy_cmd import _lineage
+
+    args = build_parser().parse_args(
+        ["deploy", "iris", "--artifact", "/m/v2", "--strategy", "blue-green"]
+    )
+    assert _lineage(args)["strategy"] == "blue-green"
+    assert "strategy" not in _lineage(
+        build_parser().parse_args(["deploy", "iris", "--artifact", "/m"])
+    )
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["deploy", "iris", "--artifact", "/m", "--strategy", "canary"])
+    assert done.value.code == 2
