@@ -31,6 +31,7 @@ import contextlib
 import logging
 import re
 import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -66,6 +67,10 @@ class Limits:
     # scraper keeps its connection from one scrape to the next.
     idle_timeout_s: float = 75.0
     shutdown_grace_s: float = 5.0
+    # Each connection costs a task and buffers; 200 slow half-open clients once held 200 for
+    # 80 s (issue 17). At the cap the longest-idle connection makes room (a client that has
+    # sent nothing loses nothing but its socket); with none idle the newcomer gets a 503.
+    max_connections: int = 256
 
 
 class _Refused(Exception):
@@ -166,12 +171,25 @@ def _body_length(headers: Headers, limits: Limits) -> int:
 
 
 class _Connection:
-    """One client connection; ``idle`` while it waits for a request's first byte."""
+    """One client connection; ``idle`` while it waits for a request's first byte, since
+    ``idle_since`` (monotonic)."""
 
-    __slots__ = ("idle",)
+    __slots__ = ("_idle", "idle_since", "writer")
 
-    def __init__(self) -> None:
-        self.idle = False
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._idle = False
+        self.idle_since = 0.0
+        self.writer = writer
+
+    @property
+    def idle(self) -> bool:
+        return self._idle
+
+    @idle.setter
+    def idle(self, value: bool) -> None:
+        if value and not self._idle:
+            self.idle_since = time.monotonic()
+        self._idle = value
 
 
 class HttpServer:
@@ -235,10 +253,14 @@ class HttpServer:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        conn = _Connection()
+        conn = _Connection(writer)
+        room = self._make_room()
         self._conns[task] = conn
         try:
-            if not self._closing:
+            if not room:
+                log.warning("connection refused: %d open, none idle", len(self._conns) - 1)
+                await _refuse(reader, writer, 503, "too many connections; try again later")
+            elif not self._closing:
                 await self._serve(conn, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away; nothing to answer
@@ -250,6 +272,21 @@ class HttpServer:
             del self._conns[task]
             await _close(writer)
 
+    def _make_room(self) -> bool:
+        """Whether a new connection may be served: under the cap, or the longest-idle
+        connection was told to close to make room for it."""
+        if len(self._conns) < self.limits.max_connections:
+            return True
+        idle = [c for c in self._conns.values() if c.idle]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.idle_since)
+        # Aborting the socket ends its wait for a first byte (it reads the end of the stream)
+        # and its task leaves the table as for any client that went away.
+        oldest.idle = False
+        oldest.writer.transport.abort()
+        return True
+
     async def _serve(
         self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -259,10 +296,9 @@ class HttpServer:
         while not self._closing:
             conn.idle = True
             try:
-                raw = await self._read_head(reader, wait_s)
+                raw = await self._read_head(reader, wait_s, conn)
                 if raw is None:
                     return
-                conn.idle = False
                 head = parse_head(raw, self.limits, remote)
                 if head.length:
                     head.request.body = await self._read_body(reader, writer, head)
@@ -283,7 +319,9 @@ class HttpServer:
             if not sink.keep_alive:
                 return
 
-    async def _read_head(self, reader: asyncio.StreamReader, wait_s: float) -> bytes | None:
+    async def _read_head(
+        self, reader: asyncio.StreamReader, wait_s: float, conn: _Connection
+    ) -> bytes | None:
         """The next request's line and headers; None when the client closed or stayed idle.
 
         The wait for the first byte is the idle timeout; the headers deadline starts with it.
@@ -295,6 +333,7 @@ class HttpServer:
             return None
         if not first:
             return None
+        conn.idle = False  # a request has begun: no longer one to make room with
         try:
             async with asyncio.timeout(self.limits.header_timeout_s):
                 rest = await reader.readuntil(b"\r\n\r\n")

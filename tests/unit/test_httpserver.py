@@ -380,6 +380,51 @@ async def test_a_silent_connection_and_an_idle_one_are_closed_after_their_timeou
         assert await _settle(server)
 
 
+async def test_at_the_connection_cap_the_longest_idle_makes_room_else_503() -> None:
+    """Issue 17, defect 8: connections are capped. Silent clients give way to a newcomer
+    (oldest first); clients busy sending headers do not, so the newcomer gets a 503."""
+    async with serving(Limits(max_connections=3, header_timeout_s=30)) as (server, port, _):
+        silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        for _ in range(100):
+            if server.connections == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert server.connections == 3
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(get("/hello"))
+        status, _, _ = await read_answer(reader)
+        assert status == 200
+        # The first silent client (the longest idle) was closed to make room.
+        assert await asyncio.wait_for(silent[0][0].read(), 5) == b""
+        writer.close()
+        for _, w in silent:
+            w.close()
+        assert await _settle(server)
+
+        # Three clients in the middle of their headers: none idle, no room.
+        busy = []
+        for _ in range(3):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET /hello HTTP/1.1\r\nHost: t\r\n")
+            await w.drain()
+            busy.append((r, w))
+        for _ in range(100):
+            if server.connections == 3:
+                break
+            await asyncio.sleep(0.01)
+        (status, headers, body), _ = await exchange(port, get("/hello"))
+        assert (status, headers["connection"]) == (503, "close")
+        assert b"too many connections" in body
+        # The busy ones are still served once they finish their headers.
+        r, w = busy[0]
+        w.write(b"\r\n")
+        status, _, _ = await read_answer(r)
+        assert status == 200
+        for _, w in busy:
+            w.close()
+        assert await _settle(server)
+
+
 # --- handler failures ------------------------------------------------------------------------
 
 
