@@ -129,6 +129,10 @@ class Writer:
         self._last_hash = GENESIS
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
+        self._listeners: list[Callable[[list[Sample]], None]] = []
+        self.steps_run = 0
+        """Turns of long jobs run so far (:meth:`run_steps`: retention, which deletes samples):
+        a reader that keeps stored samples in memory reads them again after one."""
 
     # --- producer side -------------------------------------------------------------------
 
@@ -149,6 +153,17 @@ class Writer:
     def submit_one(self, record: Record) -> None:
         """Queue one record."""
         self._queue.put(_Records([record], type(record) is Event))
+
+    def add_commit_listener(self, fn: Callable[[list[Sample]], None]) -> None:
+        """Call ``fn(samples)`` on the writer thread after every commit that stored samples.
+
+        ``samples`` are the batch's samples, in the order submitted, non-finite ones included
+        (the store rejected those: a listener skips them too). The alert rules' series cache
+        (``agent.alerting.seriescache``) keeps its windows current this way instead of reading
+        them back every second. ``fn`` must be quick and must not block; what it raises is
+        logged.
+        """
+        self._listeners.append(fn)
 
     def run_task(self, fn: Callable[[sqlite3.Connection], object]) -> None:
         """Run ``fn(conn)`` on the writer thread after the records queued before it.
@@ -186,6 +201,8 @@ class Writer:
                 if on_done is not None:
                     on_done()  # the job is over: the failure is logged by the task runner
                 raise
+            finally:
+                self.steps_run += 1
             if on_done is not None:
                 on_done()
 
@@ -441,12 +458,21 @@ class Writer:
             self._samples.applied(staged)
             self.stats.committed_samples += staged.written
             self.stats.rejected += staged.rejected
+            self._tell(samples)
         self._last_seq, self._last_hash = seq, last_hash
         self.stats.commits += 1
         self.stats.committed_probe_runs += len(runs)
         self.stats.committed_events += len(events)
         self._set_health(True, "")
         return True
+
+    def _tell(self, samples: list[Sample]) -> None:
+        """Hand committed samples to the commit listeners."""
+        for fn in self._listeners:
+            try:
+                fn(samples)
+            except Exception:  # a listener's bug must not undo or retry the commit
+                log.exception("commit listener failed")
 
     def _checkpoint_after_recovery(self) -> None:
         """Copy the WAL into the database and truncate it, now.

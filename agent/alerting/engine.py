@@ -77,6 +77,10 @@ tick that woke early made the alert wait a whole interval more (bench/alert_nois
 quarter of alerts fired one evaluation late)."""
 
 
+FINGERPRINT_CACHE = 10_000
+"""Fingerprints remembered at most (a few per rule and subject on a real host)."""
+
+
 class AlertEngine:
     """Evaluates rules; keeps, stores and audits every alert's lifecycle."""
 
@@ -100,6 +104,9 @@ class AlertEngine:
         self._rows: dict[str, AlertRow] = {}
         """Each fingerprint's latest row, resolved ones too while they may still flap."""
         self._next_id = 1
+        self._fingerprints: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        """(rule, labels) -> fingerprint: the same instances every evaluation, each one a
+        JSON dump and a SHA-256 otherwise."""
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Pick up the pending and firing alerts and the id counter (at start)."""
@@ -139,13 +146,22 @@ class AlertEngine:
             for obs in observations:
                 labels = {**obs.labels, **rule.labels, "alertname": rule.name}
                 labels["severity"] = str(rule.severity)
-                fp = fingerprint(rule.name, labels)
+                fp = self._fingerprint(rule.name, labels)
                 seen.add(fp)
                 out += self._step(rule, fp, labels, obs, now_ms)
         for fp in [fp for fp in self._live if fp not in seen]:  # gone, or its rule removed
             out += self._end(self._live[fp], now_ms)
         out += self._settle(now_ms)
         return out
+
+    def _fingerprint(self, rule: str, labels: dict[str, str]) -> str:
+        key = (rule, tuple(labels.items()))
+        fp = self._fingerprints.get(key)
+        if fp is None:
+            if len(self._fingerprints) >= FINGERPRINT_CACHE:
+                self._fingerprints.clear()  # instances come and go (incidents): start over
+            fp = self._fingerprints[key] = fingerprint(rule, labels)
+        return fp
 
     def _step(
         self, rule: Rule, fp: str, labels: dict[str, str], obs: Observation, now_ms: int

@@ -7,18 +7,22 @@ alert like a value that no longer passes) and the extra template fields that des
 
 from __future__ import annotations
 
+import functools
 import itertools
-import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from agent.alerting.snapshot import Snapshot
+from agent.alerting.snapshot import SeriesReader, Snapshot
+from agent.alerting.windowstats import PointsWindow, Window, time_to_full
 from agent.config.alerting.catalog import subject_of
 from agent.config.alerting.rules import Aggregation, Rule, SourceKind
-from storage.records import ModelState
+from storage.records import Labels, ModelState
 from storage.stats import percentile
 from storage.units import format_duration
+
+_duration = functools.lru_cache(maxsize=256)(format_duration)
+"""A rule's window as text (``5m``): the same few values at every evaluation."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,24 +43,61 @@ class Observation:
     unknown: bool = False
 
 
+class Later(Mapping[str, str]):
+    """Template fields worked out only when a summary is rendered (an alert that starts, fires
+    or stays firing), not at every evaluation of every instance: ``since`` is a formatted
+    duration per model, process and rule, each second."""
+
+    __slots__ = ("_made", "_make")
+
+    def __init__(self, make: Callable[[], dict[str, str]]) -> None:
+        self._make = make
+        self._made: dict[str, str] | None = None
+
+    def _fields(self) -> dict[str, str]:
+        if self._made is None:
+            self._made = self._make()
+        return self._made
+
+    def __getitem__(self, key: str) -> str:
+        return self._fields()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields())
+
+    def __len__(self) -> int:
+        return len(self._fields())
+
+
 class RestartHistory:
-    """Each process's restart counter over time, so a rule can count restarts in a window."""
+    """Each process's restart counter over time, so a rule can count restarts in a window.
+
+    Kept as runs of one value (first seen, last seen, counter): an evaluation every second
+    over 24 hours noted 86,400 entries a process (about 10 MB), and each evaluation of
+    ``process_restart_loop`` walked all of them. A count needs only where the counter changed,
+    and the run in force at the window's start.
+    """
 
     def __init__(self, keep_s: float = 86400.0) -> None:
         self.keep_ms = int(keep_s * 1000)
-        self._seen: dict[str, deque[tuple[int, int]]] = {}
+        self._seen: dict[str, deque[list[int]]] = {}
 
     def note(self, snapshot: Snapshot, now_ms: int) -> None:
         """Record every process's counter as of ``now_ms``."""
         for proc in snapshot.processes:
-            seen = self._seen.setdefault(proc.name, deque())
-            seen.append((now_ms, proc.restarts))
-            while seen and seen[0][0] < now_ms - self.keep_ms:
+            seen = self._seen.get(proc.name)
+            if seen is None:
+                seen = self._seen[proc.name] = deque()
+            if seen and seen[-1][2] == proc.restarts and seen[-1][1] <= now_ms:
+                seen[-1][1] = now_ms  # the same value: the run goes on
+            else:
+                seen.append([now_ms, now_ms, proc.restarts])
+            while seen and seen[0][1] < now_ms - self.keep_ms:
                 seen.popleft()
 
     def within(self, process: str, since_ms: int) -> int:
         """Restarts counted since ``since_ms`` (a counter reset counts from zero)."""
-        seen = [n for ts, n in self._seen.get(process, ()) if ts >= since_ms]
+        seen = [n for _, last, n in self._seen.get(process, ()) if last >= since_ms]
         if not seen:
             return 0
         total, low = 0, seen[0]
@@ -78,7 +119,9 @@ def observe(rule: Rule, snap: Snapshot, now_ms: int, restarts: RestartHistory) -
                 {"model": m.name},
                 f"model:{m.name}",
                 1.0 if m.state in rule.states else 0.0,
-                {"model": m.name, "state": m.state, "since": _ago(now_ms, m.since_ms)},
+                Later(
+                    functools.partial(_state_fields, "model", m.name, m.state, now_ms, m.since_ms)
+                ),
                 # A rule that names ``unknown`` (never answered a first probe) still sees it.
                 unknown=m.state == ModelState.UNKNOWN and m.state not in rule.states,
             )
@@ -90,18 +133,23 @@ def observe(rule: Rule, snap: Snapshot, now_ms: int, restarts: RestartHistory) -
                 {"process": p.name},
                 f"process:{p.name}",
                 1.0 if p.state in rule.states else 0.0,
-                {
-                    "process": p.name,
-                    "state": p.state,
-                    "since": _ago(now_ms, p.since_ms),
-                    "detail": p.detail or p.last_exit or "",
-                },
+                Later(
+                    functools.partial(
+                        _state_fields,
+                        "process",
+                        p.name,
+                        p.state,
+                        now_ms,
+                        p.since_ms,
+                        p.detail or p.last_exit or "",
+                    )
+                ),
             )
             for p in snap.processes
         ]
     if kind == SourceKind.PROCESS_RESTARTS:
         since = now_ms - int(rule.window_s * 1000)
-        window = format_duration(rule.window_s)
+        window = _duration(rule.window_s)
         return [
             Observation(
                 {"process": p.name},
@@ -128,7 +176,7 @@ def observe(rule: Rule, snap: Snapshot, now_ms: int, restarts: RestartHistory) -
                 {"model": m.name, "group": group},
                 f"model:{m.name}",
                 1.0,
-                {"model": m.name, "group": group, "since": _ago(now_ms, since)},
+                Later(functools.partial(_drift_fields, m.name, group, now_ms, since)),
             )
             for m in snap.models
             for group, since in sorted(m.drift.items())
@@ -149,28 +197,41 @@ def _ago(now_ms: int, since_ms: int) -> str:
     return f"{format_duration(max(0, now_ms - since_ms) / 1000)} ago"
 
 
+def _state_fields(
+    what: str, name: str, state: str, now_ms: int, since_ms: int, detail: str | None = None
+) -> dict[str, str]:
+    out = {what: name, "state": state, "since": _ago(now_ms, since_ms)}
+    if detail is not None:
+        out["detail"] = detail
+    return out
+
+
+def _drift_fields(model: str, group: str, now_ms: int, since_ms: int) -> dict[str, str]:
+    return {"model": model, "group": group, "since": _ago(now_ms, since_ms)}
+
+
 def _series(rule: Rule, snap: Snapshot, now_ms: int) -> list[Observation]:
     since = now_ms - int(rule.window_s * 1000)
     wanted = dict(rule.match)
     sets = [ls for ls in snap.series.label_sets(rule.series) if wanted.items() <= dict(ls).items()]
-    window = format_duration(rule.window_s)
+    window = _duration(rule.window_s)
     if not sets and rule.aggregation == Aggregation.ABSENT:
         return [Observation(wanted, subject_of(wanted), 1.0, {"series": rule.series})]
     out = []
     for labels in sets:
-        pts = snap.series.points(rule.series, labels, since, now_ms)
-        value = aggregate(rule, pts, now_ms)
+        win = window_of(snap.series, rule.series, labels, since, now_ms)
+        value = aggregate(rule, win)
         other = rule.ratio_to or (
             rule.limit_series if rule.aggregation == Aggregation.TIME_TO_FULL else ""
         )
         if other and value is not None:
-            limit = snap.series.points(other, labels, since, now_ms)
-            if not limit:
+            limit = window_of(snap.series, other, labels, since, now_ms)
+            if not limit.count:
                 value = None
             elif rule.ratio_to:
-                value = 100.0 * value / limit[-1][1] if limit[-1][1] else None
+                value = 100.0 * value / limit.last if limit.last else None
             else:
-                value = _time_to_full(pts, limit[-1][1], now_ms)
+                value = time_to_full(win, limit.last)
         lbl = dict(labels)
         out.append(
             Observation(lbl, subject_of(lbl), value, {"series": rule.series, "window": window})
@@ -178,50 +239,39 @@ def _series(rule: Rule, snap: Snapshot, now_ms: int) -> list[Observation]:
     return out
 
 
-def aggregate(rule: Rule, pts: list[tuple[int, float]], now_ms: int) -> float | None:
+_EMPTY = PointsWindow([])
+
+
+def window_of(
+    reader: SeriesReader, name: str, labels: Labels, since_ms: int, until_ms: int
+) -> Window:
+    """One series' samples in ``[since_ms, until_ms]``: from the reader's ``window`` where it
+    has one (the agent's :class:`~agent.alerting.seriescache.SeriesCache`: no copy, running
+    sums), else from its points."""
+    window = getattr(reader, "window", None)
+    if window is not None:
+        found: Window | None = window(name, labels, since_ms, until_ms)
+        return _EMPTY if found is None else found
+    return PointsWindow(reader.points(name, labels, since_ms, until_ms))
+
+
+def aggregate(rule: Rule, window: Window) -> float | None:
     """One value from a window's samples (None when there are too few)."""
     agg = rule.aggregation
     if agg == Aggregation.ABSENT:
-        return 0.0 if pts else 1.0
-    if not pts:
+        return 0.0 if window.count else 1.0
+    if not window.count:
         return None
-    # Plain Python, not numpy: a window holds a few hundred values, and importing numpy would
-    # cost every running agent ~11 MB (bench/RESULTS.md, the lean agent).
-    values = [float(v) for _, v in pts]
+    # Plain Python, not numpy: importing numpy would cost every running agent ~11 MB
+    # (bench/RESULTS.md, the lean agent). The mean and the slope come from exact running sums.
     if agg == Aggregation.AVG:
-        return math.fsum(values) / len(values)
+        return window.stats().mean()
     if agg == Aggregation.MAX:
-        return max(values)
+        return max(window.values())
     if agg == Aggregation.MIN:
-        return min(values)
+        return min(window.values())
     if agg in (Aggregation.LAST, Aggregation.TIME_TO_FULL):
-        return values[-1]
+        return window.last
     if agg in (Aggregation.P50, Aggregation.P95, Aggregation.P99):
-        return percentile(sorted(values), float(agg.value[1:]))
-    return _slope_per_s(pts)
-
-
-def _slope_per_s(pts: list[tuple[int, float]]) -> float | None:
-    """Least-squares slope, per second; None with fewer than two distinct times."""
-    if len(pts) < 2:
-        return None
-    ts = [t / 1000.0 for t, _ in pts]
-    if max(ts) - min(ts) <= 0:
-        return None
-    vals = [float(v) for _, v in pts]
-    t_mean = math.fsum(ts) / len(ts)
-    v_mean = math.fsum(vals) / len(vals)
-    dts = [t - t_mean for t in ts]
-    return math.fsum(d * (v - v_mean) for d, v in zip(dts, vals, strict=True)) / math.fsum(
-        d * d for d in dts
-    )
-
-
-def _time_to_full(pts: list[tuple[int, float]], limit: float, now_ms: int) -> float | None:
-    """Seconds until the fitted line of ``pts`` reaches ``limit`` (inf when not rising)."""
-    slope = _slope_per_s(pts)
-    if slope is None:
-        return None
-    if slope <= 0:
-        return math.inf
-    return max(0.0, (limit - pts[-1][1]) / slope)
+        return percentile(sorted(window.values()), float(agg.value[1:]))
+    return window.stats().slope_per_s()

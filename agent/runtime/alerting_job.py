@@ -5,11 +5,15 @@ Each evaluation (a scheduler job, ``[alerting] evaluate_interval``) builds a
 incidents with their roots, the links from models to processes, storage health and the loop's
 own lateness), evaluates the rules, lets the notifier decide what is due and hands that to
 :meth:`Sender.add <agent.alerting.outbox.Sender.add>`, which has the writer commit it to the
-outbox before the sender may see it. The rules' reads of stored series run on a thread of
-their own (with its own read connection), never on the loop; the sender runs on the loop with
-every send bounded by a timeout, and the channels that block (SMTP, exec) run theirs off it. So
-delivery never holds up probing, supervision or storage, and a receiver that is down only
-leaves notifications undelivered.
+outbox before the sender may see it. Series rules read the windows of a
+:class:`~agent.alerting.seriescache.SeriesCache` that the writer keeps current with every
+commit, so an evaluation usually reads nothing and runs on the loop (a few hundred
+microseconds); when a window must be read from SQLite (the first evaluation, a new rule, after
+retention or a sample stored out of order) that evaluation runs on a thread of its own
+(with its own read connection), never on the loop. The sender runs on the loop with every send
+bounded by a timeout, and the channels that block (SMTP, exec) run theirs off it. So delivery
+never holds up probing, supervision or storage, and a receiver that is down only leaves
+notifications undelivered.
 
 What the API, the CLI and the TUI read is here too: :attr:`AlertingJob.engine` (with
 :meth:`AlertingJob.alerts`, the pending and firing alerts as of the last evaluation, safe to
@@ -38,14 +42,9 @@ from agent.alerting.maintenance import MaintenanceCalendar
 from agent.alerting.notifier import Notifier
 from agent.alerting.outbox import Sender
 from agent.alerting.outbox_store import OutboxStore
+from agent.alerting.seriescache import SeriesCache
 from agent.alerting.silences import SilenceBook
-from agent.alerting.snapshot import (
-    AgentSignals,
-    NoSeries,
-    SeriesReader,
-    Snapshot,
-    SqliteSeriesReader,
-)
+from agent.alerting.snapshot import AgentSignals, NoSeries, SeriesReader, Snapshot
 from agent.config import AlertingConfig
 from agent.config.alerting.channels import ChannelSettings
 from agent.health.incidents import IncidentBook
@@ -159,7 +158,12 @@ class AlertingJob:
         self.store = OutboxStore(writer)
         self.sender = Sender(self.store, self._channels(config.channels, {}))
         self.heartbeat = Heartbeat()
+        self.series = SeriesCache(jobs_run=lambda: writer.steps_run)
+        self.series.watch(self.engine.rules)
+        writer.add_commit_listener(self.series.committed)
         self.evaluations = 0
+        self.on_thread = 0
+        """Evaluations that had to read series from SQLite (on the alerting thread)."""
         self._alerts: list[AlertRow] = []
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="vigil-alerts")
         self._conn: sqlite3.Connection | None = None
@@ -227,6 +231,7 @@ class AlertingJob:
         """Take a reloaded config: rules, flap control, windows, routes and channels."""
         old, self.config = self.config, config
         self.engine.set_rules(config.rules)
+        self.series.watch(self.engine.rules)
         self.engine.flap_window_ms = int(config.flap_window_s * 1000)
         self.engine.flap_transitions = config.flap_transitions
         self.calendar.set_windows(config.maintenance)
@@ -267,11 +272,21 @@ class AlertingJob:
     # --- one evaluation -----------------------------------------------------------------------
 
     async def evaluate(self) -> None:
-        """One evaluation: snapshot, rules (off the loop), notifier, outbox."""
+        """One evaluation: snapshot, rules, notifier, outbox.
+
+        The rules run on the loop when every series window they read is current in memory
+        (the usual case: nothing to read), and on the alerting thread when one must be read
+        from SQLite first.
+        """
         at = now_ms()
         snap = self._snapshot()
-        loop = asyncio.get_running_loop()
-        transitions = await loop.run_in_executor(self._pool, self._evaluate, at, snap)
+        self.series.apply(at)
+        if self.series.needs_fill(at):
+            loop = asyncio.get_running_loop()
+            transitions = await loop.run_in_executor(self._pool, self._evaluate, at, snap)
+            self.on_thread += 1
+        else:
+            transitions = self.engine.evaluate(at, snap)
         self._alerts = self.engine.active()
         self.evaluations += 1
         try:
@@ -293,20 +308,27 @@ class AlertingJob:
                 storage_error=getattr(self.writer, "last_error", None) or "",
                 watchdog_late_s=self.heartbeat.take(),
             ),
+            series=self.series,
         )
 
     def _evaluate(self, at_ms: int, snap: Snapshot) -> list[Transition]:
-        """On the alerting thread: the rules, reading series through its own connection."""
-        return self.engine.evaluate(at_ms, dataclasses.replace(snap, series=self._series()))
+        """On the alerting thread: read the series windows due, then the rules."""
+        return self.engine.evaluate(at_ms, dataclasses.replace(snap, series=self._reader(at_ms)))
 
-    def _series(self) -> SeriesReader:
+    def _reader(self, at_ms: int) -> SeriesReader:
         if self._conn is None:
             try:
                 self._conn = connect(self.db_path, readonly=True)
             except (sqlite3.Error, OSError) as exc:
                 log.warning("alert rules cannot read series error=%r", str(exc))
                 return NoSeries()
-        return SqliteSeriesReader(self._conn)
+        try:
+            self.series.fill(self._conn, at_ms)
+        except sqlite3.Error as exc:
+            # The windows not read make their rules fail this evaluation (their alerts keep
+            # their state); the next evaluation tries again.
+            log.warning("alert rules cannot read series error=%r", str(exc))
+        return self.series
 
     def _close_conn(self) -> None:
         if self._conn is not None:
