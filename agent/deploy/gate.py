@@ -373,7 +373,7 @@ class BakeGate:
     def _latency(self) -> CheckResult:
         ok = [c for c in self.canaries if c.ok]
         cfg, base = self.config, self.baseline
-        figures: dict[str, Any] = {"ratio_max": cfg.latency_ratio_max}
+        figures: dict[str, Any] = {"ratio_max": cfg.latency_ratio_max, "baseline_runs": base.runs}
         verdicts: list[str] = []
         for metric, base_p95 in (("e2e_ms", base.e2e_p95_ms), ("ttft_ms", base.ttft_p95_ms)):
             now = _p95(getattr(c, metric) for c in ok)
@@ -391,7 +391,12 @@ class BakeGate:
                 )
             verdicts.append(f"{metric} p95 {now:.4g} ms vs {base_p95:.4g} ms")
         if not verdicts:
-            return CheckResult(Check.LATENCY, None, "not judged: no latency baseline", figures)
+            why = (
+                "no ok run of the previous version to compare with"
+                if base.runs == 0
+                else "no latency measured yet"
+            )
+            return CheckResult(Check.LATENCY, None, f"not judged: {why}", figures)
         return CheckResult(Check.LATENCY, True, "; ".join(verdicts), figures)
 
     def _throughput(self) -> CheckResult:

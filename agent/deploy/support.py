@@ -39,6 +39,9 @@ __all__ = ["FAILED_KIND", "DeployHost", "DeploySupport", "current_version", "rol
 
 S = DeployState
 FAILED_KIND = "deploy_failed"
+BASELINE_MIN_RUNS = 3
+"""The previous version's ok runs a baseline wants (the least ``baseline_runs``): it is
+probed now for those it lacks."""
 
 
 class DeployHost(Protocol):
@@ -90,28 +93,38 @@ class DeploySupport:
 
     async def baseline(self, dep: Deployment, ro: Rollout) -> Baseline:
         """The previous version as it serves now: its stored ok runs since it was deployed
-        and its canary answers (asked for now if too few are known)."""
+        and its canary answers, the model probed now while either is short.
+
+        A version deployed a moment ago (a rollback, then the next deploy at once) has run
+        few probes of its own: without at least :data:`BASELINE_MIN_RUNS` of them the gate
+        would have no latency to compare with and would promote a slower version unjudged."""
         m = ro.model
         dc = self.deploy_config(m)
         mon = self.host.monitors.get(m.name)
-        if dc.golden and mon is not None and mon.state == "up":
-            for _ in range(2):
-                if len(self.answers.get(m.name, ())) >= 2:
-                    break
-                await self.host.probe_models([m.name])
-        answers = list(self.answers.get(m.name, ()))
+        want_runs = min(BASELINE_MIN_RUNS, dc.baseline_runs)
+        runs = await self._baseline_runs(m.name, dc.baseline_runs)
+        for _ in range(max(2, want_runs)):
+            short = len(runs) < want_runs or (dc.golden and len(self.answers.get(m.name, ())) < 2)
+            if not short or mon is None or mon.state != "up":
+                break
+            await self.host.probe_models([m.name])
+            runs = await self._baseline_runs(m.name, dc.baseline_runs)
+        return Baseline.build(runs, self.answers.get(m.name, ()))
+
+    async def _baseline_runs(self, model: str, limit: int) -> list[ProbeRun]:
+        """The model's stored ok runs since its last deploy ended (the serving version's)."""
 
         def read(conn: Any) -> list[ProbeRun]:
             last = deps.list_deployments(
-                conn, model=m.name, states=(S.PROMOTED, S.ROLLED_BACK), limit=1
+                conn, model=model, states=(S.PROMOTED, S.ROLLED_BACK), limit=1
             )
             since = last[0].finished_ms if last else None
-            return recent_probe_runs(
-                conn, m.name, limit=dc.baseline_runs, since_ms=since, categories=("ok",)
-            )
+            return recent_probe_runs(conn, model, limit=limit, since_ms=since, categories=("ok",))
 
-        runs = await self.store.read(read)
-        return Baseline.build(runs, answers)
+        # On the writer's thread, after what it has queued: a probe run is recorded in the
+        # writer's batch, committed up to a second later, so a read on another connection
+        # misses the runs just asked for (issue 16's flake: a baseline of 0 runs).
+        return await self.store.write(read)
 
     def incidents_of(self, model: str, process: str) -> list[Incident]:
         """The open incidents about the model and its process."""

@@ -303,6 +303,8 @@ def test_promote_golden_and_latency_rollbacks_and_an_operators_rollback(
         assert done["state"] == "rolled_back", done
         latency = next(c for c in done["checks"]["verdict"]["checks"] if c["check"] == "latency")
         assert latency["ok"] is False and latency["e2e_ms"]["p95"] > 350
+        # Requested a moment after v2 came back: v2 was probed for a baseline of its own.
+        assert latency["baseline_runs"] == done["checks"]["baseline"]["runs"] >= 3
         assert link.resolve() == v2
         # The older deploy_failed incident is superseded by this one.
         code, inc = agent.get("/api/v1/incidents?state=open")
