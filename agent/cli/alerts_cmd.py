@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -25,7 +25,8 @@ from storage.text import printable
 
 
 class BadRequest(Exception):
-    """The agent refused the request's input (HTTP 400); the message is the agent's."""
+    """The agent refused the request (HTTP 400, or another 4xx the caller names in ``call``'s
+    ``refused``): a bad input or a state that does not allow it; the message is the agent's."""
 
 
 def call(
@@ -34,11 +35,15 @@ def call(
     path: str,
     body: Mapping[str, Any] | None = None,
     operator: str | None = None,
+    *,
+    refused: Collection[int] = (400,),
 ) -> Any:
     """One JSON request (any method, an optional JSON body) to the agent.
 
     Raises:
-        BadRequest: the agent answered 400 (its message says which field and why).
+        BadRequest: the agent answered one of the ``refused`` codes (its message says which
+            field and why). Deploys name 403/404/409 too: there those are the agent saying no
+            (an unknown model, a deploy in flight), not a broken connection.
         AgentUnreachable: any other failure, with the reason.
     """
     if not client.url.startswith(("http://", "https://")):
@@ -65,7 +70,7 @@ def call(
             detail = str(json.loads(raw)["error"])
         except (ValueError, KeyError, TypeError):
             detail = raw
-        if exc.code == 400:
+        if exc.code in refused:
             raise BadRequest(printable(detail)) from None
         raise AgentUnreachable(
             f"{client.url}{path}: HTTP {exc.code}: {printable(detail)}"

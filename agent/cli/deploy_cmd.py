@@ -13,6 +13,7 @@ Every text the agent sends back is made printable before it reaches the terminal
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -36,29 +37,10 @@ POLL_S = 0.5
 WAIT_TIMEOUT_S = 7 * 86400.0
 
 
-class Refused(Exception):
-    """The agent refused the request (4xx): a bad input or a state that does not allow it."""
-
-
-def _request(
-    client: ApiClient,
-    method: str,
-    path: str,
-    body: Mapping[str, Any] | None = None,
-    operator: str | None = None,
-) -> Any:
-    """One call; a 4xx answer is :class:`Refused` with the agent's reason."""
-    try:
-        return call(client, method, path, body, operator)
-    except BadRequest as exc:
-        raise Refused(str(exc)) from None
-    except AgentUnreachable as exc:
-        text = str(exc)
-        for code in (403, 404, 409):
-            marker = f": HTTP {code}: "
-            if marker in text:
-                raise Refused(text.split(marker, 1)[1]) from None
-        raise
+Refused = BadRequest
+"""The agent refused the request (a 4xx), or its input was found bad before sending it."""
+_request = functools.partial(call, refused=(400, 403, 404, 409))
+"""One call; a 4xx answer is :class:`Refused` with the agent's reason."""
 
 
 def _lineage(args: argparse.Namespace) -> dict[str, Any]:
