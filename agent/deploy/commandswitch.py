@@ -25,9 +25,9 @@ from pathlib import Path
 
 from agent.deploy.proxy import (
     Address,
-    DrainResult,
     Preflight,
     PreflightCheck,
+    SerialSwitch,
     SwitchError,
     SwitchResult,
     SwitchStage,
@@ -37,7 +37,6 @@ from agent.deploy.proxy import (
     log,
     parse_address,
     run_argv,
-    wait_drained,
     writable_dir,
     write_atomic,
 )
@@ -62,7 +61,7 @@ def unknown_placeholders(template: tuple[str, ...], known: frozenset[str]) -> li
     return sorted({m[1] for arg in template for m in _PLACEHOLDER.finditer(arg)} - known)
 
 
-class CommandSwitch:
+class CommandSwitch(SerialSwitch):
     """Switches a model's traffic by running the operator's command with the new address."""
 
     kind = "command"
@@ -90,7 +89,7 @@ class CommandSwitch:
         if problems:
             raise ValueError("switch command: " + "; ".join(problems))
         self.settings = settings
-        self._lock = asyncio.Lock()
+        super().__init__()
 
     def state_path(self, model: str) -> Path:
         """Where the address ``model`` was last switched to is kept."""
@@ -102,15 +101,6 @@ class CommandSwitch:
         except FileNotFoundError:
             return None
         return str(parse_address(text.strip()))
-
-    async def drain(self, address: str, timeout_s: float) -> DrainResult:
-        return await wait_drained(address, timeout_s)
-
-    async def switch(self, model: str, address: str) -> SwitchResult:
-        model = check_model_name(model)
-        target = parse_address(address)
-        async with self._lock:
-            return await self._switch(model, target)
 
     async def _switch(self, model: str, target: Address) -> SwitchResult:
         start = time.perf_counter_ns()

@@ -28,10 +28,10 @@ from typing import NoReturn
 from agent.deploy.proxy import (
     Address,
     CommandOutcome,
-    DrainResult,
     InvalidTarget,
     Preflight,
     PreflightCheck,
+    SerialSwitch,
     SwitchError,
     SwitchResult,
     SwitchStage,
@@ -42,7 +42,6 @@ from agent.deploy.proxy import (
     parse_address,
     restore_file,
     run_argv,
-    wait_drained,
     writable_dir,
     write_atomic,
 )
@@ -72,7 +71,7 @@ def read_include_address(text: str) -> Address | None:
     return None
 
 
-class NginxSwitch:
+class NginxSwitch(SerialSwitch):
     """Switches a model's traffic by rewriting its upstream include and reloading nginx."""
 
     kind = "nginx"
@@ -82,7 +81,7 @@ class NginxSwitch:
         if problems:
             raise ValueError("nginx switch: " + "; ".join(problems))
         self.settings = settings
-        self._lock = asyncio.Lock()
+        super().__init__()
         base = [settings.nginx]
         if settings.prefix:
             base += ["-p", settings.prefix]
@@ -112,15 +111,6 @@ class NginxSwitch:
         except InvalidTarget as exc:
             raise InvalidTarget(f"{path}: {exc}") from None
         return None if address is None else str(address)
-
-    async def drain(self, address: str, timeout_s: float) -> DrainResult:
-        return await wait_drained(address, timeout_s)
-
-    async def switch(self, model: str, address: str) -> SwitchResult:
-        model = check_model_name(model)
-        target = parse_address(address)
-        async with self._lock:
-            return await self._switch(model, target)
 
     async def _switch(self, model: str, target: Address) -> SwitchResult:
         start = time.perf_counter_ns()

@@ -12,7 +12,8 @@ include, ``nginx -t``, a graceful reload) and :class:`agent.deploy.commandswitch
 (a configured argv, for HAProxy, Envoy or Traefik users). This module holds what both share: the
 protocol and its records, the checks on what goes into a proxy's config (a model name, an
 address), an atomic file write, running an argv with a timeout, confirming through the proxy,
-and waiting for the old address to drain.
+waiting for the old address to drain (counted by :mod:`agent.deploy.connections`), and the
+switch's locked entry point (:class:`SerialSwitch`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import logging
 import os
 import re
 import signal
-import socket
-import struct
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from agent.config.schema import NAME_EXPECTED, NAME_PATTERN
+from agent.deploy.connections import others_connections, resolved_hosts
 from agent.supervise.childenv import child_environ
 from probes.httpclient import HttpClient, InvalidURL, WireError
 from storage import private
@@ -396,18 +396,6 @@ def answered_by(header: str, address: Address, hosts: set[str] | None = None) ->
     return seen.port == address.port and seen.host in hosts
 
 
-def resolved_hosts(address: Address) -> set[str]:
-    """The IP addresses ``address``'s host stands for (itself for an IP literal)."""
-    ip = address.ip
-    if ip is not None:
-        return {str(ip)}
-    try:
-        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
-    except OSError:
-        return {address.host}
-    return {str(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos}
-
-
 async def confirm_through_proxy(
     url: str, header: str, address: Address, *, streak: int, timeout_s: float
 ) -> str:
@@ -450,78 +438,6 @@ async def confirm_through_proxy(
         await asyncio.sleep(0.02)
 
 
-_TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
-_ESTABLISHED = "01"
-
-
-def _proc_net_ip(hex_ip: str) -> str:
-    # /proc/net/tcp* print an address as 32-bit words in the host's byte order.
-    raw = b"".join(struct.pack("=I", int(hex_ip[i : i + 8], 16)) for i in range(0, len(hex_ip), 8))
-    ip = ipaddress.ip_address(raw)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-def open_connections(address: Address, hosts: set[str] | None = None) -> int:
-    """Established TCP connections from anywhere on this host to ``address``.
-
-    Reads the kernel's socket tables (``/proc/net/tcp``, ``/proc/net/tcp6``), which every user
-    may read, so it works whoever the proxy runs as; it counts connections, not their owners
-    (and costs one read of each table, not a walk over every process's file descriptors).
-    """
-    if hosts is None:
-        hosts = resolved_hosts(address)
-    port_hex = f"{address.port:04X}"
-    count = 0
-    for table in _TCP_TABLES:
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 4 or fields[3] != _ESTABLISHED:
-                continue
-            ip_hex, _, port = fields[2].partition(":")
-            if port == port_hex and _proc_net_ip(ip_hex) in hosts:
-                count += 1
-    return count
-
-
-def own_connections(address: Address, hosts: set[str] | None = None) -> int:
-    """Established TCP connections this very process holds to ``address``.
-
-    The agent's probes keep their connections alive for reuse: after a blue-green switch the
-    model's canaries go to the new copy, but the connection the last canary to the old copy
-    used may sit idle in the agent's pool for a while. It is not the proxy's traffic, and the
-    old copy is not serving anyone through it.
-    """
-    import psutil
-
-    if hosts is None:
-        hosts = resolved_hosts(address)
-    try:
-        conns = psutil.Process().net_connections(kind="tcp")
-    except psutil.Error:
-        return 0
-    count = 0
-    for c in conns:
-        if c.status != psutil.CONN_ESTABLISHED or not c.raddr or c.raddr.port != address.port:
-            continue
-        ip = ipaddress.ip_address(str(c.raddr.ip).split("%")[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if str(ip) in hosts:
-            count += 1
-    return count
-
-
-def others_connections(address: Address, hosts: set[str]) -> int:
-    """Connections to ``address`` from anyone on this host but this process."""
-    return max(0, open_connections(address, hosts) - own_connections(address, hosts))
-
-
 async def wait_drained(address: str, timeout_s: float, interval_s: float = 0.1) -> DrainResult:
     """Wait until nothing on this host holds a connection to ``address`` (or ``timeout_s``).
 
@@ -541,3 +457,25 @@ async def wait_drained(address: str, timeout_s: float, interval_s: float = 0.1) 
         if count == 0 or time.monotonic() >= deadline:
             return DrainResult(str(addr), count == 0, count, elapsed_ms(start))
         await asyncio.sleep(interval_s)
+
+
+class SerialSwitch:
+    """What both switches do alike: check the model name and the address before anything is
+    written, switch one model at a time (two deploys switching at once would race on the
+    proxy's config and its reload), and drain by this host's socket tables. A subclass does
+    the switch itself in :meth:`_switch`, under the lock."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    async def drain(self, address: str, timeout_s: float) -> DrainResult:
+        return await wait_drained(address, timeout_s)
+
+    async def switch(self, model: str, address: str) -> SwitchResult:
+        model = check_model_name(model)
+        target = parse_address(address)
+        async with self._lock:
+            return await self._switch(model, target)
+
+    async def _switch(self, model: str, target: Address) -> SwitchResult:
+        raise NotImplementedError
