@@ -10,10 +10,21 @@ import ipaddress
 import socket
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from agent.deploy.proxy import Address
+
+class Address(Protocol):
+    """What this module reads of :class:`agent.deploy.proxy.Address` (a protocol, not an
+    import: proxy imports this module, and the deploy room allows no import cycle)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None: ...
 
 
 def resolved_hosts(address: Address) -> set[str]:
