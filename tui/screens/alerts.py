@@ -11,11 +11,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Input, Static
 
 from tui.remote.client import AgentClient, operator_identity
-from tui.screens.base import TriageScreen
+from tui.screens.base import FilteredListScreen
+from tui.screens.dialog import FormDialog
 from tui.view.actions import OperatorAction
 from tui.view.alerts import (
     AlertsData,
@@ -65,47 +65,20 @@ class SilencesTable(KeyedTable):
     )
 
 
-class SilenceScreen(ModalScreen[OperatorAction | None]):
+class SilenceScreen(FormDialog[OperatorAction]):
     """Asks how long to silence an alert and why; dismisses with the action, or None.
 
-    Like :class:`tui.screens.confirm.ConfirmScreen`: ``esc`` or Cancel does nothing; the
-    comment is required (the agent refuses a silence without one).
+    A :class:`~tui.screens.dialog.FormDialog`: ``esc`` or Cancel does nothing; the comment is
+    required (the agent refuses a silence without one).
     """
 
     DEFAULT_CSS = """
-    SilenceScreen {
-        align: center middle;
-        background: $background 60%;
-    }
     SilenceScreen #dialog {
         width: 70;
-        max-width: 100%;
-        height: auto;
-        border: thick $warning 80%;
-        background: $surface;
         padding: 1 2;
-    }
-    SilenceScreen #question {
-        text-style: bold;
-    }
-    SilenceScreen #detail {
-        color: $text-muted;
-        margin-bottom: 1;
-    }
-    SilenceScreen #why {
-        color: $error;
-        height: auto;
-    }
-    SilenceScreen #buttons {
-        height: auto;
-        align-horizontal: right;
-    }
-    SilenceScreen Button {
-        margin-left: 2;
     }
     """
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
     AUTO_FOCUS = "#comment"
 
     def __init__(self, action: OperatorAction, operator: str) -> None:
@@ -148,25 +121,8 @@ class SilenceScreen(ModalScreen[OperatorAction | None]):
             )
         )
 
-    @on(Input.Submitted)
-    def entered(self) -> None:
-        """``enter`` in either field submits."""
-        self.submit()
 
-    def action_cancel(self) -> None:
-        """No."""
-        self.dismiss(None)
-
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        """Silence, or cancel."""
-        if event.button.id == "yes":
-            self.submit()
-        else:
-            self.dismiss(None)
-
-
-class AlertsScreen(TriageScreen):
+class AlertsScreen(FilteredListScreen):
     """Alerts firing first, the silences in force and a delivery-health line.
 
     Args:
@@ -183,25 +139,13 @@ class AlertsScreen(TriageScreen):
     }
     AlertsScreen AlertsTable {
         height: 2fr;
-        border: round $primary 50%;
-        border-title-color: $text-muted;
-        border-subtitle-color: $text-muted;
     }
     AlertsScreen SilencesTable {
         height: 1fr;
         min-height: 4;
-        border: round $primary 50%;
-        border-title-color: $text-muted;
-        border-subtitle-color: $text-muted;
-    }
-    AlertsScreen KeyedTable:focus {
-        border: round $accent;
     }
     AlertsScreen #detail {
-        height: auto;
         max-height: 4;
-        padding: 0 1;
-        background: $panel;
     }
     """
 
@@ -227,10 +171,12 @@ class AlertsScreen(TriageScreen):
         yield Static(Text("delivery: …", style="dim"), id="delivery")
         yield FilterInput("filter by rule, subject, summary, label…", id="filter")
         alerts = AlertsTable(id="alerts-table")
+        alerts.add_class("boxed")
         alerts.border_title = "alerts"
         yield alerts
         yield Static(Text("no alert selected", style="dim"), id="detail")
         silences = SilencesTable(id="silences-table")
+        silences.add_class("boxed")
         silences.border_title = "silences"
         yield silences
         yield Footer()
@@ -355,18 +301,3 @@ class AlertsScreen(TriageScreen):
         silence_id = self.selected_silence_id()
         if silence_id is not None:
             self.request_action(OperatorAction("expire", silence_id))
-
-    def action_filter(self) -> None:
-        """``/``: open the filter line."""
-        self.query_one("#filter", FilterInput).open()
-
-    @on(Input.Changed, "#filter")
-    def filter_changed(self) -> None:
-        """Narrow the rows as the operator types."""
-        if self._data is not None:
-            self.show(self._data)
-
-    @on(FilterInput.Closed)
-    def filter_closed(self) -> None:
-        """Back to the alerts table."""
-        self.query_one("#alerts-table").focus()

@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Static
+from textual.widgets import Input, Static
 from textual.worker import Worker
 
 from tui.remote.client import AgentClient, AgentError, operator_identity
@@ -26,6 +26,7 @@ from tui.screens.help import HelpScreen, bindings_text
 from tui.screens.palette import JumpProvider
 from tui.view.actions import OperatorAction, carry_out
 from tui.view.fmt import clean, format_duration
+from tui.widgets.filterbar import FilterInput
 
 
 class ActionFinished(Message):
@@ -277,3 +278,49 @@ class TriageScreen(ActionScreen):
                 text.append(f" — data from {format_duration(age)} ago", style="red")
             line.update(text)
             line.add_class("-shown")
+
+
+class FilteredListScreen(TriageScreen):
+    """A triage view of lists under a ``/`` filter line (a :class:`FilterInput` ``#filter``),
+    with the row under the cursor in a ``#detail`` panel; ``.boxed`` tables get the views'
+    rounded border.
+
+    Typing in the filter shows the last data again, narrowed by :meth:`show` (which reads the
+    filter); closing the line gives the keys back to the view's main list, its
+    :attr:`AUTO_FOCUS`. Subclasses keep what they last showed in ``_data``.
+    """
+
+    DEFAULT_CSS = """
+    FilteredListScreen .boxed {
+        border: round $primary 50%;
+        border-title-color: $text-muted;
+        border-subtitle-color: $text-muted;
+    }
+    FilteredListScreen .boxed:focus {
+        border: round $accent;
+    }
+    FilteredListScreen #detail {
+        height: auto;
+        padding: 0 1;
+        background: $panel;
+    }
+    """
+
+    _data: Any
+    """The data last shown (None before the first fetch)."""
+
+    def action_filter(self) -> None:
+        """``/``: open the filter line."""
+        self.query_one("#filter", FilterInput).open()
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self) -> None:
+        """Narrow the rows as the operator types."""
+        if self._data is not None:
+            self.show(self._data)
+
+    @on(FilterInput.Closed)
+    def filter_closed(self) -> None:
+        """Back to the main list."""
+        if self.AUTO_FOCUS:
+            self.query_one(self.AUTO_FOCUS).focus()

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
 
+from tui.screens.dialog import FormDialog
 from tui.view.deployform import (
     STRATEGIES,
     DeployChoice,
@@ -28,7 +27,7 @@ from tui.view.deployform import (
 from tui.view.fmt import clean, format_duration
 
 
-class DeployScreen(ModalScreen[DeployDraft | None]):
+class DeployScreen(FormDialog[DeployDraft]):
     """Asks what to deploy; dismisses with the draft, or None.
 
     Args:
@@ -40,24 +39,9 @@ class DeployScreen(ModalScreen[DeployDraft | None]):
     """
 
     DEFAULT_CSS = """
-    DeployScreen {
-        align: center middle;
-        background: $background 60%;
-    }
     DeployScreen #dialog {
         width: 72;
-        max-width: 100%;
-        height: auto;
-        border: thick $warning 80%;
-        background: $surface;
         padding: 0 2;
-    }
-    DeployScreen #question {
-        text-style: bold;
-    }
-    DeployScreen #detail {
-        color: $text-muted;
-        margin-bottom: 1;
     }
     DeployScreen .field {
         height: 1;
@@ -74,20 +58,8 @@ class DeployScreen(ModalScreen[DeployDraft | None]):
     DeployScreen .field Input:focus, DeployScreen .field Select:focus > SelectCurrent {
         background: $primary 30%;
     }
-    DeployScreen #why {
-        color: $error;
-        height: auto;
-    }
-    DeployScreen #buttons {
-        height: auto;
-        align-horizontal: right;
-    }
-    DeployScreen Button {
-        margin-left: 2;
-    }
     """
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
     AUTO_FOCUS = "#artifact"
 
     def __init__(
@@ -182,20 +154,3 @@ class DeployScreen(ModalScreen[DeployDraft | None]):
             self.query_one("#why", Static).update(Text(problem, style="bold"))
             return
         self.dismiss(draft)
-
-    @on(Input.Submitted)
-    def entered(self) -> None:
-        """``enter`` in a field goes on."""
-        self.submit()
-
-    def action_cancel(self) -> None:
-        """No."""
-        self.dismiss(None)
-
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        """Next, or cancel."""
-        if event.button.id == "yes":
-            self.submit()
-        else:
-            self.dismiss(None)

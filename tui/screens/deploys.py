@@ -11,10 +11,10 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Footer, Static
 
 from tui.remote.client import AgentClient, AgentError
-from tui.screens.base import ActionFinished, TriageScreen
+from tui.screens.base import ActionFinished, FilteredListScreen
 from tui.screens.deployform import DeployScreen
 from tui.view.actions import OperatorAction
 from tui.view.deployform import DeployDraft, deploy_choices
@@ -83,7 +83,7 @@ async def _versions(client: AgentClient, model: str) -> dict[str, Any] | None:
         raise
 
 
-class DeploymentsScreen(TriageScreen):
+class DeploymentsScreen(FilteredListScreen):
     """Deployments newest first, the one under the cursor in detail (live while in flight),
     and the versions of its model.
 
@@ -103,18 +103,9 @@ class DeploymentsScreen(TriageScreen):
     DeploymentsScreen KeyedTable {
         height: 1fr;
         min-height: 5;
-        border: round $primary 50%;
-        border-title-color: $text-muted;
-        border-subtitle-color: $text-muted;
-    }
-    DeploymentsScreen KeyedTable:focus {
-        border: round $accent;
     }
     DeploymentsScreen #detail {
-        height: auto;
         max-height: 5;
-        padding: 0 1;
-        background: $panel;
     }
     """
 
@@ -150,10 +141,12 @@ class DeploymentsScreen(TriageScreen):
         yield Static(Text("…", style="dim"), id="summary")
         yield FilterInput("filter by model, state, person, version, error…", id="filter")
         deploys = DeploymentsTable(id="deployments-table")
+        deploys.add_class("boxed")
         deploys.border_title = "deployments"
         yield deploys
         yield Static(Text("no deployment selected", style="dim"), id="detail")
         versions = VersionsTable(id="versions-table")
+        versions.add_class("boxed")
         versions.border_title = "versions"
         yield versions
         yield Footer()
@@ -404,18 +397,3 @@ class DeploymentsScreen(TriageScreen):
         return (
             f"last known-good: version {clean(good.get('id'), 12)} {short_hash(good.get('hash'))}"
         )
-
-    def action_filter(self) -> None:
-        """``/``: open the filter line."""
-        self.query_one("#filter", FilterInput).open()
-
-    @on(Input.Changed, "#filter")
-    def filter_changed(self) -> None:
-        """Narrow the rows as the operator types."""
-        if self._data is not None:
-            self.show(self._data)
-
-    @on(FilterInput.Closed)
-    def filter_closed(self) -> None:
-        """Back to the deployments table."""
-        self.query_one("#deployments-table").focus()

@@ -10,11 +10,11 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Input, Static, Tab, Tabs
+from textual.widgets import DataTable, Footer, Static, Tab, Tabs
 
 from storage.records import Incident
 from tui.remote.client import AgentClient
-from tui.screens.base import TriageScreen
+from tui.screens.base import FilteredListScreen
 from tui.view.actions import OperatorAction
 from tui.view.fmt import clean, safe
 from tui.view.rows import incident_detail, incident_row
@@ -51,7 +51,7 @@ def incident_matches(inc: Incident, needle: str) -> bool:
     return needle in clean(hay, 2000).casefold()
 
 
-class IncidentsScreen(TriageScreen):
+class IncidentsScreen(FilteredListScreen):
     """Incidents, newest first, by state (tabs or ``1``-``4``), filtered with ``/``.
 
     Args:
@@ -68,10 +68,7 @@ class IncidentsScreen(TriageScreen):
         height: 1fr;
     }
     IncidentsScreen #detail {
-        height: auto;
         max-height: 5;
-        padding: 0 1;
-        background: $panel;
     }
     """
 
@@ -195,18 +192,3 @@ class IncidentsScreen(TriageScreen):
     def start_fetch_now(self) -> None:
         """Fetch even if a fetch is waiting: the state changed, its answer is stale."""
         self._fetch = self.fetch_data()
-
-    def action_filter(self) -> None:
-        """``/``: open the filter line."""
-        self.query_one("#filter", FilterInput).open()
-
-    @on(Input.Changed, "#filter")
-    def filter_changed(self) -> None:
-        """Narrow the rows as the operator types."""
-        if self._data is not None:
-            self.show(self._data)
-
-    @on(FilterInput.Closed)
-    def filter_closed(self) -> None:
-        """Back to the table."""
-        self.query_one("#incidents-table").focus()
