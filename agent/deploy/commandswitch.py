@@ -28,7 +28,6 @@ from agent.deploy.proxy import (
     Preflight,
     PreflightCheck,
     SerialSwitch,
-    SwitchError,
     SwitchResult,
     SwitchStage,
     check_model_name,
@@ -37,9 +36,8 @@ from agent.deploy.proxy import (
     log,
     parse_address,
     run_argv,
-    writable_dir,
-    write_atomic,
 )
+from agent.deploy.proxyfiles import writable_dir, write_atomic
 from agent.deploy.proxysettings import CHECK_PLACEHOLDERS, CommandSwitchSettings
 from agent.deploy.proxysettings import SWITCH_PLACEHOLDERS as PLACEHOLDERS
 from storage.text import printable
@@ -124,19 +122,24 @@ class CommandSwitch(SerialSwitch):
         try:
             outcome = await run_argv(argv, self.settings.timeout_s, env)
         except TimeoutError:  # caught before OSError, which it is a subclass of
-            raise self._error(
+            raise self.failure(
                 f"{shown} ran past {self.settings.timeout_s:g}s and was killed; where traffic "
                 f"goes now is unknown: switch back to {previous or 'the previous address'}",
                 model,
                 target,
                 restored=False,
+                stage=SwitchStage.COMMAND,
             ) from None
         except OSError as exc:
-            raise self._error(
-                f"cannot run {shown}: {exc.strerror or exc}", model, target, restored=True
+            raise self.failure(
+                f"cannot run {shown}: {exc.strerror or exc}",
+                model,
+                target,
+                restored=True,
+                stage=SwitchStage.COMMAND,
             ) from None
         if outcome.returncode != 0:
-            raise self._error(
+            raise self.failure(
                 f"{shown} exited {outcome.returncode} switching to {target}: {outcome.tail()}\n"
                 f"Where traffic goes now is unknown: switch back to "
                 f"{previous or 'the previous address'}",
@@ -144,6 +147,7 @@ class CommandSwitch(SerialSwitch):
                 target,
                 restored=False,
                 output=outcome.tail(),
+                stage=SwitchStage.COMMAND,
             )
         write_start = time.perf_counter_ns()
         state = self.state_path(model)
@@ -164,7 +168,7 @@ class CommandSwitch(SerialSwitch):
                     conf.url, conf.header, target, streak=conf.streak, timeout_s=conf.timeout_s
                 )
             except TimeoutError as exc:
-                raise self._error(
+                raise self.failure(
                     f"{shown} exited 0 but the switch to {target} was not confirmed: {exc}",
                     model,
                     target,
@@ -195,32 +199,6 @@ class CommandSwitch(SerialSwitch):
             result.total_ms,
         )
         return result
-
-    def _error(
-        self,
-        message: str,
-        model: str,
-        target: Address,
-        *,
-        restored: bool,
-        output: str = "",
-        stage: SwitchStage = SwitchStage.COMMAND,
-    ) -> SwitchError:
-        log.warning(
-            "proxy switch failed model=%s address=%s by=command restored=%s error=%s",
-            model,
-            target,
-            restored,
-            printable(message),
-        )
-        return SwitchError(
-            message,
-            stage=stage,
-            model=model,
-            address=str(target),
-            restored=restored,
-            output=output,
-        )
 
     async def preflight(self, model: str | None = None) -> Preflight:
         """Before a deploy: the program exists, the state can be kept, the check passes."""

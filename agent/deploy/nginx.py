@@ -32,7 +32,6 @@ from agent.deploy.proxy import (
     Preflight,
     PreflightCheck,
     SerialSwitch,
-    SwitchError,
     SwitchResult,
     SwitchStage,
     check_model_name,
@@ -40,11 +39,9 @@ from agent.deploy.proxy import (
     elapsed_ms,
     log,
     parse_address,
-    restore_file,
     run_argv,
-    writable_dir,
-    write_atomic,
 )
+from agent.deploy.proxyfiles import restore_file, writable_dir, write_atomic
 from agent.deploy.proxysettings import NginxSettings
 from storage.text import printable
 
@@ -118,21 +115,8 @@ class NginxSwitch(SerialSwitch):
         new_text = render_include(model, target)
 
         def fail(stage: SwitchStage, message: str, *, restored: bool, output: str = "") -> NoReturn:
-            log.warning(
-                "proxy switch failed model=%s address=%s stage=%s restored=%s error=%s",
-                model,
-                target,
-                stage,
-                restored,
-                printable(message),
-            )
-            raise SwitchError(
-                message,
-                stage=stage,
-                model=model,
-                address=str(target),
-                restored=restored,
-                output=output,
+            raise self.failure(
+                message, model, target, stage=stage, restored=restored, output=output
             )
 
         try:

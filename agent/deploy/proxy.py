@@ -11,7 +11,7 @@ Two switches implement it: :class:`agent.deploy.nginx.NginxSwitch` (a Vigil-owne
 include, ``nginx -t``, a graceful reload) and :class:`agent.deploy.commandswitch.CommandSwitch`
 (a configured argv, for HAProxy, Envoy or Traefik users). This module holds what both share: the
 protocol and its records, the checks on what goes into a proxy's config (a model name, an
-address), an atomic file write, running an argv with a timeout, confirming through the proxy,
+address), running an argv with a timeout, confirming through the proxy,
 waiting for the old address to drain (counted by :mod:`agent.deploy.connections`), and the
 switch's locked entry point (:class:`SerialSwitch`).
 """
@@ -25,12 +25,10 @@ import logging
 import os
 import re
 import signal
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from agent.config.schema import NAME_EXPECTED, NAME_PATTERN
@@ -275,49 +273,6 @@ def elapsed_ms(start_ns: int) -> float:
     return round((time.perf_counter_ns() - start_ns) / 1e6, 3)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so that a reader sees the old bytes or the new, never half.
-
-    A temporary file in the same directory (so the rename stays on one file system), fsynced,
-    renamed over the target, and the directory fsynced so the rename survives a power cut. The
-    temporary name starts with a dot and ends in ``.tmp``, so an ``include dir/*.conf`` glob
-    never loads it.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def writable_dir(path: Path, *, may_create: bool = False) -> bool:
-    """Whether ``path`` is a directory this process may create files in (or, ``may_create``,
-    whether it could be created: its parent is such a directory)."""
-    target = path.parent if may_create and not path.exists() else path
-    return target.is_dir() and os.access(target, os.W_OK | os.X_OK)
-
-
-def restore_file(path: Path, previous: bytes | None, mode: int = 0o644) -> None:
-    """Put ``path`` back as it was: ``previous`` bytes, or no file when there was none."""
-    if previous is None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    else:
-        write_atomic(path, previous, mode)
-
-
 @dataclass(frozen=True, slots=True)
 class CommandOutcome:
     """A finished command: its exit status and output (decoded, control characters made safe)."""
@@ -465,6 +420,9 @@ class SerialSwitch:
     proxy's config and its reload), and drain by this host's socket tables. A subclass does
     the switch itself in :meth:`_switch`, under the lock."""
 
+    kind: str
+    """The switch's name in the deploy's record and the log (``nginx``, ``command``)."""
+
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
 
@@ -479,3 +437,33 @@ class SerialSwitch:
 
     async def _switch(self, model: str, target: Address) -> SwitchResult:
         raise NotImplementedError
+
+    def failure(
+        self,
+        message: str,
+        model: str,
+        target: Address,
+        *,
+        stage: SwitchStage,
+        restored: bool,
+        output: str = "",
+    ) -> SwitchError:
+        """The error a failed switch raises, logged once here (the deploy records it too, but
+        the log is where an operator looks when the proxy misbehaves outside a deploy)."""
+        log.warning(
+            "proxy switch failed model=%s address=%s by=%s stage=%s restored=%s error=%s",
+            model,
+            target,
+            self.kind,
+            stage,
+            restored,
+            printable(message),
+        )
+        return SwitchError(
+            message,
+            stage=stage,
+            model=model,
+            address=str(target),
+            restored=restored,
+            output=output,
+        )

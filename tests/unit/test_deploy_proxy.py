@@ -29,10 +29,9 @@ from agent.deploy.proxy import (
     answered_by,
     check_model_name,
     parse_address,
-    restore_file,
     wait_drained,
-    write_atomic,
 )
+from agent.deploy.proxyfiles import restore_file, write_atomic
 from agent.deploy.proxysettings import CommandSwitchSettings, ConfirmSettings, NginxSettings
 
 # --- model names and addresses ----------------------------------------------------------------
