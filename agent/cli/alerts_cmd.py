@@ -84,6 +84,16 @@ def call(
         raise AgentUnreachable(f"{client.url}{path}: not JSON: {exc}") from None
 
 
+def failed(exc: BadRequest | AgentUnreachable | ConfigError) -> int:
+    """Say why an API command failed; its exit status: 2 when the agent refused the request or
+    the config is wrong (the input needs fixing), 1 when the agent was not reached."""
+    if isinstance(exc, BadRequest):
+        print(f"vigil: refused: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"vigil: {exc}", file=sys.stderr)
+    return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
+
+
 def firing(client: ApiClient) -> list[dict[str, Any]] | None:
     """The firing alerts for ``vigil status``; None when the agent does not say (an agent
     older than alerting, or one that cannot answer now): status is shown without them."""
@@ -160,9 +170,5 @@ def run(args: argparse.Namespace, operator: str) -> int:
         if sub == "unsilence":
             return _unsilence(client, args, operator)
         return _list(client, args)
-    except BadRequest as exc:
-        print(f"vigil: refused: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (AgentUnreachable, ConfigError) as exc:
-        print(f"vigil: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
+    except (BadRequest, AgentUnreachable, ConfigError) as exc:
+        return failed(exc)

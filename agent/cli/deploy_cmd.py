@@ -15,16 +15,15 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from agent.cli.alerts_cmd import BadRequest, call
+from agent.cli.alerts_cmd import BadRequest, call, failed
 from agent.cli.api_client import AgentUnreachable, ApiClient, resolve_target
-from agent.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from agent.cli.exits import EXIT_FAILURE, EXIT_OK
 from agent.config import ConfigError
 from storage.text import printable
 
@@ -212,12 +211,8 @@ def run(args: argparse.Namespace, operator: str) -> int:
             _print(dep, args.json)
             return EXIT_OK
         return _list(client, args)
-    except Refused as exc:
-        print(f"vigil: refused: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (AgentUnreachable, ConfigError) as exc:
-        print(f"vigil: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
+    except (Refused, AgentUnreachable, ConfigError) as exc:
+        return failed(exc)
 
 
 def parse_shorthand(args: list[str]) -> list[str]:
