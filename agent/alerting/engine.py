@@ -78,7 +78,15 @@ quarter of alerts fired one evaluation late)."""
 
 
 FINGERPRINT_CACHE = 10_000
-"""Fingerprints remembered at most (a few per rule and subject on a real host)."""
+"""Instances remembered at most per rule (one per subject on a real host)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Instance:
+    """One alert instance's identity: its fingerprint and full labels."""
+
+    fingerprint: str
+    labels: dict[str, str]
 
 
 class AlertEngine:
@@ -104,9 +112,9 @@ class AlertEngine:
         self._rows: dict[str, AlertRow] = {}
         """Each fingerprint's latest row, resolved ones too while they may still flap."""
         self._next_id = 1
-        self._fingerprints: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-        """(rule, labels) -> fingerprint: the same instances every evaluation, each one a
-        JSON dump and a SHA-256 otherwise."""
+        self._known: dict[str, tuple[Rule, dict[tuple[tuple[str, str], ...], _Instance]]] = {}
+        """Rule name -> (the rule, its instances by observed labels): the same instances every
+        evaluation, each one a labels dict, a JSON dump and a SHA-256 otherwise."""
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Pick up the pending and firing alerts and the id counter (at start)."""
@@ -117,6 +125,7 @@ class AlertEngine:
     def set_rules(self, rules: Iterable[Rule]) -> None:
         """Take a new rule set (config reload); alerts of removed rules resolve next time."""
         self.rules = [r for r in rules if r.enabled]
+        self._known = {}
 
     def active(self) -> list[AlertRow]:
         """The pending and firing alerts, oldest first."""
@@ -143,25 +152,40 @@ class AlertEngine:
                 log.exception("alert rule failed rule=%s", rule.name)
                 seen |= {fp for fp, lv in self._live.items() if lv.row.rule == rule.name}
                 continue
+            known = self._instances(rule)
             for obs in observations:
-                labels = {**obs.labels, **rule.labels, "alertname": rule.name}
-                labels["severity"] = str(rule.severity)
-                fp = self._fingerprint(rule.name, labels)
+                key = tuple(obs.labels.items())
+                instance = known.get(key) or self._instance(rule, known, key)
+                fp = instance.fingerprint
                 seen.add(fp)
-                out += self._step(rule, fp, labels, obs, now_ms)
+                if fp not in self._live and (
+                    obs.unknown or obs.value is None or not rule.passes(obs.value, rule.threshold)
+                ):
+                    continue  # quiet, as most are: nothing to start (what _step would decide)
+                out += self._step(rule, fp, dict(instance.labels), obs, now_ms)
         for fp in [fp for fp in self._live if fp not in seen]:  # gone, or its rule removed
             out += self._end(self._live[fp], now_ms)
         out += self._settle(now_ms)
         return out
 
-    def _fingerprint(self, rule: str, labels: dict[str, str]) -> str:
-        key = (rule, tuple(labels.items()))
-        fp = self._fingerprints.get(key)
-        if fp is None:
-            if len(self._fingerprints) >= FINGERPRINT_CACHE:
-                self._fingerprints.clear()  # instances come and go (incidents): start over
-            fp = self._fingerprints[key] = fingerprint(rule, labels)
-        return fp
+    def _instances(self, rule: Rule) -> dict[tuple[tuple[str, str], ...], _Instance]:
+        held = self._known.get(rule.name)
+        if held is None or held[0] is not rule:
+            held = self._known[rule.name] = (rule, {})
+        return held[1]
+
+    @staticmethod
+    def _instance(
+        rule: Rule,
+        known: dict[tuple[tuple[str, str], ...], _Instance],
+        key: tuple[tuple[str, str], ...],
+    ) -> _Instance:
+        if len(known) >= FINGERPRINT_CACHE:
+            known.clear()  # instances come and go (incidents): start over
+        labels = {**dict(key), **rule.labels, "alertname": rule.name}
+        labels["severity"] = str(rule.severity)
+        instance = known[key] = _Instance(fingerprint(rule.name, labels), labels)
+        return instance
 
     def _step(
         self, rule: Rule, fp: str, labels: dict[str, str], obs: Observation, now_ms: int

@@ -25,9 +25,9 @@ _duration = functools.lru_cache(maxsize=256)(format_duration)
 """A rule's window as text (``5m``): the same few values at every evaluation."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: __init__ then costs a quarter (one per instance and rule)
 class Observation:
-    """One alert instance's value at an evaluation.
+    """One alert instance's value at an evaluation (never changed once made).
 
     ``unknown``: the source has no reading of this instance yet (a model this agent has not
     probed since it started, or since a reload replaced its monitor). Its alert keeps the state
@@ -97,7 +97,10 @@ class RestartHistory:
 
     def within(self, process: str, since_ms: int) -> int:
         """Restarts counted since ``since_ms`` (a counter reset counts from zero)."""
-        seen = [n for _, last, n in self._seen.get(process, ()) if last >= since_ms]
+        runs = self._seen.get(process)
+        if runs is None or len(runs) < 2:
+            return 0  # one value all along: no restart (the usual case)
+        seen = [n for _, last, n in runs if last >= since_ms]
         if not seen:
             return 0
         total, low = 0, seen[0]
