@@ -23,9 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests import onnx_models
-from tests.helpers import RunningAgent, running_agent, wait_for, write_config
-from tests.integration.test_deploy_agent import (
+from tests.deploy_support import (
     call,
     deploy_events,
     deployment,
@@ -35,8 +33,10 @@ from tests.integration.test_deploy_agent import (
     in_state,
     model_up,
     srv_pid,
+    version,
     vigil,
 )
+from tests.helpers import RunningAgent, running_agent, wait_for, write_config
 from tests.nginx import NGINX, RunningNginx, SteadyClient, nginx_missing, running_nginx
 
 pytestmark = [
@@ -46,14 +46,6 @@ pytestmark = [
 
 PATH = "/clf/v2/models/clf"
 """What the steady client asks through nginx: the model's metadata (both copies answer it)."""
-
-
-def version(root: Path, name: str, *, scale: float = 1.0) -> Path:
-    d = root / "versions" / name
-    d.mkdir(parents=True)
-    onnx_models.linear(d / "model.onnx", scale)
-    (d / "NOTES").write_text(f"version {name}\n")
-    return d.resolve()
 
 
 def site(include_dir: Path, port: int) -> str:

@@ -14,14 +14,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import RunningAgent, child_env, running_agent, vigil_cmd, wait_for
-from tests.integration.test_deploy_agent import (
+from tests.deploy_support import (
     call,
     deploy_events,
     deployment,
@@ -31,9 +29,11 @@ from tests.integration.test_deploy_agent import (
     in_state,
     model_up,
     reaper,
+    srv_model_toml,
     srv_pid,
     version,
 )
+from tests.helpers import RunningAgent, child_env, running_agent, vigil_cmd, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +44,8 @@ def write(
     tmp: Path, link: Path, port: int, env: dict[str, str], canary: str = "", bake: str = "1500ms"
 ) -> Path:
     """The agent's config (written atomically, as config management should)."""
-    server = [sys.executable, "-m", "tests.fakes.versioned_server"]
-    argv = [*server, "--model", f"{link}/model.onnx", "--name", "clf", "--port", str(port)]
     env_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in env.items())
+    srv = srv_model_toml(link, port, bake, f"\n[process.env]\n{env_lines}")
     text = f"""
 [agent]
 host = "test-host"
@@ -54,32 +53,7 @@ data_dir = "{tmp / "data"}"
 listen = "127.0.0.1:0"
 sample_interval = "200ms"
 on_exit = "stop"
-
-[[process]]
-name = "srv"
-command = {json.dumps(argv)}
-port = {port}
-stop_timeout = "5s"
-startup_timeout = "60s"
-
-[process.env]
-{env_lines}
-
-[[model]]
-name = "clf"
-protocol = "kserve_v2"
-url = "http://127.0.0.1:{port}"
-interval = "250ms"
-jitter = "0s"
-timeout = "5s"
-process = "srv"
-
-[model.deploy]
-link = "{link}"
-bake = "{bake}"
-min_good_canaries = 3
-latency_min_delta = "150ms"
-
+{srv}
 [model.canary]
 {canary}
 """

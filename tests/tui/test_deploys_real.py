@@ -12,17 +12,12 @@ from typing import Any
 import pytest
 from textual.widgets import Input, Select
 
+from tests.deploy_support import call, ended, in_state, model_up, reaper, version
 from tests.helpers import running_agent
 from tests.helpers import wait_for as wait_until
 from tests.integration.test_deploy_agent import (
-    call,
     config,
-    ended,
-    in_state,
-    model_up,
-    reaper,
     site,  # noqa: F401 - the fixture
-    version,
 )
 from tests.tui.test_host_screen import wait_for
 from tests.tui.test_triage_views import cells, confirm, count, notes, text_of
