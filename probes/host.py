@@ -7,10 +7,12 @@ first collection after start emits no rate series: a rate needs two readings.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import select
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
@@ -88,6 +90,11 @@ class HostCollector(Collector):
         psutil.cpu_percent(interval=None, percpu=True)
         self._disk_rates = RateTracker()
         self._net_rates = RateTracker()
+        self._mounts = Mounts()
+
+    def close(self) -> None:
+        """Release the mount table's descriptor."""
+        self._mounts.close()
 
     def collect(self, ts_ms: int) -> list[Sample]:
         """Return one sample per host series for this instant."""
@@ -98,7 +105,7 @@ class HostCollector(Collector):
 
         self._cpu(add)
         self._memory(add)
-        self._disks(add)
+        self._disks(add, self._mounts.partitions())
         for (name, labels), rate in self._disk_rates.update(_disk_counters()).items():
             add(name, rate, labels)
         for (name, labels), rate in self._net_rates.update(_net_counters()).items():
@@ -120,15 +127,15 @@ class HostCollector(Collector):
         add("host.mem.used_bytes", mem.used)
         add("host.mem.available_bytes", mem.available)
         add("host.mem.percent", mem.percent)
-        swap = psutil.swap_memory()
-        add("host.swap.total_bytes", swap.total)
-        add("host.swap.used_bytes", swap.used)
-        add("host.swap.percent", swap.percent)
+        total, used, percent = swap_usage()
+        add("host.swap.total_bytes", total)
+        add("host.swap.used_bytes", used)
+        add("host.swap.percent", percent)
 
     @staticmethod
-    def _disks(add: _Add) -> None:
+    def _disks(add: _Add, partitions: list[Any]) -> None:
         seen: set[str] = set()
-        for part in psutil.disk_partitions(all=False):
+        for part in partitions:
             # Bind mounts and container overlays show the same device several times; the
             # first mount is enough, the numbers would only repeat.
             if part.device in seen:
@@ -143,6 +150,65 @@ class HostCollector(Collector):
             add("host.disk.total_bytes", usage.total, labels)
             add("host.disk.used_bytes", usage.used, labels)
             add("host.disk.percent", usage.percent, labels)
+
+
+class Mounts:
+    """The mounted disk partitions, read again only when the mount table changes.
+
+    ``psutil.disk_partitions()`` parses ``/proc/filesystems`` and the mount table at every call
+    (about 0.27 ms, a fifth of host sampling each second), and mounts rarely change. Linux
+    marks an open ``/proc/self/mounts`` with POLLPRI when one does (proc(5)), so the list is
+    read again then: a new mount is sampled at the next collection, as before. Where the file
+    cannot be polled (not Linux) it is read every time.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[Any] | None = None
+        self._fd: int | None = None
+        self._poll: select.poll | None = None
+        try:
+            fd = os.open(f"{psutil.PROCFS_PATH}/self/mounts", os.O_RDONLY | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return
+        self._fd, self._poll = fd, select.poll()
+        self._poll.register(fd, select.POLLPRI | select.POLLERR)
+
+    def partitions(self) -> list[Any]:
+        """``psutil.disk_partitions(all=False)``, as of now."""
+        if self._poll is None or self._parts is None or self._poll.poll(0):
+            self._parts = psutil.disk_partitions(all=False)
+        return self._parts
+
+    def close(self) -> None:
+        """Close the mount table (later calls read it every time)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = self._poll = None
+
+
+def swap_usage() -> tuple[float, float, float]:
+    """Swap (total bytes, used bytes, percent) as ``psutil.swap_memory()`` reports them.
+
+    From ``/proc/meminfo`` alone: psutil also parses ``/proc/vmstat`` (about 180 lines, 0.15 ms
+    a second) for swap-in and swap-out counts, which are not sampled. Elsewhere, or without the
+    two lines, psutil answers.
+    """
+    total = free = None
+    try:
+        with open(f"{psutil.PROCFS_PATH}/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"SwapTotal:"):
+                    total = int(line.split()[1]) * 1024
+                elif line.startswith(b"SwapFree:"):
+                    free = int(line.split()[1]) * 1024
+                    break  # after SwapTotal in every kernel's meminfo
+    except (OSError, AttributeError, ValueError, IndexError):
+        pass
+    if total is None or free is None:
+        swap = psutil.swap_memory()
+        return swap.total, swap.used, swap.percent
+    used = total - free
+    return total, used, round(float(used) / total * 100, 1) if total else 0.0
 
 
 # Virtual and partition devices, as node_exporter ignores them by default: loop and RAM disks
