@@ -13,6 +13,7 @@ EXTRAS: dict[str, frozenset[str]] = {
     "agent": frozenset(
         {
             "apscheduler",
+            "cryptography",
             "numpy",
             "onnxruntime",
             "prometheus_client",
