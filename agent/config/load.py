@@ -40,6 +40,7 @@ from agent.config.secrets import read_secret
 from probes.base import OptionError
 from probes.registry import PROBES
 from storage.tomlschema import Invalid, Locator, decode, syntax_line
+from storage.units import format_duration
 
 _TOP_LEVEL = ("agent", "model", "process", "alerting", "alert", "notify", "maintenance")
 
@@ -166,6 +167,7 @@ def _agent(t: AgentTable) -> AgentConfig:
         raise fail("retention_1m", "expected at least as long as retention (raw samples)")
     if h1_s < m1_s:
         raise fail("retention_1h", "expected at least as long as retention_1m")
+    _check_events_minimum(t)
     return AgentConfig(
         host=t.host or socket.gethostname(),
         data_dir=Path(t.data_dir).expanduser() if t.data_dir else default_data_dir(),
@@ -179,6 +181,19 @@ def _agent(t: AgentTable) -> AgentConfig:
         log_level=t.log_level,
         on_exit=t.on_exit,
     )
+
+
+def _check_events_minimum(t: AgentTable) -> None:
+    """Audit events are evidence (change reviews, AI Act logging): a short horizon set by a
+    slip would delete them for good, so one below the floor is refused, naming both."""
+    floor_s = t.retention_events_minimum
+    if t.retention_events is not None and t.retention_events < floor_s:
+        kept, floor = format_duration(t.retention_events), format_duration(floor_s)
+        raise Invalid(
+            ("agent", "retention_events"),
+            f"{kept} is below the minimum of {floor} (retention_events_minimum); expected at "
+            f"least {floor}, or a lower retention_events_minimum",
+        )
 
 
 def _model(raw: dict[str, Any], i: int) -> ModelConfig:

@@ -68,6 +68,10 @@ class _Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     """Every table refuses keys it does not know: a typo must not be silently ignored."""
 
 
+EVENTS_MINIMUM_S = 180 * 86400.0
+"""``[agent] retention_events_minimum``'s default: audit events are kept 180 days or more."""
+
+
 class AgentTable(_Table, frozen=True):
     """``[agent]``."""
 
@@ -79,6 +83,7 @@ class AgentTable(_Table, frozen=True):
     retention_1m: Duration | None = None
     retention_1h: Duration | None = None
     retention_events: Duration | None = None
+    retention_events_minimum: DurationOrZero = EVENTS_MINIMUM_S
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     on_exit: Literal["keep", "stop"] = "keep"
 

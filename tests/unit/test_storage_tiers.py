@@ -749,6 +749,8 @@ async def test_the_agents_retention_job_applies_each_horizon(tmp_path: Path) -> 
     cfg.write_text(
         f'[agent]\ndata_dir = "{tmp_path / "data"}"\nlisten = "127.0.0.1:0"\n'
         'retention = "1h"\nretention_1m = "2h"\nretention_1h = "1d"\nretention_events = "1h"\n'
+        # An hour of events is below the default floor (180d): lowered for this test.
+        'retention_events_minimum = "1h"\n'
     )
     agent = Agent(load_config(cfg))
     now = now_ms()
