@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import statistics
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent.config import DriftConfig
+from probes.common import percentile
 from storage.records import Event, ProbeRun
 
 log = logging.getLogger("vigil.drift")
@@ -106,8 +106,10 @@ class MetricWindow:
         """The recent median against the baseline's; None until :meth:`ready`."""
         if not self.ready():
             return None
-        base = statistics.median(self.baseline)
-        recent = statistics.median(self.recent)
+        # percentile(.., 50) is statistics.median (the middle, or the mean of the two middle
+        # ones) without loading statistics, fractions and decimal into the agent.
+        base = percentile(self.baseline, 50)
+        recent = percentile(self.recent, 50)
         if self.higher_is_worse:
             factor = recent / base if base > 0 else (1.0 if recent <= 0 else float("inf"))
         else:

@@ -18,15 +18,15 @@ import random
 import signal
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.config import Config, ConfigError
-from agent.deploy.engine import DeployEngine
 from agent.health.incidents import IncidentBook
 from agent.health.monitor import ModelMonitor, samples_for
 from agent.runtime import apiserver
 from agent.runtime.alerting_job import AlertingJob, PlannedIncidents
+from agent.runtime.deploying import LazyDeploys, left_in_flight
 from agent.runtime.housekeeping import Retention
 from agent.runtime.reloading import (
     read_for_reload,
@@ -52,6 +52,9 @@ from probes.process import ProcessCollector
 from storage.db import DB_FILENAME, connect
 from storage.records import AgentStatus, Event, Labels, ResourceValue, Sample
 from storage.writer import Writer
+
+if TYPE_CHECKING:
+    from agent.deploy.engine import DeployEngine
 
 log = logging.getLogger("vigil.agent")
 
@@ -112,7 +115,28 @@ class Agent:
             incidents=self.incidents,
             links=lambda: {m.name: m.process for m in self.config.models if m.process},
         )
-        self.deploys = DeployEngine(self, self.writer, self.data_dir / DB_FILENAME)
+        self._deploys = LazyDeploys(self, self.writer, self.data_dir / DB_FILENAME)
+
+    records_deploys = True
+    """Deploys are stored in this agent's database (``/metrics`` reads their families)."""
+
+    @property
+    def deploys(self) -> DeployEngine:
+        """The deploy engine, made on first need (:mod:`agent.runtime.deploying`)."""
+        return self._deploys.engine
+
+    def config_state(self) -> dict[str, Any]:
+        """``GET /api/v1/config``: the config deploys' view; without an engine, the file is
+        what runs."""
+        if self._deploys.running is not None:
+            return self._deploys.running.configs.state()
+        path = self.config.path
+        return {
+            "path": None if path is None else str(path),
+            "file_differs": False,
+            "rolled_back": [],
+            "held": [],
+        }
 
     # --- events and state --------------------------------------------------------------
 
@@ -205,7 +229,8 @@ class Agent:
             run, self.emit, self.incidents, functools.partial(self.supervisor.root_for_model, name)
         )
         self.supervisor.on_probe(name, run)
-        self.deploys.observe(name, run, mon.probe.last_output)
+        if self._deploys.running is not None:
+            self._deploys.running.observe(name, run, mon.probe.last_output)
         self.probe_metrics.observe(run)
         self.writer.submit_one(run)
         self.writer.submit(samples_for(run))
@@ -277,7 +302,7 @@ class Agent:
         self.config = config
         # A blue-green model's process and URL are templates: filled in for the copy that
         # serves (its probes: the copy they go to now).
-        running = self.deploys.copies.resolve(config)
+        running = self.deploys.copies.resolve(config) if self._deploys.needed(config) else config
         monitors: dict[str, ModelMonitor] = {}
         for m, filled in zip(config.models, running.models, strict=True):
             current = self.monitors.get(m.name)
@@ -322,18 +347,22 @@ class Agent:
         if new == self.config:
             # Said, not recorded: a file watcher firing on a touch is no event worth keeping.
             log.info("config unchanged reason=%s", reason)
-            self.deploys.configs.agreed()  # a change rolled back or held is no longer there
+            if self._deploys.running is not None:  # a change rolled back or held is gone
+                self._deploys.running.configs.agreed()
             return True
         ignored = restart_needed(self.config, new)
         if ignored:
             log.warning("config change needs a restart to take effect fields=%s", ",".join(ignored))
         # Changed tables of deployable models are config deploys, applied (and gated) by the
         # deploy engine after the rest; a model with a deploy in flight has its change held.
-        plan = self.deploys.configs.plan(self.config, new, reason)
-        if plan.config == self.config and not plan.changes:
+        engine = (
+            self.deploys if self._deploys.needed(self.config) or self._deploys.needed(new) else None
+        )
+        plan = engine.configs.plan(self.config, new, reason) if engine is not None else None
+        if plan is not None and plan.config == self.config and not plan.changes:
             log.info("config unchanged but for changes held or rolled back reason=%s", reason)
             return True
-        await self.apply(plan.config)
+        await self.apply(plan.config if plan is not None else new)
         log.info(
             "config reloaded reason=%s models=%d processes=%d",
             reason,
@@ -341,7 +370,8 @@ class Agent:
             len(new.processes),
         )
         self.emit(reloaded_event(path, new, reason, ignored))
-        await self.deploys.configs.start(plan, reason)
+        if engine is not None and plan is not None:
+            await engine.configs.start(plan, reason)
         return True
 
     def _load_state(self) -> None:
@@ -349,6 +379,7 @@ class Agent:
         try:
             self.incidents.load(conn)
             self.alerting.load(conn)
+            self._deploys.in_flight_at_start = left_in_flight(conn)
         finally:
             conn.close()
 
@@ -417,9 +448,11 @@ class Agent:
                 len(self.config.models),
                 len(self.config.processes),
             )
-            await self.deploys.copies.load()  # which blue-green copy serves: before applying
+            if self._deploys.needed(self.config):
+                await self.deploys.copies.load()  # which blue-green copy serves: before applying
             await self.apply(self.config, seed_drift=True, reason="agent start")
-            await self.deploys.start()  # resumes or rolls back what a killed agent left
+            if self._deploys.needed(self.config):
+                await self.deploys.start()  # resumes or rolls back what a killed agent left
             self._publish_api()
             # What exists now (modules, config, monitors, the API) lives as long as the agent:
             # keep it out of the cyclic collector's way. Otherwise every full collection walks
@@ -482,7 +515,8 @@ class Agent:
         if self._api_server is not None:
             await self._api_server.close()
         await self.alerting.stop()
-        await self.deploys.stop()  # its state is stored: the next agent resumes it
+        if self._deploys.running is not None:
+            await self._deploys.running.stop()  # its state is stored: the next agent resumes it
         for mon in self.monitors.values():
             if mon.inflight is not None:
                 mon.inflight.cancel()

@@ -12,18 +12,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import ModelConfig
-from agent.deploy.engine import DeployEngine, DeployRequest
 from agent.deploy.errors import DeployError
-from agent.deploy.queries import deployment_json, deployments_json, versions_json
 from agent.serve.httpmessages import Request, Response, json_response
 from agent.serve.routing import Router
 from probes.base import now_ms
-from storage.deploykpi import load_kpis
 from storage.text import printable
 from storage.units import parse_duration
+
+if TYPE_CHECKING:
+    from agent.deploy.engine import DeployEngine
 
 __all__ = ["ROUTES", "Call", "DeployApi", "register"]
 
@@ -132,7 +132,11 @@ class DeployApi:
 
     @property
     def engine(self) -> DeployEngine:
-        """The agent's deploy engine (a stand-in agent in a test may have none: 503)."""
+        """The agent's deploy engine (a stand-in agent in a test may have none: 503). The
+        real agent makes it on first need (agent.runtime.deploying), so it, and the modules
+        these handlers use, are imported here, not with the API."""
+        from agent.deploy.engine import DeployEngine
+
         engine = getattr(self.agent, "deploys", None)
         if not isinstance(engine, DeployEngine):
             raise DeployError("this agent runs no deploy engine", 503)
@@ -141,6 +145,8 @@ class DeployApi:
     async def deploy(self, call: Call) -> Answer:
         """``POST /api/v1/models/{name}/deploy``: ``{"artifact": PATH, "strategy"?, "bake"?,
         "actor"?, "pipeline_id"?, "git_sha"?, "notes"?}``."""
+        from agent.deploy.engine import DeployRequest
+
         artifact = _text(call.body, "artifact", 4096)
         if artifact is None or not Path(artifact).is_absolute():
             raise DeployError(
@@ -190,6 +196,8 @@ class DeployApi:
 
     async def list(self, call: Call) -> Answer:
         """``GET /api/v1/deployments[?model=NAME&limit=N]``, newest first."""
+        from agent.deploy.queries import deployments_json
+
         model = call.query.get("model") or None
         raw = call.query.get("limit") or "100"
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:
@@ -201,6 +209,8 @@ class DeployApi:
         """``GET /api/v1/deployments/kpi[?model=NAME&since=30d]``: the DORA four keys over the
         window ending now, for the host and per model, and the window's deploys
         (:mod:`storage.deploykpi`, as reports and ``/metrics`` compute them)."""
+        from storage.deploykpi import load_kpis
+
         model = call.query.get("model") or None
         if model is not None:
             self.engine.model(model)  # 404 for an unknown model
@@ -230,12 +240,16 @@ class DeployApi:
 
     async def versions(self, call: Call) -> Answer:
         """``GET /api/v1/models/{name}/versions``."""
+        from agent.deploy.queries import versions_json
+
         name = call.params["name"]
         model = self.engine.model(name)  # 404 for an unknown model
         doc = await self.engine.store.read(lambda c: versions_json(c, name))
         return 200, {**doc, "deploy": _deploy_settings(model)}
 
     async def _show(self, deployment_id: int) -> dict[str, Any]:
+        from agent.deploy.queries import deployment_json
+
         dep = await self.engine.get(deployment_id)
         runner = self.engine.active.get(dep.model)
         progress = runner.progress() if runner is not None and runner.dep.id == dep.id else {}

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from agent.config.alerting.rules import Severity
 from agent.health.drift import METRICS as DRIFT_METRICS
-from agent.serve.deploymetrics import deploy_families
 from agent.serve.exposition import (
     Family,
     LabelledCounter,
@@ -256,11 +255,14 @@ class AgentMetrics:
         alerting: AlertingMetricsView | None = getattr(self.agent, "alerting", None)
         if alerting is not None:
             yield from alert_families(alerting)
-        # ... nor deploys: their families come from the database, where deploys are recorded.
-        if getattr(self.agent, "deploys", None) is not None:
+        # ... nor deploys: their families come from the database, where deploys are recorded
+        # (whether or not the agent has made its deploy engine yet).
+        if getattr(self.agent, "records_deploys", False):
             yield from self._deploys([m.name for m in status.models])
 
     def _deploys(self, models: list[str]) -> Iterator[Family]:
+        from agent.serve.deploymetrics import deploy_families  # the DORA queries: when scraped
+
         try:
             conn = connect(self.agent.data_dir / DB_FILENAME, readonly=True)
         except sqlite3.Error as exc:

@@ -15,14 +15,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.deploy.canarycheck import MAX_COUNT, CanaryRun, judge
 from agent.health.monitor import ModelMonitor
 from agent.serve.httpmessages import Request, Response, json_response
 from agent.serve.routing import Router
 from probes.base import now_ms
 from storage.records import Event
+
+if TYPE_CHECKING:  # canary checks load statistics and more: only when one is asked for
+    from agent.deploy.canarycheck import CanaryRun
 
 __all__ = ["DEFAULT_COUNT", "register"]
 
@@ -55,6 +57,8 @@ async def _count(request: Request) -> int:
             body = None
         if not isinstance(body, dict):
             raise ValueError('body: expected a JSON object such as {"count": 5}')
+    from agent.deploy.canarycheck import MAX_COUNT
+
     raw = body.get("count", DEFAULT_COUNT)
     if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_COUNT:
         raise ValueError(f"count: expected a whole number from 1 to {MAX_COUNT}, got {raw!r}")
@@ -65,6 +69,8 @@ async def _fresh_run(host: CanaryHost, name: str) -> CanaryRun | None:
     """One run of the model sent after this call began (a run already out when it was asked
     for measured the server before the request: it is waited for, and another is sent)."""
     asked = now_ms()
+    from agent.deploy.canarycheck import CanaryRun
+
     for _ in range(3):
         mon = host.monitors.get(name)
         if mon is None:
@@ -100,6 +106,8 @@ def register(app: Router, agent: object, operator_of: Callable[[Request], str]) 
             if got is None:
                 return _error(409, f"model {name!r} was removed by a config reload meanwhile")
             runs.append(got)
+        from agent.deploy.canarycheck import judge
+
         cfg = host.monitors[name].config
         report = judge(name, cfg.protocol, cfg.url, runs)
         host.emit(
@@ -121,9 +129,10 @@ def register(app: Router, agent: object, operator_of: Callable[[Request], str]) 
         return json_response({"report": report.to_json()})
 
     async def config(request: Request) -> Response:
-        # The deploy engine's config deploys (agent.deploy.configdeploy); a stand-in agent in
-        # a test may have none.
-        state = getattr(getattr(getattr(agent, "deploys", None), "configs", None), "state", None)
+        # The deploy engine's config deploys (agent.deploy.configdeploy), through the agent
+        # (which answers without making the engine when it has none); a stand-in agent in a
+        # test may have neither.
+        state = getattr(agent, "config_state", None)
         if not callable(state):
             return _error(503, "this agent runs no config deploys")
         return json_response(state())
