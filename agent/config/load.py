@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,7 @@ def _agent(t: AgentTable) -> AgentConfig:
     if h1_s < m1_s:
         raise fail("retention_1h", "expected at least as long as retention_1m")
     _check_events_minimum(t)
+    _audit_checks(t, fail)
     return AgentConfig(
         host=t.host or socket.gethostname(),
         data_dir=Path(t.data_dir).expanduser() if t.data_dir else default_data_dir(),
@@ -180,7 +182,21 @@ def _agent(t: AgentTable) -> AgentConfig:
         retention_events_s=t.retention_events,
         log_level=t.log_level,
         on_exit=t.on_exit,
+        audit_checkpoint_interval_s=t.audit_checkpoint_interval,
+        audit_syslog=t.audit_syslog,
+        audit_webhook=t.audit_webhook,
     )
+
+
+def _audit_checks(t: AgentTable, fail: Callable[[str, str], Invalid]) -> None:
+    # A checkpoint a second would flood the journal; one an hour leaves an hour to cut off.
+    if t.audit_checkpoint_interval < 10:
+        raise fail("audit_checkpoint_interval", "expected at least 10s")
+    if t.audit_syslog and not t.audit_syslog.startswith("/"):
+        raise fail("audit_syslog", "expected the absolute path of a syslog socket, or '' for none")
+    if t.audit_webhook is not None and not t.audit_webhook.startswith(("http://", "https://")):
+        # Never the URL itself in the error: it may hold a token.
+        raise fail("audit_webhook", "expected an http:// or https:// URL")
 
 
 def _check_events_minimum(t: AgentTable) -> None:

@@ -59,6 +59,12 @@ class AgentConfig:
     """What happens to supervised processes when the agent stops: ``keep`` leaves them
     running for the next agent to adopt (an agent upgrade costs no model downtime), ``stop``
     stops them."""
+    audit_checkpoint_interval_s: float = 300.0
+    """How often the audit chain's head is signed (when it moved; daily when it did not)."""
+    audit_syslog: str = "/dev/log"
+    """The syslog socket checkpoints are written to; empty: none."""
+    audit_webhook: str | None = None
+    """A URL each checkpoint is also POSTed to (may hold a token: never logged)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,9 @@ class AgentTable(_Table, frozen=True):
     retention_events_minimum: DurationOrZero = EVENTS_MINIMUM_S
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     on_exit: Literal["keep", "stop"] = "keep"
+    audit_checkpoint_interval: Duration = 300.0
+    audit_syslog: str = "/dev/log"
+    audit_webhook: str | None = None
 
 
 class DriftTable(_Table, frozen=True):

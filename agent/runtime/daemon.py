@@ -26,6 +26,7 @@ from agent.health.incidents import IncidentBook
 from agent.health.monitor import ModelMonitor, samples_for
 from agent.runtime import apiserver
 from agent.runtime.alerting_job import AlertingJob, PlannedIncidents
+from agent.runtime.checkpoints import Checkpoints
 from agent.runtime.deploying import LazyDeploys, left_in_flight
 from agent.runtime.housekeeping import Retention
 from agent.runtime.reloading import (
@@ -106,6 +107,7 @@ class Agent:
         self.probe_metrics = ProbeMetrics()
         self._watchdog: asyncio.Task[None] | None = None
         self.housekeeping = Retention(self.writer)
+        self.checkpoints = Checkpoints(self.data_dir, lambda: self.config.agent)
         self.alerting = AlertingJob(
             config.alerting,
             writer=self.writer,
@@ -268,6 +270,7 @@ class Agent:
         sched = self._scheduler
         sched.every("collect", config.agent.sample_interval_s, self.collect)
         sched.every("retention", RETENTION_EVERY_S, self.retention, first_in_s=30.0)
+        self.checkpoints.schedule(sched, config.agent)
         every = config.alerting.evaluate_interval_s
         sched.every("alerting", every, self.alerting.evaluate, first_in_s=min(1.0, every))
         wanted = {f"probe:{m.name}" for m in config.models}
@@ -543,6 +546,9 @@ class Agent:
         )
         t0 = time.monotonic()
         await asyncio.to_thread(self.writer.close)
+        # The head after agent.stopped, signed and sent off the host: the last word of a run.
+        await self.checkpoints.run(self.config.agent, final=True)
+        await self.checkpoints.close()
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / API_FILE).unlink()
         log.info(
