@@ -123,13 +123,19 @@ def copy_file(src: Path, dst: Path, mode: int = FILE_MODE) -> None:
             os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+def write_atomic(
+    path: Path, data: bytes, mode: int = FILE_MODE, owner: tuple[int, int] | None = None
+) -> None:
     """Replace ``path`` with ``data`` all at once, or not at all.
 
     Written to ``NAME.tmp``, flushed to disk, then renamed over ``path``: a full disk or a crash
     leaves the old file whole. On a failure the temporary file is removed, so a full disk does
     not leave an empty ``NAME.tmp`` behind either. The temporary file is created afresh
     (``O_EXCL | O_NOFOLLOW``): a link planted in its place is never followed.
+
+    Args:
+        owner: ``(uid, gid)`` to give the file before it takes ``path``'s place (root writing
+            a file another user's agent reads, as ``vigil token`` does); None leaves it ours.
 
     Raises:
         OSError: the write failed (ENOSPC, EROFS, ...); ``path`` is unchanged.
@@ -139,6 +145,8 @@ def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
         tmp.unlink(missing_ok=True)  # one a crash left behind
         fd = open_fd(tmp, os.O_WRONLY | os.O_EXCL, mode)
         try:
+            if owner is not None:
+                os.fchown(fd, *owner)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]

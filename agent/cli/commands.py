@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -262,8 +263,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.cli import deploy_cmd
 
         return deploy_cmd.run(args, operator_name())
-    if args.command == "canary":
-        from agent.cli import canary_cmd
-
-        return canary_cmd.run(args, operator_name())
+    if args.command in ("canary", "token"):
+        # Imported when used: `vigil status` need not load them.
+        command = importlib.import_module(f"agent.cli.{args.command}_cmd")
+        return int(command.run(args, operator_name()))
     return EXIT_USAGE  # pragma: no cover - argparse requires a command

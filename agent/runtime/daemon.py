@@ -42,8 +42,9 @@ from agent.runtime.watch import ConfigWatcher
 from agent.serve.api import build_app
 from agent.serve.files import API_FILE
 from agent.serve.httpserver import HttpServer
+from agent.serve.identity import annotate
 from agent.serve.metrics import ProbeMetrics
-from agent.serve.tokens import Tokens, load_or_create
+from agent.serve.tokens import CHECK_EVERY_S, TokenRegistry, load_or_create
 from agent.supervise.supervisor import PlannedWindow, Supervisor
 from probes.base import Collector, now_ms
 from probes.gpu import GpuCollector
@@ -93,7 +94,7 @@ class Agent:
             ProcessCollector(self.supervisor.pids),
             self.gpu,
         ]
-        self.tokens: Tokens | None = None
+        self.tokens: TokenRegistry | None = None
         self.url: str | None = None
         self.first_collection = asyncio.Event()
         self._stop = asyncio.Event()
@@ -143,8 +144,9 @@ class Agent:
     # --- events and state --------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        """Record an audit event (through the writer; never blocks)."""
-        self.writer.submit_one(event)
+        """Record an audit event (through the writer; never blocks); one an API request
+        causes names the token that authorised it."""
+        self.writer.submit_one(annotate(event))
 
     def _storage_changed(self, healthy: bool, error: str) -> None:
         # Called on the writer thread. The event is queued behind the failing batch, so it
@@ -270,6 +272,8 @@ class Agent:
         sched = self._scheduler
         sched.every("collect", config.agent.sample_interval_s, self.collect)
         sched.every("retention", RETENTION_EVERY_S, self.retention, first_in_s=30.0)
+        if self.tokens is not None:  # token changes audited even when no request comes
+            sched.every("tokens", CHECK_EVERY_S, self.tokens.check_job)
         self.checkpoints.schedule(sched, config.agent)
         every = config.alerting.evaluate_interval_s
         sched.every("alerting", every, self.alerting.evaluate, first_in_s=min(1.0, every))
@@ -412,7 +416,7 @@ class Agent:
         """Run until stopped; return the process exit code."""
         loop = asyncio.get_running_loop()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.tokens = load_or_create(self.data_dir)
+        self.tokens = load_or_create(self.data_dir, self.emit)
         await asyncio.to_thread(self.writer.start)
         await asyncio.to_thread(self._load_state)
         self.alerting.start()  # the outbox's sender: sends what a previous run left unsent

@@ -32,10 +32,11 @@ from agent.serve.httpmessages import (
     StreamResponse,
     json_response,
 )
+from agent.serve.identity import OPERATOR_HEADER, acting_as, acting_for, operator_of
 from agent.serve.metrics import AgentMetrics
 from agent.serve.rollout_api import register as register_rollout_routes
 from agent.serve.routing import Handler, Middleware, Router
-from agent.serve.tokens import Tokens
+from agent.serve.tokens import TokenRegistry
 from agent.serve.view import AgentView, model_stats
 from agent.supervise.proclogs import TAIL_MAX_LINES
 from agent.supervise.supervisor import ActionError
@@ -65,7 +66,7 @@ def _error(status: int, message: str) -> Response:
     return json_response({"error": message}, status=status)
 
 
-def _auth_middleware(tokens: Tokens) -> Middleware:
+def _auth_middleware(tokens: TokenRegistry) -> Middleware:
     async def auth(request: Request, handler: Handler) -> Response | StreamResponse:
         if request.path == "/healthz":
             return await handler(request)
@@ -77,24 +78,21 @@ def _auth_middleware(tokens: Tokens) -> Middleware:
                 "missing bearer token: send 'Authorization: Bearer <token>' "
                 "(the token is in the agent's data dir, file api-token)",
             )
-        scope = tokens.scope_of(presented.strip())
-        if scope is None:
-            return _error(401, "token rejected")
+        # Never echoed or logged: a refused token says nothing of what was presented.
+        grant = tokens.identify(presented.strip())
+        if grant is None:
+            return _error(
+                401, "token rejected (unknown, revoked, expired, or rotated past its grace)"
+            )
         needed = "read" if request.method in ("GET", "HEAD") else "operate"
-        if needed == "operate" and scope != "operate":
+        if needed == "operate" and grant.scope != "operate":
             return _error(403, "this token is read-only; the action needs the operate scope")
-        request["scope"] = scope
-        return await handler(request)
+        request["scope"] = grant.scope
+        acting = request["acting"] = acting_for(request, grant)
+        with acting_as(acting):
+            return await handler(request)
 
     return auth
-
-
-def operator_of(request: Request) -> str:
-    """Who acts, for the audit trail: the ``X-Vigil-Operator`` header the TUI and CLI send
-    (user@host), else the token's scope. The token proves the right; the header names the
-    person."""
-    name = request.headers.get("X-Vigil-Operator", "").strip()[:100]
-    return printable(name) if name else f"token:{request.get('scope', 'unknown')}"
 
 
 def parse_time(value: str | None, default_ms: int, now: int, field: str) -> int:
@@ -143,8 +141,15 @@ class Api:
         return json_response({**body, "alert_counts": alert_counts(self.agent.alerting)})
 
     async def whoami(self, request: Request) -> Response:
-        """The presented token's scope, so a client can hide what it may not do."""
-        return json_response({"scope": request["scope"], "operator": operator_of(request)})
+        """The presented token's scope, so a client can hide what it may not do, its name,
+        and who the audit trail records for this client's actions."""
+        return json_response(
+            {
+                "scope": request["scope"],
+                "operator": operator_of(request),
+                "token": request["acting"].token,
+            }
+        )
 
     async def probe_model(self, request: Request) -> Response:
         """Probe one model now (``operate``): audited, answered at once, run right after."""
@@ -344,7 +349,7 @@ class Api:
                 fmt,
             )
         )
-        if request.headers.get("X-Vigil-Operator"):
+        if request.headers.get(OPERATOR_HEADER):
             # A person exported it (the TUI names them); dashboards polling JSON are not audited.
             by = operator_of(request)
             self.agent.emit(
@@ -552,7 +557,7 @@ def _silence_json(row: SilenceRow, now: int) -> dict[str, Any]:
     }
 
 
-def build_app(agent: AgentView, tokens: Tokens) -> Router:
+def build_app(agent: AgentView, tokens: TokenRegistry) -> Router:
     """The routes of one agent, behind the bearer-token check."""
     api = Api(agent)
     collector = AgentMetrics(agent)

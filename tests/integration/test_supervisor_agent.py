@@ -415,7 +415,12 @@ command = {server("--spam", 300)}
         stopped = wait_event(agent, "process.stopped", "srv")
         assert stopped["data"]["by"] == "carol@desk" and pid in stopped["data"]["tree"]
         action = wait_event(agent, "process.action", "srv")
-        assert action["data"] == {"action": "stop", "by": "carol@desk", "state": "running"}
+        assert action["data"] == {
+            "action": "stop",
+            "by": "carol@desk",
+            "state": "running",
+            "token": "local-operate",  # the token that authorised it (issue 17)
+        }
 
         code, _ = post(agent, "/api/v1/processes/srv/start", agent.token)
         assert code == 202

@@ -59,10 +59,15 @@ interval = "1h"
         read = (agent.data_dir / "api-token.read").read_text().strip()
         assert request(agent, "/api/v1/whoami", agent.token) == (
             200,
-            {"scope": "operate", "operator": "token:operate"},
+            # The default token's name, not its scope, when no header names a person (the
+            # token's name is who acts since named tokens: issue 17).
+            {"scope": "operate", "operator": "local-operate", "token": "local-operate"},
         )
         code, body = request(agent, "/api/v1/whoami", read, operator="eve@desk")
-        assert (code, body) == (200, {"scope": "read", "operator": "eve@desk"})
+        assert (code, body) == (
+            200,
+            {"scope": "read", "operator": "eve@desk", "token": "local-read"},
+        )
         assert request(agent, "/api/v1/whoami", "wrong")[0] == 401
 
         def runs() -> int:
@@ -82,7 +87,8 @@ interval = "1h"
         wait_for(lambda: runs() > before, what="the requested probe stored")
         (asked,) = wait_for(lambda: events(agent, "model.probe_requested"), what="the event")
         assert asked["subject"] == "model:nothing-listens"
-        assert asked["data"] == {"by": "carol@desk"}
+        # The token that authorised it is recorded beside the operator its header names.
+        assert asked["data"] == {"by": "carol@desk", "token": "local-operate"}
 
         # A report asked for by a person is audited; one polled by a dashboard is not.
         code, body = request(agent, "/api/v1/report?format=md&since=1h", read, operator="dan@desk")

@@ -52,7 +52,7 @@ def test_event_retention_below_the_minimum_is_refused_naming_both(
     err = refused.value
     assert err.field == "agent.retention_events"
     lines = text.splitlines()
-    assert err.line == next(i for i, l in enumerate(lines, 1) if l.startswith("retention_events ="))
+    assert err.line == next(n for n, x in enumerate(lines, 1) if x.startswith("retention_events ="))
     assert err.reason == (
         f"{kept} is below the minimum of {floor} (retention_events_minimum); expected at least "
         f"{floor}, or a lower retention_events_minimum"
@@ -74,5 +74,5 @@ def test_check_config_prints_the_refusal_with_file_and_line(
 
 
 def test_a_negative_minimum_is_refused() -> None:
-    with pytest.raises(ConfigError, match="agent.retention_events_minimum"):
+    with pytest.raises(ConfigError, match=r"agent\.retention_events_minimum"):
         parse_config(agent('retention_events_minimum = "-1d"'), CFG)
