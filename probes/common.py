@@ -18,6 +18,7 @@ from typing import Any
 from probes.base import OptionError, ProbeTarget, redact, truncate_error
 from probes.httpclient import Response, WireError
 from storage.records import ProbeRun
+from storage.text import compile_regex
 from storage.tomlschema import MAX_DURATION_S
 from storage.units import parse_duration
 
@@ -181,8 +182,8 @@ def check_text_expectations(options: Mapping[str, Any]) -> None:
     check_str(options, "expect_regex")
     if "expect_regex" in options:
         try:
-            re.compile(options["expect_regex"])
-        except re.error as exc:
+            compile_regex(options["expect_regex"])
+        except ValueError as exc:
             raise OptionError("expect_regex", f"expected a regular expression: {exc}") from exc
 
 

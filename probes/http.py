@@ -46,6 +46,7 @@ from probes.common import (
 from probes.httpclient import HttpClient
 from probes.httpwire import Exchange, WireError, request, tls_context
 from storage.records import ProbeRun
+from storage.text import compile_regex
 
 SNIPPET_LIMIT = 200
 """How much of an unexpected body an error text quotes."""
@@ -177,8 +178,8 @@ class HttpProbe(Probe):
         check_str(options, "expect_body_regex")
         if "expect_body_regex" in options:
             try:
-                re.compile(options["expect_body_regex"])
-            except re.error as exc:
+                compile_regex(options["expect_body_regex"])
+            except ValueError as exc:
                 raise OptionError(
                     "expect_body_regex", f"expected a regular expression: {exc}"
                 ) from exc

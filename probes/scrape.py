@@ -170,7 +170,7 @@ class MetricsScrapeProbe(Probe):
         """Validate keys and value types; raise OptionError naming the key."""
         super().check_options(options)
         preset = options.get("preset")
-        if "preset" in options and preset not in PRESETS:
+        if "preset" in options and not (isinstance(preset, str) and preset in PRESETS):
             raise OptionError("preset", f"expected one of {', '.join(PRESETS)}, got {preset!r}")
         metrics = options.get("metrics", [])
         if not isinstance(metrics, list):

@@ -42,3 +42,20 @@ def short_artifact(value: object, width: int = 24) -> str:
     if _HEX.fullmatch(text):
         return text.removeprefix("sha256:")[:12]
     return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+def compile_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a regular expression a person wrote (config, API request).
+
+    Raises:
+        ValueError: saying why it is no regular expression ``re`` can build: ``re.error``'s
+            reason, or the OverflowError of a repeat count over ``re``'s limit
+            (``a{9999999999}``) or the RecursionError of deeply nested groups, which used to
+            escape the callers' ``except re.error`` as crashes.
+    """
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(str(exc)) from None
+    except (OverflowError, RecursionError) as exc:
+        raise ValueError(f"cannot compile it ({type(exc).__name__}: {exc})") from None

@@ -22,6 +22,7 @@ import sys
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union
 
 import msgspec
@@ -39,6 +40,7 @@ __all__ = [
     "Part",
     "SchemaError",
     "decode",
+    "expand_home",
     "field_name",
     "number",
     "syntax_line",
@@ -114,6 +116,23 @@ def _dec_hook(kind: type, value: Any) -> Any:
             raise ValueError(f"{_TOO_LONG}, got {value!r}")
         return kind(seconds)
     raise NotImplementedError(kind)
+
+
+def expand_home(value: str) -> Path:
+    """A path field's value with ``~`` and ``~user`` expanded, as the file's reader means it.
+
+    Raises:
+        ValueError: ``~user`` names no user of this host (``Path.expanduser`` raises a
+            RuntimeError there, which used to escape as a traceback instead of a refusal).
+    """
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        user = value.partition("/")[0]
+        raise ValueError(
+            f"expected a path; {user!r} names no user of this host, so its home directory is "
+            f"unknown, got {value!r}"
+        ) from None
 
 
 # --- decoding ---------------------------------------------------------------------------------

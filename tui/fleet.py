@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
-from storage.tomlschema import Duration, Invalid, Locator, decode
+from storage.tomlschema import Duration, Invalid, Locator, decode, expand_home
 from tui.remote.ssh import SshAddress
 
 DEFAULT_TIMEOUT_S = 3.0
@@ -306,7 +306,12 @@ def _http_problem(url: str) -> str | None:
 
 def _read_token(path: Path, fleet_path: Path, fail: Callable[[str], Invalid]) -> str:
     # Relative to the fleet file, so a fleet directory can be moved or shared whole.
-    path = path.expanduser()
+    if "\x00" in str(path):
+        raise fail("expected a file path without NUL characters (\\u0000)")
+    try:
+        path = expand_home(str(path))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     if not path.is_absolute():
         path = fleet_path.parent / path
     try:

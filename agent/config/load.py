@@ -8,7 +8,6 @@ the daemon can validate a changed file and keep its running config if the new on
 from __future__ import annotations
 
 import pwd
-import re
 import signal
 import socket
 import tomllib
@@ -40,7 +39,8 @@ from agent.config.schema import AgentTable, DeployTable, ModelTable, ProcessTabl
 from agent.config.secrets import read_secret
 from probes.base import OptionError
 from probes.registry import PROBES
-from storage.tomlschema import Invalid, Locator, decode, syntax_line
+from storage.text import compile_regex
+from storage.tomlschema import Invalid, Locator, Part, decode, expand_home, syntax_line
 from storage.units import format_duration
 
 _TOP_LEVEL = ("agent", "model", "process", "alerting", "alert", "notify", "maintenance")
@@ -79,6 +79,22 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
 
 
 class _Shape(Invalid):
+def _no_nul(value: Any, at: tuple[Part, ...]) -> None:
+    """Refuse a NUL character in any key or string: no setting means one, and in a path, an
+    argv, an environment variable or a user name it passed the checks and failed later, as
+    a ValueError (``embedded null byte``) from the OS call that used it."""
+    if isinstance(value, str) and "\x00" in value:
+        raise Invalid(at, "expected text without NUL characters (\\u0000)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise Invalid((*at, key), "expected a key without NUL characters (\\u0000)")
+            _no_nul(item, (*at, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _no_nul(item, (*at, i))
+
+
     """A top-level key of the wrong kind: TOML's own syntax, whose line we do not guess."""
 
 
@@ -124,6 +140,8 @@ def _build(raw: dict[str, Any], path: Path) -> Config:
         _array_of_tables(raw, "maintenance"),
     )
     return Config(path=path, agent=agent, models=models, processes=processes, alerting=alerting)
+    # Last, so a field with its own rule (a host name's characters) is refused in its words.
+    _no_nul(raw, ())
 
 
 def _array_of_tables(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -134,6 +152,16 @@ def _array_of_tables(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 
 def _unique(names: list[str], table: str) -> None:
+def _home(value: str | None, at: tuple[Part, ...]) -> Path | None:
+    """A path field with ``~`` expanded; None when not given; a ``~user`` of no user refused."""
+    if not value:
+        return None
+    try:
+        return expand_home(value)
+    except ValueError as exc:
+        raise Invalid(at, str(exc)) from None
+
+
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
@@ -172,7 +200,7 @@ def _agent(t: AgentTable) -> AgentConfig:
     _audit_checks(t, fail)
     return AgentConfig(
         host=t.host or socket.gethostname(),
-        data_dir=Path(t.data_dir).expanduser() if t.data_dir else default_data_dir(),
+        data_dir=_home(t.data_dir, ("agent", "data_dir")) or default_data_dir(),
         listen_host=host,
         listen_port=int(port),
         sample_interval_s=t.sample_interval,
@@ -253,7 +281,7 @@ def _model(raw: dict[str, Any], i: int) -> ModelConfig:
         down_after_failures=t.down_after_failures,
         incident_after_degraded_s=t.incident_after_degraded,
         api_key_env=t.api_key_env,
-        api_key_file=Path(t.api_key_file).expanduser() if t.api_key_file else None,
+        api_key_file=_home(t.api_key_file, ("model", i, "api_key_file")),
         api_key=_api_key(t, i),
         canary=t.canary,
         drift=DriftConfig(
@@ -266,13 +294,13 @@ def _model(raw: dict[str, Any], i: int) -> ModelConfig:
             output_stable_runs=d.output_stable_runs,
             output_confirm_runs=d.output_confirm_runs,
         ),
-        deploy=_deploy(t.deploy) if t.deploy is not None else None,
+        deploy=_deploy(t.deploy, i) if t.deploy is not None else None,
     )
 
 
-def _deploy(t: DeployTable) -> DeployConfig:
+def _deploy(t: DeployTable, i: int) -> DeployConfig:
     return DeployConfig(
-        link=Path(t.link).expanduser() if t.link else None,
+        link=_home(t.link, ("model", i, "deploy", "link")),
         process=t.process,
         strategy=t.strategy,
         ports=tuple(t.ports or ()),
@@ -361,20 +389,20 @@ def _process(raw: dict[str, Any], i: int) -> ProcessConfig:
     if t.user is not None:
         try:
             pwd.getpwnam(t.user)
-        except KeyError:
+        except (KeyError, ValueError):  # ValueError: a NUL in the name
             raise fail(
                 "user", f"expected a user that exists on this host, got {t.user!r}"
             ) from None
     if t.match is not None:
         try:
-            re.compile(t.match)
-        except re.error as exc:
+            compile_regex(t.match)
+        except ValueError as exc:
             raise fail("match", f"expected a regular expression: {exc}") from None
     cfg = ProcessConfig(
         name=t.name,
         command=t.command or (),
         env=dict(t.env),
-        cwd=Path(t.cwd).expanduser() if t.cwd else None,
+        cwd=_home(t.cwd, ("process", i, "cwd")),
         user=t.user,
         restart=t.restart,
         stop_signal=t.stop_signal,

@@ -13,9 +13,8 @@ can keep them out of the model servers' environment: a secret the agent holds is
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from storage.tomlschema import Invalid, Part
+from storage.tomlschema import Invalid, Part, expand_home
 
 _SECRET_ENV: set[str] = set()
 """Every variable a config loaded by this process read a secret from. Only ever grows: a
@@ -61,8 +60,11 @@ def read_secret(
             )
         return value
     if file:
-        path = Path(file).expanduser()
         where = (*at, f"{field}_file")
+        try:
+            path = expand_home(file)
+        except ValueError as exc:
+            raise Invalid(where, str(exc)) from None
         try:
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
@@ -70,6 +72,10 @@ def read_secret(
         except UnicodeDecodeError:
             # An Invalid like any other: a reload catches only ConfigErrors.
             raise Invalid(where, f"{path} is not UTF-8 text (expected {what})") from None
+        except ValueError:  # a NUL in the path: no file can have that name
+            raise Invalid(
+                where, f"expected a file path without NUL characters, got {file!r}"
+            ) from None
         if not value:
             raise Invalid(where, f"{path} is empty (expected {what})")
         return value

@@ -165,7 +165,8 @@ def _rule_error(error: RuleError, index: Mapping[str, int]) -> Invalid:
 def _channel(raw: dict[str, Any], i: int) -> tuple[ch.ChannelSettings, list[Route]]:
     at: tuple[Part, ...] = ("notify", i)
     kind = raw.get("type")
-    if kind not in NOTIFY_TABLES:
+    # Not a string (a list, a table) is an unknown type too, not a TypeError from the lookup.
+    if not isinstance(kind, str) or kind not in NOTIFY_TABLES:
         if "type" not in raw:
             reason = "missing required field; expected the channel's type: "
         else:

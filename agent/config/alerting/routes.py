@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from storage.alerts import AlertRow
+from storage.text import compile_regex
 
 OPS = ("=~", "!~", "!=", "=")
 _MATCHER = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
@@ -31,8 +32,8 @@ class Matcher:
             raise ValueError(f"expected an operator among {' '.join(OPS)}, got {self.op!r}")
         if self.op in ("=~", "!~"):
             try:
-                re.compile(self.value)
-            except re.error as exc:
+                compile_regex(self.value)
+            except ValueError as exc:
                 raise ValueError(f"bad regex {self.value!r}: {exc}") from None
 
     @classmethod
