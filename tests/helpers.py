@@ -97,12 +97,18 @@ class RunningAgent:
 
 
 def write_config(
-    tmp: Path, body: str = "", *, sample_interval: str = "200ms", on_exit: str = "stop"
+    tmp: Path,
+    body: str = "",
+    *,
+    sample_interval: str = "200ms",
+    on_exit: str = "stop",
+    audit_syslog: str = "",
 ) -> Path:
     """A config with a fresh data dir under ``tmp`` and the API on a free port, plus ``body``.
 
     ``on_exit = "stop"`` by default: a test's model servers must not outlive it (tests of
-    adoption across agent restarts ask for "keep").
+    adoption across agent restarts ask for "keep"). ``audit_syslog = ""`` by default: a test
+    agent's signed checkpoints must not land in the developer's journal (/dev/log).
     """
     data = tmp / "data"
     cfg = tmp / "vigil.toml"
@@ -114,6 +120,7 @@ data_dir = "{data}"
 listen = "127.0.0.1:0"
 sample_interval = "{sample_interval}"
 on_exit = "{on_exit}"
+audit_syslog = "{audit_syslog}"
 {body}
 """,
         encoding="utf-8",

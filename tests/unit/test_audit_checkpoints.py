@@ -11,6 +11,8 @@ import os
 import socket
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +29,7 @@ from storage.auditkey import KEY_FILENAME, PUBKEY_FILENAME, load_or_create, read
 from storage.db import connect
 from storage.records import Event
 from storage.writer import Writer
+from tests.helpers import ROOT, child_env
 
 T0 = 1_700_000_000_000
 
@@ -391,3 +394,28 @@ def test_checkpoint_input_mistakes_are_usage_errors(
     # Without --pubkey: the host's own key, said so.
     code, out, _ = run_cli(capsys, "audit", "verify", "--db", str(db), "--checkpoint", str(journal))
     assert code == 0 and "pass --pubkey with a copy kept elsewhere" in out
+
+
+def test_the_agent_loads_cryptography_only_to_sign() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys, agent.runtime.daemon, agent.cli.commands; "
+            "print(json.dumps([m for m in sys.modules if m.startswith(('cryptography', 'stor'))]))",
+        ],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(json.loads(proc.stdout))
+    unwanted = {
+        "cryptography",
+        "storage.auditkey",
+        "storage.auditcheckpoint",
+        "storage.auditbundle",
+    }
+    assert not loaded & unwanted
