@@ -78,7 +78,6 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
         raise locator.error(exc, ConfigError) from None
 
 
-class _Shape(Invalid):
 def _no_nul(value: Any, at: tuple[Part, ...]) -> None:
     """Refuse a NUL character in any key or string: no setting means one, and in a path, an
     argv, an environment variable or a user name it passed the checks and failed later, as
@@ -95,6 +94,7 @@ def _no_nul(value: Any, at: tuple[Part, ...]) -> None:
             _no_nul(item, (*at, i))
 
 
+class _Shape(Invalid):
     """A top-level key of the wrong kind: TOML's own syntax, whose line we do not guess."""
 
 
@@ -139,9 +139,9 @@ def _build(raw: dict[str, Any], path: Path) -> Config:
         _array_of_tables(raw, "notify"),
         _array_of_tables(raw, "maintenance"),
     )
-    return Config(path=path, agent=agent, models=models, processes=processes, alerting=alerting)
     # Last, so a field with its own rule (a host name's characters) is refused in its words.
     _no_nul(raw, ())
+    return Config(path=path, agent=agent, models=models, processes=processes, alerting=alerting)
 
 
 def _array_of_tables(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -151,7 +151,6 @@ def _array_of_tables(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return value
 
 
-def _unique(names: list[str], table: str) -> None:
 def _home(value: str | None, at: tuple[Part, ...]) -> Path | None:
     """A path field with ``~`` expanded; None when not given; a ``~user`` of no user refused."""
     if not value:
@@ -162,6 +161,7 @@ def _home(value: str | None, at: tuple[Part, ...]) -> Path | None:
         raise Invalid(at, str(exc)) from None
 
 
+def _unique(names: list[str], table: str) -> None:
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
