@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -55,15 +56,18 @@ class VigilApp(App[None]):
         await self.client.aclose()
 
 
-def run_tui(url: str, token: str, refresh_s: float = 1.0) -> None:
+def run_tui(
+    url: str, token: str, refresh_s: float = 1.0, ssl_context: ssl.SSLContext | None = None
+) -> None:
     """Run the TUI against one agent until the user quits.
 
     Args:
         url: The agent's base URL, e.g. ``http://127.0.0.1:9470``.
         token: A bearer token with at least the ``read`` scope.
         refresh_s: Seconds between status fetches.
+        ssl_context: Verifies an ``https://`` agent (None: the system's CAs).
     """
-    VigilApp(AgentClient(url, token), refresh_s=refresh_s).run()
+    VigilApp(AgentClient(url, token, ssl_context=ssl_context), refresh_s=refresh_s).run()
 
 
 class FleetApp(App[None]):

@@ -15,6 +15,11 @@ A fleet file is TOML: an optional ``[defaults]`` table and one ``[[agent]]`` tab
     url = "ssh://ops@gpu-02.internal"   # through the user's own ssh; token read over ssh
     data_dir = "/var/lib/vigil"
 
+    [[agent]]
+    name = "gpu-03"
+    url = "https://gpu-03.internal:8470"
+    ca = "ca.pem"                        # relative to this file; default: the system's CAs
+
 A bad file is refused whole, with the file, the line when it can be found, the field and what
 was expected, as the agent's own config is; the CLI then exits 2. Tokens named by
 ``token_file`` are read here, so a missing or unreadable file is refused at start, not shown
@@ -23,6 +28,7 @@ later as a failing agent.
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +39,7 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
+from storage.tlstrust import TrustError, client_context
 from storage.tomlschema import Duration, Invalid, Locator, decode, expand_home
 from tui.remote.ssh import SshAddress
 
@@ -69,6 +76,9 @@ class _Shared(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     ) = None
     timeout: Annotated[Duration, _TIMEOUT] | None = None
     connect_timeout: Annotated[Duration, _TIMEOUT] | None = None
+    ca: (
+        Annotated[str, Meta(min_length=1, extra={"expected": "a file path", "plain": True})] | None
+    ) = None
 
 
 class _Agent(_Shared, frozen=True):
@@ -117,6 +127,10 @@ class FleetEntry:
         ssh_options: ``ssh://`` only: extra arguments for ``ssh`` (``["-J", "bastion"]``).
         timeout_s: Budget of one request.
         connect_timeout_s: ``ssh://`` only: budget for setting up the forward.
+        ca_file: ``https://`` only: the CA file its certificate is verified against (None:
+            the system's CAs).
+        ssl_context: ``https://`` only: the context that verifies it, built from ``ca_file``
+            when the file is loaded.
     """
 
     name: str
@@ -126,6 +140,8 @@ class FleetEntry:
     ssh_options: tuple[str, ...] = ()
     timeout_s: float = DEFAULT_TIMEOUT_S
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    ca_file: Path | None = None
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_ssh(self) -> bool:
@@ -243,6 +259,7 @@ class _Merged:
         timeout = self.get("timeout")
         connect_timeout = self.get("connect_timeout")
         url = self.agent.url
+        ca_file, context = self._tls(fleet_path)
         return FleetEntry(
             name=self.agent.name,
             url=url if self.is_ssh else url.rstrip("/"),
@@ -253,7 +270,31 @@ class _Merged:
             connect_timeout_s=(
                 float(connect_timeout) if connect_timeout is not None else DEFAULT_CONNECT_TIMEOUT_S
             ),
+            ca_file=ca_file,
+            ssl_context=context,
         )
+
+    def _tls(self, fleet_path: Path) -> tuple[Path | None, ssl.SSLContext | None]:
+        """The CA file, relative to the fleet file, and the context it makes; verification
+        is on for every https:// agent, against the system's CAs without a ``ca``."""
+        https = self.agent.url.startswith("https://")
+        ca = self.get("ca")
+        if ca is None:
+            return None, None  # aiohttp verifies against the system's CAs
+        if not https:
+            if "ca" not in self.given:
+                return None, None  # a fleet-wide CA concerns its https:// agents only
+            raise self.fail("ca", "only for https:// agents (the CA their certificate is from)")
+        try:
+            path = Path(ca).expanduser()
+        except RuntimeError:  # ~user of a user that does not exist
+            raise self.fail("ca", f"{ca}: no such user's home directory") from None
+        if not path.is_absolute():
+            path = fleet_path.parent / path
+        try:
+            return path, client_context(path)
+        except TrustError as exc:
+            raise self.fail("ca", f"{exc.path}: {exc.reason}") from None
 
     def _check_url(self) -> None:
         if self.is_ssh:

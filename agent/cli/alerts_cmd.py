@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 import time
 import urllib.error
@@ -17,7 +18,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from agent.cli.api_client import AgentUnreachable, ApiClient, connection_reason, resolve_target
+from agent.cli.api_client import AgentUnreachable, ApiClient, connect, connect_failure
 from agent.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agent.cli.status_view import render_alerts
 from agent.config import ConfigError
@@ -62,7 +63,9 @@ def call(
         client.url + path, headers=headers, method=method, data=data
     )
     try:
-        with urllib.request.urlopen(req, timeout=client.timeout_s) as resp:  # noqa: S310
+        with urllib.request.urlopen(  # noqa: S310
+            req, timeout=client.timeout_s, context=client.ssl_context
+        ) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         raw = exc.read().decode("utf-8", "replace")[:300]
@@ -75,11 +78,8 @@ def call(
         raise AgentUnreachable(
             f"{client.url}{path}: HTTP {exc.code}: {printable(detail)}"
         ) from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise AgentUnreachable(
-            f"cannot connect to {client.url}: {connection_reason(reason, client.timeout_s)}"
-        ) from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, ssl.SSLError) as exc:
+        raise connect_failure(client.url, exc, client.timeout_s) from None
     except ValueError as exc:
         raise AgentUnreachable(f"{client.url}{path}: not JSON: {exc}") from None
 
@@ -156,12 +156,7 @@ def run(args: argparse.Namespace, operator: str) -> int:
     """``vigil alerts ...`` or ``vigil notify test``; ``operator`` (user@host) is recorded
     with every change."""
     try:
-        url, token = resolve_target(
-            getattr(args, "url", None),
-            getattr(args, "token_file", None),
-            getattr(args, "config", None),
-        )
-        client = ApiClient(url, token)
+        client = connect(args)
         if args.command == "notify":
             return _notify_test(client, args, operator)
         sub = getattr(args, "alerts_command", None) or "list"

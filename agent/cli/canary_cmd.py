@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from agent.cli.alerts_cmd import BadRequest, call
-from agent.cli.api_client import AgentUnreachable, ApiClient, resolve_target
+from agent.cli.api_client import AgentUnreachable, connect
 from agent.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agent.config import FILE_PROTOCOLS, ConfigError, ModelConfig, load_config
 from storage.text import printable
@@ -162,11 +162,10 @@ def _through_agent(args: argparse.Namespace, operator: str) -> int:
             f"through the agent, model {args.model!r} runs its own canary from the agent's config"
         )
     try:
-        url, token = resolve_target(args.url, args.token_file, args.config)
+        # Runs go one after another, each within the model's timeout: be patient.
+        client = connect(args, timeout_s=30.0 + 65.0 * args.count)
     except AgentUnreachable as exc:
         raise Usage(str(exc)) from None
-    # Runs go one after another, each within the model's timeout: be patient.
-    client = ApiClient(url, token, timeout_s=30.0 + 65.0 * args.count)
     path = f"/api/v1/models/{quote(args.model, safe='')}/canary"
     try:
         body = call(client, "POST", path, {"count": args.count}, operator)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent.cli import alerts_cmd
 from agent.cli import audit as audit_cmd
-from agent.cli.api_client import AgentUnreachable, ApiClient, resolve_target
+from agent.cli.api_client import AgentUnreachable, connect, resolve_target
 from agent.cli.config_state import config_lines, config_state
 from agent.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agent.cli.extras import missing_extra
@@ -97,8 +97,7 @@ def _plural(n: int, one: str, many: str | None = None) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     try:
-        url, token = resolve_target(args.url, args.token_file, args.config)
-        client = ApiClient(url, token)
+        client = connect(args)
         status = client.status()
         models = client.models()
     except (AgentUnreachable, ConfigError) as exc:
@@ -134,13 +133,13 @@ def _tui(args: argparse.Namespace) -> int:
     if args.fleet is not None or (args.url or "").startswith("ssh://"):
         return _tui_remote(args)
     try:
-        url, token = resolve_target(args.url, args.token_file, args.config)
+        client = connect(args)
     except (AgentUnreachable, ConfigError) as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
     from tui.app import run_tui  # textual is imported only when the TUI is opened
 
-    run_tui(url, token, refresh_s=args.refresh)
+    run_tui(client.url, client.token, refresh_s=args.refresh, ssl_context=client.ssl_context)
     return EXIT_OK
 
 
@@ -173,8 +172,7 @@ def _process(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
     try:
-        url, token = resolve_target(args.url, args.token_file, args.config)
-        client = ApiClient(url, token)
+        client = connect(args)
         name = quote(args.name, safe="")
         if args.process_command == "logs":
             body = client.get(f"/api/v1/processes/{name}/logs?lines={max(1, args.lines)}")

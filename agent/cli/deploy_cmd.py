@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from agent.cli.alerts_cmd import BadRequest, call, failed
-from agent.cli.api_client import AgentUnreachable, ApiClient, resolve_target
+from agent.cli.api_client import AgentUnreachable, ApiClient, connect
 from agent.cli.exits import EXIT_FAILURE, EXIT_OK
 from agent.config import ConfigError
 from storage.text import printable
@@ -191,8 +191,7 @@ def _versions(client: ApiClient, args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace, operator: str) -> int:
     """``vigil deploy ...`` or ``vigil rollback``; ``operator`` (user@host) acts."""
     try:
-        url, token = resolve_target(args.url, args.token_file, args.config)
-        client = ApiClient(url, token, timeout_s=120.0)  # a deploy's hash may take a while
+        client = connect(args, timeout_s=120.0)  # a deploy's hash may take a while
         if args.command == "rollback":
             return _rollback(client, args, operator)
         verb = args.deploy_command

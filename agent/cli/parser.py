@@ -37,6 +37,12 @@ def _add_target_args(p: argparse.ArgumentParser, *, ssh: bool = False) -> None:
         type=Path,
         help=f"agent config, to find the data dir (default: {DEFAULT_CONFIG_PATH} if it exists)",
     )
+    p.add_argument(
+        "--ca",
+        type=Path,
+        help="CA file (PEM) that an https:// agent's certificate is verified against (default: "
+        "$VIGIL_CA; else a local agent's own certificate, else the system's CAs)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

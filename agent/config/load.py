@@ -184,6 +184,15 @@ def _agent(t: AgentTable) -> AgentConfig:
         raise fail(
             "listen", f"expected 'HOST:PORT' (port 0-65535, 0 picks a free one), got {listen!r}"
         )
+    tls = check_tls(t.tls) if t.tls is not None else None
+    if tls is None and not t.allow_insecure_listen and not is_loopback(host):
+        raise fail(
+            "listen",
+            f"{listen!r} is reachable from other hosts, and plain HTTP would carry the API's "
+            "tokens in clear text; expected an [agent.tls] table (cert and key), a loopback "
+            f"address such as '127.0.0.1:{port}', or allow_insecure_listen = true (plain HTTP "
+            "behind your own TLS proxy or on a network you trust)",
+        )
     # Unset rollup horizons stretch to cover a longer raw horizon rather than refuse it.
     raw_s = t.retention if t.retention is not None else 2 * 86400.0
     m1_s = t.retention_1m if t.retention_1m is not None else max(30 * 86400.0, raw_s)

@@ -38,6 +38,19 @@ def default_data_dir() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """``[agent.tls]``: the API serves HTTPS with this certificate chain and key, both
+    re-read when either file changes (:mod:`agent.runtime.certreload`)."""
+
+    cert_file: Path
+    """PEM: the server's certificate first, then any intermediates."""
+    key_file: Path
+    """PEM: the unencrypted private key of the first certificate."""
+    min_version: str = "1.2"
+    """The oldest TLS version accepted: ``1.2`` or ``1.3``."""
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """The ``[agent]`` table."""
 
@@ -45,6 +58,10 @@ class AgentConfig:
     data_dir: Path
     listen_host: str = "127.0.0.1"
     listen_port: int = DEFAULT_PORT
+    tls: TlsConfig | None = None
+    """HTTPS for the API; None serves plain HTTP (refused beyond loopback unless allowed)."""
+    allow_insecure_listen: bool = False
+    """Plain HTTP on an address other hosts reach, accepted knowingly (a TLS proxy in front)."""
     sample_interval_s: float = 1.0
     retention_s: float = 2 * 86400.0
     """Raw samples and probe runs."""

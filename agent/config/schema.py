@@ -68,6 +68,17 @@ class _Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     """Every table refuses keys it does not know: a typo must not be silently ignored."""
 
 
+FilePath = Annotated[str, Meta(min_length=1, extra={"expected": "a file path"})]
+
+
+class TlsTable(_Table, frozen=True):
+    """``[agent.tls]``: the API's certificate and key (:mod:`agent.config.tls` loads them)."""
+
+    cert: FilePath
+    key: FilePath
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+
 EVENTS_MINIMUM_S = 180 * 86400.0
 """``[agent] retention_events_minimum``'s default: audit events are kept 180 days or more."""
 
@@ -78,6 +89,8 @@ class AgentTable(_Table, frozen=True):
     host: HostName | None = None
     data_dir: str | None = None
     listen: str | None = None
+    tls: TlsTable | None = None
+    allow_insecure_listen: bool = False
     sample_interval: Duration = 1.0
     retention: Duration | None = None
     retention_1m: Duration | None = None

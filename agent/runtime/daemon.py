@@ -405,12 +405,14 @@ class Agent:
     async def _start_api(self) -> None:
         assert self.tokens is not None
         host, port = self.config.agent.listen_host, self.config.agent.listen_port
-        self._api_server, self.url = await apiserver.bind(build_app(self, self.tokens), host, port)
+        self._api_server, self.url = await apiserver.bind(
+            build_app(self, self.tokens), host, port, self.config.agent.tls, self.emit
+        )
 
     def _publish_api(self) -> None:
         """Write api.json, where local clients find the agent: only once the config is
         applied, so nobody finds an agent that does not list its processes yet."""
-        apiserver.publish(self.data_dir, self.url, self.started_ms)
+        apiserver.publish(self.data_dir, self.url, self.started_ms, self.config.agent.tls)
 
     async def run(self) -> int:
         """Run until stopped; return the process exit code."""

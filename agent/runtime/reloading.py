@@ -21,7 +21,7 @@ from storage.records import Event, ProbeRun
 
 log = logging.getLogger("vigil.agent")
 
-RESTART_ONLY = ("data_dir", "listen_host", "listen_port")
+RESTART_ONLY = ("data_dir", "listen_host", "listen_port", "tls")
 """``[agent]`` fields a running agent cannot change: they take effect at its next start."""
 
 

@@ -13,10 +13,11 @@ server on a port must guard:
   refused with 411, since no client of the API sends one, and not parsing chunked input also
   closes the Content-Length/Transfer-Encoding smuggling door. ``Expect: 100-continue`` is
   honoured (curl sends it for larger bodies).
-* Deadlines: a new connection has ``header_timeout_s`` for its first request's headers, and a
-  request, once its first byte is in, that long for the rest of them (a slowloris client
-  sending a byte now and then is cut off, with a 408); a kept-alive connection may sit idle
-  ``idle_timeout_s`` between requests; a body must arrive within ``body_timeout_s``.
+* Deadlines: a TLS handshake must end within ``header_timeout_s``; a new connection has
+  ``header_timeout_s`` for its first request's headers, and a request, once its first byte is
+  in, that long for the rest of them (a slowloris client sending a byte now and then is cut
+  off, with a 408); a kept-alive connection may sit idle ``idle_timeout_s`` between requests;
+  a body must arrive within ``body_timeout_s``.
 * A malformed request gets a 400 (414/431/505 where those fit) and the connection is closed; a
   handler that raises gets a 500 (``{"error": ...}``, the traceback in the log) and the server
   goes on; an error in one connection never reaches another.
@@ -33,6 +34,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass
+from ssl import SSLContext
 from urllib.parse import unquote, urlsplit
 
 from agent.serve.httpmessages import (
@@ -202,15 +204,20 @@ class HttpServer:
         self._conns: dict[asyncio.Task[None], _Connection] = {}
         self._closing = False
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> None:
         """Listen on ``host:port`` (port 0 picks a free one; a name may bind several
-        addresses, as ``loop.create_server`` does)."""
+        addresses, as ``loop.create_server`` does); with ``ssl``, serve HTTPS."""
         self._server = await asyncio.start_server(
             self._on_connection,
             host,
             port,
             reuse_address=True,
             limit=self.limits.max_head_bytes,
+            ssl=ssl,
+            # A client that never finishes its handshake is cut off as one that never sends
+            # its headers would be (asyncio's default is 60 s). Until the handshake is done
+            # the connection is asyncio's, not yet counted against max_connections.
+            ssl_handshake_timeout=self.limits.header_timeout_s if ssl is not None else None,
         )
 
     @property

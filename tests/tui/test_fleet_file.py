@@ -117,7 +117,7 @@ url = "ssh://c"
         ),
         (
             "[[agent]]\nname = 'a'\nurl = 'http://x:1'\ntoken = 't'\nurll = 'x'\n",
-            ":5: agent[0].urll: unknown key in [[agent]]; expected one of: connect_timeout",
+            ":5: agent[0].urll: unknown key in [[agent]]; expected one of: ca, connect_timeout",
         ),
         (
             "[[agent]]\nname = 'a'\nurl = 'http://x:1'\ntoken = 't'\ndata_dir = '/d'\n",
@@ -209,5 +209,6 @@ def test_a_timeout_beyond_a_century_is_refused(tmp_path: Path, timeout: str) -> 
 def test_an_unknown_key_in_defaults_names_the_table(tmp_path: Path) -> None:
     message = refused(tmp_path, "[defaults]\nname = 'x'\n[[agent]]\nname = 'a'\nurl = 'ssh://h'\n")
     assert (
-        ":2: defaults.name: unknown key in [defaults]; expected one of: connect_timeout" in message
+        ":2: defaults.name: unknown key in [defaults]; expected one of: ca, connect_timeout"
+        in message
     )

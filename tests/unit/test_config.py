@@ -29,6 +29,7 @@ FULL = """\
 host = "gpu-07"
 data_dir = "/var/tmp/vigil-test"
 listen = "0.0.0.0:9000"
+allow_insecure_listen = true
 sample_interval = "500ms"
 retention = "2d"
 log_level = "debug"

@@ -4,16 +4,17 @@ the code they describe.
 - Every ```toml block is a whole config that ``vigil agent check-config`` accepts, unless an
   HTML comment on the line before it says what else it is:
 
-  - ``<!-- needs: env NAME; process NAME; user NAME; golden PATH; ca PATH -->``: a whole
-    config that assumes something of the host it runs on (an environment variable holding an
-    API key, a ``[[process]]`` defined elsewhere in the file, a user that exists, a golden file
-    or a CA bundle at that path). The test provides each, then runs check-config.
+  - ``<!-- needs: env NAME; process NAME; user NAME; golden PATH; ca PATH; tls CERT KEY -->``:
+    a whole config that assumes something of the host it runs on (an environment variable
+    holding an API key, a ``[[process]]`` defined elsewhere in the file, a user that exists, a
+    golden file, a CA bundle, or a certificate and its key at those paths). The test provides
+    each, then runs check-config.
   - ``<!-- fragment: WHY -->``: a piece of a config (one table, shown alone). It is parsed as
     TOML and then skipped, with WHY as the reason.
   - ``<!-- refused: PATH -->``: a bad file. check-config must exit 2, and the line it prints
     (with the file at PATH) must be on the page.
   - ``<!-- fleet-file: TOKEN_FILE ... -->``: a ``vigil tui --fleet`` file, loaded by the fleet
-    loader with the token files it names created beside it.
+    loader with the token files it names created beside it (a ``.pem`` among them: a CA file).
 
 - Every ``vigil ...`` line of a ```sh block (and every ``$ vigil ...`` line of any block)
   parses, names a whole command, and that command's ``--help`` lists every option it uses; so
@@ -40,9 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 
 from agent.cli import build_parser
 from agent.cli import commands as cli
+from tests.tls_support import write_pair
 from tui.fleet import load_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,6 +161,12 @@ def provide(block: Block, text: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
             text += f'\n[[process]]\nname = "{value}"\ncommand = ["true"]\n'
         elif what == "user":
             monkeypatch.setattr(pwd, "getpwnam", pretend_user_exists(value))
+        elif what == "tls":
+            # A throwaway certificate and key where the example names them.
+            cert_path, key_path = value.split()
+            assert cert_path in text and key_path in text, f"{block.where}: needs {need}"
+            pair = write_pair(trustme.CA(), tmp_path / "tls")
+            text = text.replace(cert_path, str(pair.cert)).replace(key_path, str(pair.key))
         elif what in ("golden", "ca"):
             assert value in text, f"{block.where}: needs {what} {value}, not in the example"
             local = tmp_path / Path(value).name
@@ -167,7 +176,9 @@ def provide(block: Block, text: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
                 local.write_text(TEST_CA_PEM, encoding="utf-8")
             text = text.replace(value, str(local))
         else:
-            pytest.fail(f"{block.where}: unknown need {need!r} (env, process, user, golden, ca)")
+            pytest.fail(
+                f"{block.where}: unknown need {need!r} (env, process, user, golden, ca, tls)"
+            )
     return text
 
 
@@ -191,7 +202,9 @@ def test_toml_example(
     if block.kind == "fleet-file":
         for token_file in block.arg.split():
             (tmp_path / token_file).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / token_file).write_text("docs-example-token\n", encoding="utf-8")
+            # A .pem is a CA file (`ca`); anything else a token file.
+            content = TEST_CA_PEM if token_file.endswith(".pem") else "docs-example-token\n"
+            (tmp_path / token_file).write_text(content, encoding="utf-8")
         fleet = tmp_path / "fleet.toml"
         fleet.write_text(block.text, encoding="utf-8")
         assert load_fleet(fleet), block.where

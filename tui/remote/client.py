@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import socket
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from storage.records import AgentStatus, Event, Incident, ProbeRun, ProcessStatus, SeriesPoint
+from storage.tlstrust import CA_ENV, tls_failure
 from tui.remote.apitypes import ModelDetail
 from tui.remote.deploycalls import DeployCalls
 from tui.remote.errors import (
@@ -43,6 +45,8 @@ __all__ = [
     "operator_identity",
 ]
 
+_CA_HINT = f"set ca to the CA that issued it: in the fleet file, or --ca / ${CA_ENV}"
+
 API_FILE = "api.json"
 TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 
@@ -60,18 +64,28 @@ class AgentClient(DeployCalls):
         unix_socket: Reach the agent through this unix socket instead of ``url``'s host and
             port (an ``ssh -L`` forward, see :mod:`tui.remote.transport`); ``url`` still gives the
             scheme and the ``Host`` header.
+        ssl_context: Verifies an ``https://`` agent's certificate (a fleet member's ``ca``,
+            ``--ca``); None: the system's CAs. Verification is never off.
     """
 
     def __init__(
-        self, url: str, token: str, timeout_s: float = 3.0, *, unix_socket: str | None = None
+        self,
+        url: str,
+        token: str,
+        timeout_s: float = 3.0,
+        *,
+        unix_socket: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.unix_socket = unix_socket
+        self.ssl_context = ssl_context
         self._token = token.strip()
         self._session: aiohttp.ClientSession | None = None
         # host:port is what people recognise in a one-line error; the scheme is noise.
         self._netloc = urlsplit(self.url).netloc or self.url
+        self._plain = self.url.startswith("http://") and unix_socket is None
 
     def __repr__(self) -> str:
         # Never put the token in a repr: reprs end up in logs and tracebacks.
@@ -391,11 +405,24 @@ class AgentClient(DeployCalls):
             raise AgentError(f"timeout after {self.timeout_s:g}s", "timeout") from exc
         except aiohttp.InvalidURL as exc:
             raise AgentError(f"bad agent URL {self.url!r}", "config") from exc
+        # Before ClientConnectorError, which both subclass.
+        except aiohttp.ClientConnectorCertificateError as exc:
+            why = tls_failure(exc.certificate_error, self._netloc, _CA_HINT)
+            raise AgentError(why or str(exc), "unreachable") from exc
+        except aiohttp.ClientConnectorSSLError as exc:
+            why = tls_failure(exc.os_error, self._netloc, _CA_HINT)
+            raise AgentError(why or str(exc), "unreachable") from exc
         except aiohttp.ClientConnectorError as exc:
             err = exc.os_error
             reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
             raise AgentError(
                 f"cannot connect to {self._netloc} ({reason.lower()})", "unreachable"
+            ) from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            # An HTTPS agent drops a plain-HTTP request without a word.
+            hint = " (does it serve HTTPS? use https:// in its URL)" if self._plain else ""
+            raise AgentError(
+                f"{self._netloc} closed the connection without answering{hint}", "unreachable"
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise AgentError(
@@ -404,10 +431,13 @@ class AgentClient(DeployCalls):
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            connector: aiohttp.BaseConnector | None = None
+            if self.unix_socket:
+                connector = aiohttp.UnixConnector(path=self.unix_socket)
+            elif self.ssl_context is not None:
+                connector = aiohttp.TCPConnector(ssl=self.ssl_context)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=self.unix_socket)
-                if self.unix_socket
-                else None,
+                connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                 headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
             )

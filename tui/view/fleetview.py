@@ -62,7 +62,9 @@ class FleetMember:
             )
         else:
             assert entry.token is not None  # the fleet file requires one for http(s)
-            self._client = AgentClient(entry.url, entry.token, entry.timeout_s)
+            self._client = AgentClient(
+                entry.url, entry.token, entry.timeout_s, ssl_context=entry.ssl_context
+            )
         self.summary: HostSummary | None = None
         self.error: AgentError | None = None
         self.last_ok_at: float | None = None
