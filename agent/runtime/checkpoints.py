@@ -95,6 +95,8 @@ class Checkpoints:
         self._client: HttpClient | None = None
         self._interval_s: float | None = None
         self._syslog_failing = False
+        self._turns = asyncio.Lock()
+        """One turn at a time: the stop's turn waits for a scheduled one still running."""
         self.signed = 0
         """Checkpoints signed by this agent (for tests and the log)."""
 
@@ -111,14 +113,15 @@ class Checkpoints:
 
     async def run(self, a: AgentConfig, *, final: bool = False) -> str | None:
         """Sign the head if it moved (or a day passed) and send it; the line, or None."""
-        line = await asyncio.to_thread(self._sign, a.host, final)
-        if line is not None and a.audit_syslog:
-            await asyncio.to_thread(self._syslog, a.audit_syslog, line)
-        if a.audit_webhook:
-            if line is not None:
-                self._pending.append(line)
-            await self._post_pending(a.audit_webhook, final=final)
-        return line
+        async with self._turns:
+            line = await asyncio.to_thread(self._sign, a.host, final)
+            if line is not None and a.audit_syslog:
+                await asyncio.to_thread(self._syslog, a.audit_syslog, line)
+            if a.audit_webhook:
+                if line is not None:
+                    self._pending.append(line)
+                await self._post_pending(a.audit_webhook, final=final)
+            return line
 
     async def close(self) -> None:
         """Close the webhook's connections."""

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -419,3 +420,52 @@ def test_the_agent_loads_cryptography_only_to_sign() -> None:
         "storage.auditbundle",
     }
     assert not loaded & unwanted
+
+
+def test_an_unmoved_head_is_signed_again_after_a_day(
+    data_dir: Path, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.runtime.checkpoints as job_module
+
+    write_events(db, 2)
+    assert sign_now(data_dir) is not None
+    later = job_module.now_ms() + job_module.HEARTBEAT_MS + 1
+    monkeypatch.setattr(job_module, "now_ms", lambda: later)
+    line = sign_now(data_dir)
+    assert line is not None
+    cps = parse(read_local(data_dir), load_or_create(data_dir).public).valid
+    assert [c.seq for c in cps] == [2, 2] and cps[1].ts_ms == later
+
+
+def test_a_reload_keeps_the_checkpoint_timer(data_dir: Path) -> None:
+    calls: list[float] = []
+
+    class Sched:
+        def every(self, job_id: str, interval_s: float, fn: object, **kw: float) -> None:
+            calls.append(interval_s)
+
+    job = Checkpoints(data_dir, lambda: settings(data_dir))
+    sched: Any = Sched()
+    job.schedule(sched, settings(data_dir))
+    job.schedule(sched, settings(data_dir))  # a reload that leaves the interval alone
+    job.schedule(sched, settings(data_dir, audit_checkpoint_interval_s=60.0))
+    assert calls == [300.0, 60.0]
+
+
+def test_checkpoints_of_events_removed_by_retention_are_not_held_against_the_chain() -> None:
+    from storage.auditcheckpoint import Checkpoint, check
+
+    def cp(seq: int, hash_: str) -> Checkpoint:
+        return Checkpoint("h", seq, hash_, T0, T0, 0, "0" * 64, "ed25519:x")
+
+    hashes = {11: "b" * 64, 12: "c" * 64}
+    found = check(
+        [cp(5, "x" * 64), cp(10, "a" * 64), cp(10, "d" * 64), cp(12, "c" * 64), cp(13, "e" * 64)],
+        head_seq=12,
+        anchor=(10, "a" * 64),
+        hash_at=hashes.get,
+    )
+    assert [f.ok for f in found] == [True, True, False, True, False]
+    assert "since removed by retention (events 1..10); not checked" in found[0].text
+    assert "event 10 differs from the checkpoint" in found[2].text
+    assert found[4].text.startswith("event 13 missing: the chain ends at 12, checkpoint of ")
