@@ -37,6 +37,7 @@ from agent.config.records import (
 )
 from agent.config.schema import AgentTable, DeployTable, ModelTable, ProcessTable
 from agent.config.secrets import read_secret
+from agent.config.tls import check_tls, is_loopback
 from probes.base import OptionError
 from probes.registry import PROBES
 from storage.text import compile_regex
@@ -212,6 +213,8 @@ def _agent(t: AgentTable) -> AgentConfig:
         data_dir=_home(t.data_dir, ("agent", "data_dir")) or default_data_dir(),
         listen_host=host,
         listen_port=int(port),
+        tls=tls,
+        allow_insecure_listen=t.allow_insecure_listen,
         sample_interval_s=t.sample_interval,
         retention_s=raw_s,
         retention_1m_s=m1_s,
