@@ -177,7 +177,8 @@ def _locked(data_dir: Path) -> Iterator[tuple[int, int] | None]:
     try:
         fd = private.open_fd(data_dir / LOCK_FILE, os.O_RDWR)
     except OSError as exc:
-        raise TokenFileError(f"cannot open {data_dir / LOCK_FILE}: {exc.strerror}") from None
+        hint = " (run it as the agent's user, or root)" if isinstance(exc, PermissionError) else ""
+        raise TokenFileError(f"cannot open {data_dir / LOCK_FILE}: {exc.strerror}{hint}") from None
     try:
         if owner is not None:
             with contextlib.suppress(OSError):

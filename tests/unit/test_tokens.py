@@ -295,3 +295,62 @@ async def test_events_of_the_requests_own_task_name_the_token() -> None:
     keep = Event(T0, "k", "s", "m", {"by": "x", "token": "given"})
     with acting_as(acting(named)):
         assert annotate(keep).data == {"by": "x", "token": "given"}
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_the_token_commands_print_values_once_and_exit_as_documented(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import commands as cli
+
+    cfg = data.parent / "vigil.toml"
+    cfg.write_text(f'[agent]\nhost = "h"\ndata_dir = "{data}"\n', encoding="utf-8")
+
+    def vigil(*args: str) -> tuple[int, str, str]:
+        code = cli.main(["token", *args, "--config", str(cfg)])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = vigil("create", "ci", "--scope", "operate", "--expires", "90d")
+    value = out.strip()
+    assert code == 0 and out == value + "\n" and len(value) >= 40  # the value alone on stdout
+    assert "expires in 90d" in err and value not in err
+    assert tokenfile.digest(value) in (data / tokenfile.STORE_FILE).read_text()
+    code, out, _ = vigil("list")
+    rows = out.splitlines()
+    assert code == 0 and rows[0].split() == [
+        "NAME",
+        "SCOPE",
+        "CREATED",
+        "EXPIRES",
+        "ROTATED",
+        "OLD",
+        "VALUE",
+        "UNTIL",
+    ]
+    assert [r.split()[:2] for r in rows[1:]] == [
+        ["local-operate", "operate"],
+        ["local-read", "read"],
+        ["ci", "operate"],
+    ]
+    assert value not in out and OP not in out
+    code, out, err = vigil("rotate", "--grace", "0s")  # bare: the default operate token
+    assert code == 0 and "api-token" in out and "refused now" in out
+    assert (data / "api-token").read_text().strip() not in out + err
+    code, out, err = vigil("rotate", "ci", "--json")
+    assert code == 0 and json.loads(out)["rotated"] == "ci" and "works until" not in out
+    for args, says in [
+        (("create", "ci", "--scope", "read"), "exists"),
+        (("create", "x", "--scope", "read", "--expires", "0s"), "--expires: expected more than"),
+        (("create", "x", "--scope", "read", "--expires", "200y"), "at most 100y"),
+        (("rotate", "ci", "--grace", "soon"), "--grace: expected a duration"),
+        (("revoke", "nobody"), "no token named 'nobody'"),
+    ]:
+        code, out, err = vigil(*args)
+        assert (code, out) == (cli.EXIT_USAGE, ""), args
+        assert says in err, (args, err)
+    (data / tokenfile.STORE_FILE).write_text("[]")
+    code, _, err = vigil("list")
+    assert code == 1 and "is not a token store" in err  # a failure, not a usage error
