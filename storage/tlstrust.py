@@ -38,7 +38,10 @@ class TrustError(Exception):
 
 
 def client_context(
-    ca_file: Path | str | None = None, *, pinned_cert: Path | str | None = None
+    ca_file: Path | str | None = None,
+    *,
+    pinned_cert: Path | str | None = None,
+    pinned_pem: str | None = None,
 ) -> ssl.SSLContext:
     """A client context that verifies the agent: TLS 1.2 or newer, certificate required.
 
@@ -47,18 +50,26 @@ def client_context(
             system's CAs.
         pinned_cert: Trust exactly the first certificate of this PEM file, the agent's own,
             and no CA (the host name is not checked: the pin is stronger than a name).
+        pinned_pem: The same from PEM text (the agent's certificate read through ssh).
 
     Raises:
         TrustError: the file cannot be read or holds no PEM certificate.
     """
-    if pinned_cert is not None:
-        leaf = _certificates(Path(pinned_cert), "the agent's certificate")[0]
+    if pinned_cert is not None or pinned_pem is not None:
+        where = Path(pinned_cert) if pinned_cert is not None else Path("<the agent's certificate>")
+        if pinned_pem is not None:
+            found = _PEM_CERT.findall(pinned_pem)
+            if not found:
+                raise TrustError(where, "the agent's certificate holding no PEM certificate")
+            leaf = found[0]
+        else:
+            leaf = _certificates(where, "the agent's certificate")[0]
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_REQUIRED
         # The pinned certificate is no CA: accept a chain that ends at it.
         ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-        _load(ctx, leaf, Path(pinned_cert))
+        _load(ctx, leaf, where)
     else:
         ctx = ssl.create_default_context()
         if ca_file is not None:

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import os
 import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,8 @@ from storage.records import Event
 from storage.tlstrust import TrustError, client_context
 from tests.tls_support import Pair, write_atomic, write_ca, write_pair
 from tui.fleet import FleetError, parse_fleet
+from tui.remote.client import AgentError
+from tui.remote.ssh import SshAddress, parse_remote_output, remote_script
 
 CFG = Path("/etc/vigil/tls.toml")
 
@@ -369,3 +372,33 @@ def test_the_fleet_file_ca(ca: trustme.CA, tmp_path: Path) -> None:
             '[[agent]]\nname = "d"\nurl = "http://10.0.0.4:8470"\nca = "ca.pem"\ntoken = "t"\n',
             fleet,
         )
+
+
+def test_the_ssh_transport_reads_an_https_agents_certificate(pair: Pair, tmp_path: Path) -> None:
+    """The script ssh runs, run here by sh: api.json's tls_cert comes back with it, and an
+    https:// agent whose certificate cannot be read is refused (nothing to verify it by)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    publish(data, "https://0.0.0.0:8470", 5, tls_of(pair))
+    (data / "api-token").write_text("tok\n")
+    address = SshAddress("h", data_dir=str(data))
+    out = subprocess.run(
+        ["sh", "-c", remote_script(str(data), want_token=True)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    agent = parse_remote_output(address, out)
+    assert (agent.host, agent.port, agent.token) == ("127.0.0.1", 8470, "tok")
+    assert agent.cert_pem == pair.cert.read_text()
+    assert client_context(pinned_pem=agent.cert_pem).verify_mode == ssl.CERT_REQUIRED
+    pair.cert.chmod(0)
+    if os.geteuid() != 0:  # root reads it anyway
+        out = subprocess.run(
+            ["sh", "-c", remote_script(str(data), want_token=True)], capture_output=True, text=True
+        ).stdout
+        with pytest.raises(AgentError, match=r"its certificate .* cannot be read through ssh"):
+            parse_remote_output(address, out)
+    no_cert = f'vigil-dir {data}\nvigil-api {{"url": "https://127.0.0.1:1"}}\nvigil-token t\n'
+    with pytest.raises(AgentError, match=r"certificate \(api\.json names none\) cannot be read"):
+        parse_remote_output(address, no_cert)

@@ -34,6 +34,7 @@ from tui.remote.errors import (
     scope_refusal,
     seg,
 )
+from tui.remote.unixtls import TlsUnixConnector
 
 __all__ = [
     "API_FILE",
@@ -432,7 +433,9 @@ class AgentClient(DeployCalls):
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector: aiohttp.BaseConnector | None = None
-            if self.unix_socket:
+            if self.unix_socket and self.url.startswith("https://"):
+                connector = TlsUnixConnector(self.unix_socket, self.ssl_context)
+            elif self.unix_socket:
                 connector = aiohttp.UnixConnector(path=self.unix_socket)
             elif self.ssl_context is not None:
                 connector = aiohttp.TCPConnector(ssl=self.ssl_context)

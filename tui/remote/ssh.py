@@ -102,8 +102,10 @@ def ssh_command(address: SshAddress, options: tuple[str, ...] = ()) -> list[str]
 def remote_script(data_dir: str | None, want_token: bool) -> str:
     """The POSIX sh script that prints the agent's ``api.json`` and token, line-tagged.
 
-    Output lines: ``vigil-dir DIR``, ``vigil-api JSON``, ``vigil-token TOKEN``; or
-    ``vigil-no-agent DIRS`` (exit 3) or ``vigil-no-token DIR`` (exit 4).
+    Output lines: ``vigil-dir DIR``, ``vigil-api JSON``, for an agent serving HTTPS its
+    certificate (``api.json``'s ``tls_cert``) as ``vigil-cert LINE`` lines or ``vigil-no-cert
+    PATH``, then ``vigil-token TOKEN``; or ``vigil-no-agent DIRS`` (exit 3) or ``vigil-no-token
+    DIR`` (exit 4).
     """
     if data_dir is None:
         dirs = (
@@ -126,6 +128,11 @@ def remote_script(data_dir: str | None, want_token: bool) -> str:
         'for d in "$@"; do if [ -e "$d/api.json" ]; then '
         "printf 'vigil-dir %s\\n' \"$d\"; "
         "printf 'vigil-api '; tr -d '\\n' < \"$d/api.json\" || exit 5; echo; "
+        # api.json is one line of JSON; its tls_cert (a path json.dumps wrote) is cut out.
+        'c=$(sed -n \'s/.*"tls_cert": *"\\([^"]*\\)".*/\\1/p\' "$d/api.json"); '
+        # echo: a certificate file without a final newline must not run into the next tag.
+        'if [ -n "$c" ]; then if [ -r "$c" ]; then sed \'s/^/vigil-cert /\' "$c"; echo; '
+        "else printf 'vigil-no-cert %s\\n' \"$c\"; fi; fi; "
         f"{token}; fi; done; "
         "printf 'vigil-no-agent %s\\n' \"$*\"; exit 3"
     )
@@ -140,6 +147,8 @@ class RemoteAgent:
     host: str
     port: int
     token: str | None = None
+    cert_pem: str | None = None
+    """An ``https://`` agent's certificate, read through ssh: the client trusts exactly it."""
 
     def __repr__(self) -> str:
         return f"RemoteAgent(data_dir={self.data_dir!r}, url={self.url!r})"
@@ -152,9 +161,12 @@ def parse_remote_output(address: SshAddress, out: str) -> RemoteAgent:
         AgentError: when the agent or its token was not found, or api.json is malformed.
     """
     tagged: dict[str, str] = {}
+    cert_lines: list[str] = []
     for line in out.splitlines():
         tag, _, value = line.partition(" ")
-        if tag.startswith("vigil-") and tag not in tagged:
+        if tag == "vigil-cert":
+            cert_lines.append(value.strip())
+        elif tag.startswith("vigil-") and tag not in tagged:
             tagged[tag] = value.strip()
     if "vigil-no-agent" in tagged:
         raise AgentError(
@@ -183,4 +195,12 @@ def parse_remote_output(address: SshAddress, out: str) -> RemoteAgent:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return RemoteAgent(data_dir, url, host, port, tagged.get("vigil-token") or None)
+    cert_pem = "\n".join(cert_lines) + "\n" if cert_lines else None
+    if parts.scheme == "https" and cert_pem is None:
+        path = tagged.get("vigil-no-cert") or "(api.json names none)"
+        raise AgentError(
+            f"{address}: the agent serves HTTPS, and its certificate {path} cannot be read "
+            "through ssh to verify it: ssh as a user who can read it",
+            "config",
+        )
+    return RemoteAgent(data_dir, url, host, port, tagged.get("vigil-token") or None, cert_pem)

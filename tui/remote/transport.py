@@ -24,11 +24,13 @@ import os
 import shlex
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from storage.tlstrust import TrustError, client_context
 from tui.remote.client import AgentClient, AgentError
 from tui.remote.ssh import (
     SSH_COMMAND_ENV,
@@ -47,6 +49,17 @@ def _ssh_failure(address: SshAddress, stderr: bytes, returncode: int | None) -> 
     # ssh prints banners and warnings first; the reason is the last line.
     reason = lines[-1][-_STDERR_TAIL:] if lines else f"ssh exited {returncode}"
     return AgentError(f"{address}: {reason}", "unreachable")
+
+
+def _pinned(remote: RemoteAgent) -> ssl.SSLContext | None:
+    """For an agent serving HTTPS, a context trusting exactly the certificate read through ssh
+    (the ssh host key vouches for it; the forward's address is in no certificate)."""
+    if remote.cert_pem is None:
+        return None
+    try:
+        return client_context(pinned_pem=remote.cert_pem)
+    except TrustError as exc:
+        raise AgentError(f"{exc.path}: {exc.reason}", "config") from None
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
@@ -243,7 +256,11 @@ class SshTunnel:
                 if self.client is not None:
                     await self.client.aclose()
                 self.client = AgentClient(
-                    remote.url, token, self.timeout_s, unix_socket=socket_path
+                    remote.url,
+                    token,
+                    self.timeout_s,
+                    unix_socket=socket_path,
+                    ssl_context=_pinned(remote),
                 )
                 self._client_token = token
             return self.client
