@@ -45,7 +45,7 @@ def test_non_utf8_bytes_in_the_authorization_header_are_a_401(tmp_path: Path) ->
             )
             status, body = raw_request(agent.url, head)
             assert status == 401, body
-            assert json.loads(body) == {"error": "token rejected"}
+            assert json.loads(body)["error"].startswith("token rejected ("), body
         assert agent.get("/api/v1/status")[0] == 200  # still serving
         log = agent.log()
         assert "Traceback" not in log and "UnicodeEncodeError" not in log, log
