@@ -4,6 +4,11 @@ One asyncio loop. Collectors run in a worker thread (psutil and NVML block); pro
 loop; the writer is its own thread. SIGTERM/SIGINT stop gracefully (the writer is flushed);
 SIGHUP, or a change to the config file, reloads the config: a bad new file is refused, the
 running config kept, and the refusal recorded as an event.
+
+Longer than the house's ~500 lines on purpose: it is the one place where the order of start,
+reload and stop across every room is written down (writer before state, copies before the
+config, deploys after it, checkpoints after the last event), and splitting that order over
+modules would hide it. What each room does lives in that room; this module only calls it.
 """
 
 from __future__ import annotations
