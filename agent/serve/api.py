@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import math
 import sqlite3
 from collections.abc import Callable
@@ -31,6 +30,8 @@ from agent.serve.httpmessages import (
     Response,
     StreamResponse,
     json_response,
+    loads_json,
+    whole_number,
 )
 from agent.serve.identity import OPERATOR_HEADER, acting_as, acting_for, operator_of
 from agent.serve.metrics import AgentMetrics
@@ -101,8 +102,9 @@ def parse_time(value: str | None, default_ms: int, now: int, field: str) -> int:
         return default_ms
     if value == "now":
         return now
-    if value.lstrip("-").isdigit():
-        return int(value)
+    number = whole_number(value.removeprefix("-"))
+    if number is not None:
+        return -number if value.startswith("-") else number
     try:
         return now - int(abs(parse_duration(value)) * 1000)
     except ValueError:
@@ -240,11 +242,12 @@ class Api:
 
     async def process_logs(self, request: Request) -> Response:
         raw = request.query.get("lines", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= TAIL_MAX_LINES:
+        count = whole_number(raw)
+        if count is None or not 1 <= count <= TAIL_MAX_LINES:
             return _error(400, f"lines: expected a whole number from 1 to {TAIL_MAX_LINES}")
         name = request.match_info["name"]
         try:
-            lines = await asyncio.to_thread(self.agent.supervisor.logs, name, int(raw))
+            lines = await asyncio.to_thread(self.agent.supervisor.logs, name, count)
         except ActionError as exc:
             return _error(exc.status, str(exc))
         return json_response({"name": name, "lines": lines})
@@ -255,7 +258,7 @@ class Api:
         if not name:
             return _error(400, "name: required, e.g. name=host.cpu.percent")
         try:
-            raw_labels = json.loads(q.get("labels") or "{}")
+            raw_labels = loads_json(q.get("labels") or "{}")
             if not isinstance(raw_labels, dict):
                 raise ValueError
         except ValueError:
@@ -270,7 +273,9 @@ class Api:
         step: int | None = None
         if step_raw:
             try:
-                step = int(step_raw) if step_raw.isdigit() else int(parse_duration(step_raw) * 1000)
+                step = whole_number(step_raw)
+                if step is None:
+                    step = int(parse_duration(step_raw) * 1000)
             except ValueError:
                 return _error(
                     400, f"step: expected milliseconds or a duration such as 10s, got {step_raw!r}"
@@ -458,7 +463,7 @@ class Api:
             if isinstance(duration, bool) or not isinstance(duration, (str, int, float)):
                 raise ValueError
             seconds = float(duration) if not isinstance(duration, str) else parse_duration(duration)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an integer too large for a float
             return _error(
                 400, f"duration: expected seconds or a duration such as 2h, got {duration!r}"
             )

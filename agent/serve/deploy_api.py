@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config import ModelConfig
 from agent.deploy.errors import DeployError
-from agent.serve.httpmessages import Request, Response, json_response
+from agent.serve.httpmessages import Request, Response, json_response, whole_number
 from agent.serve.routing import Router
 from probes.base import now_ms
 from storage.text import printable
@@ -67,7 +67,7 @@ def _bake(body: Mapping[str, Any]) -> float | None:
         if isinstance(raw, bool) or not isinstance(raw, str | int | float):
             raise ValueError
         seconds = parse_duration(raw) if isinstance(raw, str) else float(raw)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer too large for a float
         raise DeployError(
             f"bake: expected a duration such as '10m' or '90s', got {raw!r}"
         ) from None
@@ -119,9 +119,10 @@ def _lineage(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _deployment_id(params: Mapping[str, str]) -> int:
     raw = params.get("id", "")
-    if not raw.isdigit():
+    number = whole_number(raw)
+    if number is None:
         raise DeployError(f"expected a deployment id (a number), got {raw!r}", 404)
-    return int(raw)
+    return number
 
 
 class DeployApi:
@@ -200,9 +201,10 @@ class DeployApi:
 
         model = call.query.get("model") or None
         raw = call.query.get("limit") or "100"
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        limit = whole_number(raw)
+        if limit is None or not 1 <= limit <= 1000:
             raise DeployError(f"limit: expected a whole number 1-1000, got {raw!r}")
-        rows = await self.engine.store.read(lambda c: deployments_json(c, model, int(raw)))
+        rows = await self.engine.store.read(lambda c: deployments_json(c, model, limit))
         return 200, {"deployments": rows}
 
     async def kpi(self, call: Call) -> Answer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping
 from http import HTTPStatus
@@ -23,10 +24,34 @@ from urllib.parse import parse_qsl
 JSON_TYPE = "application/json; charset=utf-8"
 """What aiohttp's ``json_response`` sent, and what clients check before parsing."""
 
+_WHOLE = re.compile(r"[0-9]{1,18}")
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "date"})
 _NO_BODY = frozenset({204, 304})
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as a whole number of ASCII digits, at most 18 of them (so it fits SQLite's
+    64-bit integers), else None.
+
+    ``str.isdigit()`` is no such test: a superscript two passes it and then fails ``int()``,
+    and a number of 20 digits passed both and then overflowed SQLite; both were 500s.
+    """
+    return int(text) if _WHOLE.fullmatch(text) else None
+
+
+def loads_json(text: str) -> Any:
+    """JSON a client sent (a body, a query parameter).
+
+    Raises:
+        ValueError: not JSON; or arrays or objects nested deeper than the parser's recursion
+            limit (``[[[[...``, a few thousand bytes), whose RecursionError was a 500.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 class HttpError(Exception):
@@ -134,9 +159,9 @@ class Request:
         """The body parsed as JSON.
 
         Raises:
-            ValueError: the body is not UTF-8 JSON (empty included).
+            ValueError: the body is not UTF-8 JSON (empty included), or nests too deeply.
         """
-        return json.loads(self.body.decode("utf-8"))
+        return loads_json(self.body.decode("utf-8"))
 
     # Per-request state a middleware leaves for the handler (the token's scope).
     def __getitem__(self, key: str) -> Any:

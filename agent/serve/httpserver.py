@@ -51,6 +51,7 @@ log = logging.getLogger("vigil.http")
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSION = re.compile(r"HTTP/\d\.\d")
+_DIGITS = re.compile(r"[0-9]+")
 _LINGER_S = 1.0
 _LINGER_BYTES = 4 * 1024 * 1024
 
@@ -165,9 +166,11 @@ def _body_length(headers: Headers, limits: Limits) -> int:
         return 0
     values = {v.strip() for v in headers["Content-Length"].split(",")}
     value = values.pop()
-    if values or not value.isdigit():
+    # ASCII digits: str.isdigit() passes a superscript two, which int() then refused, and
+    # int() refuses 4,300 digits or more; either escaped as a failed connection, unanswered.
+    if values or not _DIGITS.fullmatch(value):
         raise _Refused(400, "Content-Length: expected one whole number")
-    if int(value) > limits.max_body_bytes:
+    if len(value) > 18 or int(value) > limits.max_body_bytes:
         raise _Refused(413, f"request body over {limits.max_body_bytes} bytes")
     return int(value)
 
@@ -429,7 +432,10 @@ async def _refuse(
     """
     log.debug("request refused status=%d reason=%s", status, message)
     sink = ResponseSink(writer, head_only=False, http11=True, keep_alive=False)
-    with contextlib.suppress(ConnectionError):
+    # OSError, not only ConnectionError: a peer that reset the connection after the answer
+    # makes write_eof's shutdown() fail with ENOTCONN, which was logged as a failed
+    # connection with a traceback for every such client.
+    with contextlib.suppress(OSError):
         await sink.send(error_response(status, message))
         if writer.can_write_eof():
             writer.write_eof()

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fuzz.support import COUNTS, PROFILE
+from tests.helpers import RunningAgent, running_agent, write_config
 
 _DIR = os.environ.get("VIGIL_FUZZ_COUNTS")
 
@@ -45,3 +50,36 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         accepted = kinds.get("accepted", 0)
         rest = ", ".join(f"{k} {v}" for k, v in kinds.most_common())
         tr.write_line(f"{target:<24} {n:>8} {accepted:>9} {accepted / n:>6.1%}  {rest}")
+
+
+@pytest.fixture(scope="module")
+def agent() -> Iterator[RunningAgent]:
+    """A running agent (see the module docs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    tmp = Path(tempfile.mkdtemp(prefix="vigil-fuzz-api-"))
+    sleeper = json.dumps([sys.executable, "-c", "import time; time.sleep(3600)"])
+    config = write_config(
+        tmp,
+        f"""
+[[process]]
+name = "sleeper"
+command = {sleeper}
+restart = "never"
+
+[[model]]
+name = "m1"
+protocol = "tcp"
+url = "tcp://127.0.0.1:{closed}"
+interval = "1h"
+timeout = "1s"
+
+[[notify]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:{closed}/hook"
+""",
+    )
+    with running_agent(config) as running:
+        yield running

@@ -53,6 +53,22 @@ BAD_DURATIONS = [
 BIG_INTS = [-1, 0, 1, 2**31, 2**53 + 1, 2**63 - 1, 2**63, -(2**63), 10**30, 10**400]
 ODD_FLOATS = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1e308, 5e-324, -1e308, 0.5, 1.0000001]
 LONG = "a" * 100_000
+NUMERIC_TEXT = [
+    "-1",
+    "0",
+    "-0",
+    "1e9",
+    "0x10",
+    "NaN",
+    "inf",
+    " 7 ",
+    "1_000",
+    "99999999999999999999",  # over SQLite's 64-bit integers
+    "9" * 5000,  # over int()'s 4,300-digit limit
+    "\u00b2",  # SUPERSCRIPT TWO: str.isdigit() but not int()
+    "\u0661\u0662",  # ARABIC-INDIC digits: isdigit() and int() agree, ASCII parsers do not
+]
+"""Numbers as text (query parameters, header values): the edges of what a parser reads."""
 
 
 def durations() -> st.SearchStrategy[str]:
@@ -73,8 +89,9 @@ def hostile_text() -> st.SearchStrategy[str]:
         st.sampled_from(
             ["", " ", "\t", "\x00", LONG, "../../etc/passwd", "/", "~", "~nobody-here/x", "-rf"]
         ),
-        st.sampled_from(["[red]x", "<b>x</b>", "a{99999999999}", "(" * 2000, "[", "*", "%s%n"]),
+        st.sampled_from(["[red]x", "<b>x</b>", "a{99999999999}", "(" * 2000, "[" * 2000, "%s"]),
         st.sampled_from(BAD_DURATIONS),
+        st.sampled_from(NUMERIC_TEXT),
         spiked,
         st.text(max_size=30),
     )

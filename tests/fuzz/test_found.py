@@ -4,11 +4,15 @@ kept as a plain regression test so it is checked whatever the fuzzers draw next 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from agent.config import ConfigError, parse_config
 from agent.config.alerting.routes import Matcher
+from agent.serve.httpserver import Limits, _Refused, parse_head
+from tests.fuzz.httpraw import exchange
+from tests.helpers import RunningAgent
 from tui.fleet import FleetError, parse_fleet
 
 MODEL = '[[model]]\nname = "m"\nprotocol = "{protocol}"\nurl = "{url}"\n'
@@ -94,3 +98,87 @@ def test_fleet_token_file_refused_not_crashed(tmp_path: Path, token_file: str, s
     with pytest.raises(FleetError, match=said) as info:
         parse_fleet(text, tmp_path / "fleet.toml")
     assert "agent[0].token_file" in str(info.value)
+
+
+# --- the HTTP server and the API ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [
+        (b"\xb2", 400),  # latin-1 "²": str.isdigit() said yes, int() raised ValueError
+        (b"9" * 5000, 413),  # int() refuses 4,300 digits: ValueError
+        (b"99999999999999999999", 413),
+    ],
+    ids=["superscript-two", "5000-digits", "20-digits"],
+)
+def test_content_length_refused_not_crashed(length: bytes, status: int) -> None:
+    # The ValueError escaped parse_head: the connection was closed unanswered, with a traceback.
+    head = b"POST /api/v1/silences HTTP/1.1\r\nHost: h\r\nContent-Length: " + length + b"\r\n\r\n"
+    with pytest.raises(_Refused) as info:
+        parse_head(head, Limits())
+    assert info.value.status == status
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("method", "target", "body", "status"),
+    [
+        # RecursionError from json.loads: 500
+        ("POST", "/api/v1/silences", b"[" * 100_000, 400),
+        ("POST", "/api/v1/models/m1/canary", b'{"a":' * 50_000, 400),
+        ("POST", "/api/v1/models/m1/deploy", b"[" * 100_000, 400),
+        ("GET", "/api/v1/series?name=x&labels=" + "%5B" * 2000, b"", 400),
+        # OverflowError from float() of a 400-digit integer: 500
+        ("POST", "/api/v1/models/m1/rollback", b'{"bake": 1' + b"0" * 400 + b"}", 400),
+        (
+            "POST",
+            "/api/v1/silences",
+            b'{"matchers": ["a=b"], "comment": "c", "duration": 1' + b"0" * 400 + b"}",
+            400,
+        ),
+        # OverflowError from re.compile of a silence matcher: 500
+        (
+            "POST",
+            "/api/v1/silences",
+            b'{"matchers": ["model=~a{99999999999}"], "duration": "1h", "comment": "c"}',
+            400,
+        ),
+        # isdigit() then int(): ValueError (superscript two), or SQLite's OverflowError: 500
+        ("GET", "/api/v1/processes/sleeper/logs?lines=%C2%B2", b"", 400),
+        ("GET", "/api/v1/events?since=%C2%B2", b"", 400),
+        ("GET", "/api/v1/events?since=--5", b"", 400),
+        ("GET", "/api/v1/series?name=x&since=99999999999999999999", b"", 400),
+        ("GET", "/api/v1/deployments/99999999999999999999", b"", 404),
+        ("POST", "/api/v1/deployments/%C2%B2/approve", b"", 404),
+        ("GET", "/api/v1/deployments?limit=%C2%B2", b"", 400),
+    ],
+    ids=[
+        "silence-deep-array",
+        "canary-deep-object",
+        "deploy-deep-array",
+        "series-labels-deep-array",
+        "rollback-bake-400-digits",
+        "silence-duration-400-digits",
+        "silence-regex-huge-repeat",
+        "logs-lines-superscript",
+        "events-since-superscript",
+        "events-since-double-minus",
+        "series-since-20-digits",
+        "deployment-id-20-digits",
+        "approve-id-superscript",
+        "deployments-limit-superscript",
+    ],
+)
+def test_api_refuses_not_500(
+    agent: RunningAgent, method: str, target: str, body: bytes, status: int
+) -> None:
+    split = urlsplit(agent.url)
+    assert split.hostname is not None and split.port is not None
+    request = (
+        f"{method} {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+        f"Authorization: Bearer {agent.token}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    answer = exchange((split.hostname, split.port), request)
+    assert answer.status == status, answer.body[:300]
+    assert isinstance(answer.json()["error"], str)
