@@ -196,6 +196,14 @@ def _m0008_deploys(db: sqlite_utils.Database) -> None:
     deployments.create_table(db.conn)
 
 
+def _m0009_environment(db: sqlite_utils.Database) -> None:
+    # The serving-environment fingerprint's history: one row per item change (see
+    # storage.environment).
+    from storage import environment
+
+    environment.create_table(db.conn)
+
+
 MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("0001_initial", _m0001_initial),
     ("0002_incidents", _m0002_incidents),
@@ -205,6 +213,7 @@ MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("0006_alerts", _m0006_alerts),
     ("0007_outbox", _m0007_outbox),
     ("0008_deploys", _m0008_deploys),
+    ("0009_environment", _m0009_environment),
 )
 """Applied in order; a name, once released, never changes meaning."""
 

@@ -321,7 +321,7 @@ def test_upgrading_a_database_made_by_schema_0007(tmp_path: Path) -> None:
     conn = connect(path)
     try:
         names = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
-        assert names == [n for n, _ in MIGRATIONS] and names[-1] == "0008_deploys"
+        assert names == [n for n, _ in MIGRATIONS] and "0008_deploys" in names
         assert conn.execute("SELECT count(*) FROM incidents").fetchone()[0] == 1
         v, created = versions.register_version(conn, version())
         assert created
