@@ -69,6 +69,27 @@ class GpuCollector(Collector):
                     totals[pid] = totals.get(pid, 0) + used
             return totals
 
+    def inventory(self) -> dict[str, str]:
+        """The ``gpu`` section of the serving-environment fingerprint: ``driver``,
+        ``cuda_driver`` (the CUDA version the driver supports, ``12.4``), ``nvml``, ``count``
+        and ``device.N`` (each GPU's model); empty when there is no usable NVML."""
+        with self._lock:
+            if not self._ensure_init():
+                return {}
+            nv = self._nv
+            items = {
+                "driver": _text(self._call(nv.nvmlSystemGetDriverVersion)),
+                "nvml": _text(self._call(nv.nvmlSystemGetNVMLVersion)),
+            }
+            cuda = self._call(nv.nvmlSystemGetCudaDriverVersion)
+            if isinstance(cuda, int) and cuda > 0:
+                items["cuda_driver"] = f"{cuda // 1000}.{cuda % 1000 // 10}"  # 12040 -> 12.4
+            handles = self._handles()
+            items["count"] = str(len(handles))
+            for index, handle in handles:
+                items[f"device.{index}"] = _text(self._call(nv.nvmlDeviceGetName, handle))
+            return {k: v for k, v in items.items() if v}
+
     def close(self) -> None:
         """Shut NVML down if this collector initialised it."""
         with self._lock:
