@@ -7,7 +7,6 @@ Latency bounds in ``[model.canary]`` are durations like the rest of the config
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 from probes.base import OptionError, ProbeTarget, redact, truncate_error
 from probes.httpclient import Response, WireError
+from storage.jsontext import loads_json
 from storage.records import ProbeRun
 from storage.text import compile_regex
 from storage.tomlschema import MAX_DURATION_S
@@ -29,13 +29,33 @@ BODY_LIMIT = 1 << 20
 """Non-streamed bodies (errors, model lists) are read up to this many bytes."""
 
 
+MAX_SERVER_COUNT = 2**53
+"""The largest count a server may report (tokens, nanoseconds): exact as a float, and within
+SQLite's 64-bit integers (a ``completion_tokens`` of 2**63 made the run unstorable, one of
+10**400 an OverflowError in the tokens/s division)."""
+
+
+def server_count(value: object) -> int | None:
+    """A count from a server's answer (``usage.completion_tokens``, ``eval_count``,
+    ``eval_duration``): a JSON integer from 0 to :data:`MAX_SERVER_COUNT`, else None (not
+    reported: the probe counts for itself)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SERVER_COUNT:
+        return value
+    return None
+
+
 # --- option checks ------------------------------------------------------------------------
 
 
 def is_number(value: object) -> bool:
     """True for finite ints and floats, but not bools (TOML ``true`` is no latency) nor TOML's
     ``nan`` and ``inf``, which no option means."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float: no number any setting means
+        return False
 
 
 def check_str(options: Mapping[str, Any], key: str) -> None:
@@ -260,7 +280,7 @@ async def check_status(resp: Response, step: str) -> None:
 def parse_json(body: bytes, step: str) -> Any:
     """Parse a JSON body, or raise ``protocol_error`` quoting it."""
     try:
-        return json.loads(body)
+        return loads_json(body)
     except ValueError:
         raise RunFailed(
             "protocol_error", f"{step}: response is not JSON: {body_snippet(body)}"
@@ -301,7 +321,7 @@ def stream_object(value: object, raw: str) -> Mapping[str, Any]:
 def parse_data(data: str) -> Mapping[str, Any]:
     """An SSE ``data`` field holding one JSON object (see :func:`stream_object`)."""
     try:
-        value = json.loads(data)
+        value = loads_json(data)
     except ValueError:
         raise RunFailed("protocol_error", f"malformed JSON in data line: {data[:120]!r}") from None
     return stream_object(value, data)

@@ -45,6 +45,7 @@ from probes.common import (
 )
 from probes.httpclient import HttpClient
 from probes.httpwire import Exchange, WireError, request, tls_context
+from storage.jsontext import loads_json
 from storage.records import ProbeRun
 from storage.text import compile_regex
 
@@ -297,7 +298,7 @@ class HttpProbe(Probe):
             return None
         where = self.target.options["expect_json_path"]
         try:
-            doc = json.loads(body)
+            doc = loads_json(body)
         except ValueError:
             return f"body is not JSON (expected {where}): {body_snippet(body)}"
         found, value = json_at(doc, self._json_path)

@@ -63,9 +63,13 @@ from probes.common import (
     over_bound,
 )
 from probes.httpclient import HttpClient, WireError
+from storage.jsontext import loads_json
 from storage.records import ProbeRun
 
 DEFAULT_TOLERANCE = 1e-4
+MAX_GENERATED_VALUES = 1 << 22
+"""Most values one generated input may hold (4,194,304: a 1x3x1024x1024 image); a larger
+signature needs configured ``inputs``."""
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64", "BF16"})
 _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 _EXPECT_KEYS = frozenset({"name", "shape", "data", "tolerance"})
@@ -170,8 +174,21 @@ def generate_inputs(metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(spec, Mapping) or not isinstance(spec.get("shape"), list):
             raise ValueError(f"malformed input in model metadata: {spec!r}")
         name, datatype = spec.get("name"), spec.get("datatype")
-        shape = [1 if d == -1 else int(d) for d in spec["shape"]]
+        if not isinstance(datatype, str):  # a list or a table: unhashable in the lookups below
+            raise ValueError(f"malformed datatype in model metadata: {datatype!r}")
+        # Whole numbers only, -1 (dynamic) or 0 and up: int() of a float, None or a string
+        # from a broken server raised OverflowError or TypeError out of the probe.
+        if not all(type(d) is int and d >= -1 for d in spec["shape"]):
+            raise ValueError(f"malformed shape in model metadata: {spec['shape']!r}")
+        shape = [1 if d == -1 else d for d in spec["shape"]]
         count = math.prod(shape)
+        if count > MAX_GENERATED_VALUES:
+            # A shape of [100000, 100000] built a list of 10**10 values on the event loop: the
+            # agent stalled, its memory grew without bound (issue 17, found by tests/fuzz).
+            raise ValueError(
+                f"input {name!r} of shape {shape} holds {count} values, over the "
+                f"{MAX_GENERATED_VALUES} a generated canary may send; configure canary inputs"
+            )
         data: list[Any]
         if datatype in _FLOAT_TYPES:
             data = [round(0.1 * i, 6) for i in range(count)]
@@ -193,7 +210,9 @@ def compare_output(outputs: Sequence[Mapping[str, Any]], expect: Mapping[str, An
     found = next((o for o in outputs if o.get("name") == name), None)
     if found is None:
         return f"output {name!r} missing; got {[o.get('name') for o in outputs]}"
-    if "shape" in expect and list(found.get("shape") or []) != list(expect["shape"]):
+    shape = found.get("shape")
+    # A shape that is no list (a number, a string) differs too, rather than raise TypeError.
+    if "shape" in expect and (shape or []) != list(expect["shape"]):
         return f"output {name!r} has shape {found.get('shape')}, expected {expect['shape']}"
     if "data" not in expect:
         return None
@@ -202,11 +221,7 @@ def compare_output(outputs: Sequence[Mapping[str, Any]], expect: Mapping[str, An
     if len(got) != len(want):
         return f"output {name!r} has {len(got)} values, expected {len(want)}"
     tol = float(expect.get("tolerance", DEFAULT_TOLERANCE))
-    bad = [
-        i
-        for i, (g, w) in enumerate(zip(got, want, strict=True))
-        if not is_number(g) or not abs(float(g) - float(w)) <= tol  # type: ignore[arg-type]
-    ]
+    bad = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if not _close(g, w, tol)]
     if bad:
         i = bad[0]
         return (
@@ -344,7 +359,7 @@ class KServeV2Probe(Probe):
         """
         try:
             raw = await self._get(session, "", deadline, phases, "metadata")
-            metadata = json.loads(raw)
+            metadata = loads_json(raw)
             if not isinstance(metadata, Mapping):
                 raise ValueError("expected a JSON object")
         except (_Failed, ValueError) as exc:
@@ -410,7 +425,7 @@ class KServeV2Probe(Probe):
 def _v2_error(body: bytes) -> str:
     """The ``error`` text of a V2 error body, else the start of the body."""
     try:
-        data = json.loads(body)
+        data = loads_json(body)
     except ValueError:
         return body_snippet(body)
     if isinstance(data, Mapping) and isinstance(data.get("error"), str):
@@ -422,7 +437,7 @@ def _parse_answer(body: bytes) -> tuple[list[Mapping[str, Any]], object]:
     """The ``outputs`` and ``model_version`` of a V2 infer response; ValueError says what is
     malformed (a missing version is not: it is optional)."""
     try:
-        data = json.loads(body)
+        data = loads_json(body)
     except ValueError:
         raise ValueError(f"response is not JSON: {body_snippet(body)}") from None
     if not isinstance(data, Mapping):
@@ -438,6 +453,18 @@ def _parse_answer(body: bytes) -> tuple[list[Mapping[str, Any]], object]:
         ):
             raise ValueError(f"malformed output {body_snippet(json.dumps(out).encode())}")
     return outputs, data.get("model_version")
+
+
+def _close(got: object, want: object, tol: float) -> bool:
+    """Whether an output value is a number within ``tol`` of the expected one; an integer too
+    large for a float (a 400-digit one in a broken answer) is not, rather than an
+    OverflowError out of the probe."""
+    if not is_number(got):
+        return False
+    try:
+        return abs(float(got) - float(want)) <= tol  # type: ignore[arg-type]
+    except OverflowError:
+        return False
 
 
 def _find_nan(outputs: Sequence[Mapping[str, Any]]) -> str | None:

@@ -31,6 +31,7 @@ from probes.common import (
     RunFailed,
     check_status,
     parse_json,
+    server_count,
     stream_object,
 )
 from probes.httpclient import HttpClient
@@ -57,7 +58,7 @@ def tag_matches(wanted: str, name: str) -> bool:
 
 
 def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return server_count(value)
 
 
 @register

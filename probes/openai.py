@@ -48,6 +48,7 @@ from probes.common import (
     parse_data,
     parse_json,
     read_body,
+    server_count,
 )
 from probes.httpclient import HttpClient
 from probes.options import Endpoint
@@ -241,7 +242,5 @@ def _carried_token(choice: Mapping[str, Any], chat: bool) -> str | None:
 def _completion_tokens(obj: Mapping[str, Any]) -> int | None:
     usage = obj.get("usage")
     if isinstance(usage, Mapping):
-        tokens = usage.get("completion_tokens")
-        if isinstance(tokens, int) and not isinstance(tokens, bool):
-            return tokens
+        return server_count(usage.get("completion_tokens"))
     return None

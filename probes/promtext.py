@@ -55,6 +55,13 @@ class Value:
     value: float
 
 
+_PARSER_FAULTS = Exception
+"""What prometheus-client's parser raises on a bad page. Mostly ValueError, but not only: a
+timestamp of 400 digits is an OverflowError from its division (issue 17, found by
+tests/fuzz). A server's page is untrusted input to a third-party parser, so any exception it
+raises means the page is not the text format, never a crashed probe."""
+
+
 def parse_exposition(text: str) -> list[Metric]:
     """Parse a text exposition into metric families.
 
@@ -65,11 +72,11 @@ def parse_exposition(text: str) -> list[Metric]:
 
     try:
         return list(text_string_to_metric_families(text))
-    except ValueError as exc:
+    except _PARSER_FAULTS as exc:
         raise _locate(text, exc) from None
 
 
-def _locate(text: str, exc: ValueError) -> ExpositionError:
+def _locate(text: str, exc: Exception) -> ExpositionError:
     from prometheus_client.parser import text_string_to_metric_families
 
     for number, line in enumerate(text.splitlines(), start=1):
@@ -77,7 +84,7 @@ def _locate(text: str, exc: ValueError) -> ExpositionError:
             continue
         try:
             list(text_string_to_metric_families(line + "\n"))
-        except ValueError as line_exc:
+        except _PARSER_FAULTS as line_exc:
             shown = line if len(line) <= _LINE_QUOTE else line[: _LINE_QUOTE - 1] + "…"
             return ExpositionError(
                 f"not Prometheus text format: line {number}: {shown!r} ({line_exc})", number
@@ -132,7 +139,12 @@ def total(values: Iterable[Value], name: str) -> float | None:
     found = [v.value for v in values if v.name == name]
     if not found:
         found = [v.value for v in values if v.name == name + "_sum"]
-    return math.fsum(found) if found else None
+    if not found:
+        return None
+    try:
+        return math.fsum(found)
+    except OverflowError:  # finite values whose sum is not (two of 1e308): what + gives, inf
+        return sum(found)
 
 
 def series_name(metric: str) -> str:

@@ -11,11 +11,12 @@ parsing time is then never counted as model time.
 from __future__ import annotations
 
 import codecs
-import json
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
+
+from storage.jsontext import loads_json
 
 MAX_LINE_BYTES = 1 << 20
 """A line (or an SSE event) longer than this is refused: a broken or hostile server must not
@@ -232,8 +233,8 @@ class NDJSONParser:
         if not line.strip():
             return None
         try:
-            return JSONLine(json.loads(line), arrival)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+            return JSONLine(loads_json(line), arrival)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError, nested too deeply
             text = line.decode("utf-8", errors="replace")
             raise StreamFormatError(f"malformed NDJSON line: {_snippet(text)!r}") from None
 

@@ -31,6 +31,7 @@ from probes.common import (
     check_status,
     parse_data,
     parse_json,
+    server_count,
 )
 from probes.httpclient import HttpClient, WireError
 from probes.streaming import (
@@ -113,8 +114,10 @@ def _on_event(timer: StreamTimer) -> Callable[[SSEEvent], bool]:
         if isinstance(obj.get("generated_text"), str):
             timer.final_text = obj["generated_text"]
         details = obj.get("details")
-        tokens = details.get("generated_tokens") if isinstance(details, Mapping) else None
-        if isinstance(tokens, int) and not isinstance(tokens, bool):
+        tokens = (
+            server_count(details.get("generated_tokens")) if isinstance(details, Mapping) else None
+        )
+        if tokens is not None:
             timer.reported_tokens = tokens
         return True
 

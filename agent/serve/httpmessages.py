@@ -21,6 +21,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
+from storage.jsontext import loads_json
+
 JSON_TYPE = "application/json; charset=utf-8"
 """What aiohttp's ``json_response`` sent, and what clients check before parsing."""
 
@@ -39,19 +41,6 @@ def whole_number(text: str) -> int | None:
     and a number of 20 digits passed both and then overflowed SQLite; both were 500s.
     """
     return int(text) if _WHOLE.fullmatch(text) else None
-
-
-def loads_json(text: str) -> Any:
-    """JSON a client sent (a body, a query parameter).
-
-    Raises:
-        ValueError: not JSON; or arrays or objects nested deeper than the parser's recursion
-            limit (``[[[[...``, a few thousand bytes), whose RecursionError was a 500.
-    """
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
 
 
 class HttpError(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import math
 import re
 from typing import Any
@@ -53,6 +54,9 @@ BAD_DURATIONS = [
 BIG_INTS = [-1, 0, 1, 2**31, 2**53 + 1, 2**63 - 1, 2**63, -(2**63), 10**30, 10**400]
 ODD_FLOATS = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1e308, 5e-324, -1e308, 0.5, 1.0000001]
 LONG = "a" * 100_000
+DEEP = "\x00deep\x00"
+"""Stands for arrays nested 3,000 deep in a JSON document (:func:`json_bytes`): JSON that
+``json.loads`` reads only up to its recursion limit, and code walking it recursively less."""
 NUMERIC_TEXT = [
     "-1",
     "0",
@@ -112,7 +116,7 @@ def hostile_value(toml: bool = True) -> st.SearchStrategy[Any]:
         st.sampled_from(ODD_FLOATS),
         st.floats(allow_nan=True, allow_infinity=True),
         hostile_text(),
-        _datetimes() if toml else st.none(),
+        _datetimes() if toml else st.sampled_from([None, DEEP]),
     )
     return st.one_of(
         scalars,
@@ -321,3 +325,17 @@ def dump_toml(doc: dict[str, Any]) -> str:
                 lines.append(f"\n[[{toml_key(key)}]]")
                 lines += [f"{toml_key(str(k))} = {toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def json_text(doc: Any) -> str:
+    """A document as JSON text: NaN and infinities as Python writes them (``NaN``,
+    ``Infinity``: what a sloppy server sends), :data:`DEEP` as 3,000 nested arrays."""
+    return json.dumps(doc, allow_nan=True).replace(json.dumps(DEEP), "[" * 3000 + "]" * 3000)
+
+
+def json_bytes(doc: Any) -> bytes:
+    """:func:`json_text` as UTF-8."""
+    return json_text(doc).encode("utf-8")

@@ -12,7 +12,6 @@ the mutation hits the ``Authorization`` header.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -21,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz.httpraw import Answer, exchange
-from tests.fuzz.mutate import mutate
+from tests.fuzz.mutate import DEEP, json_bytes, json_text, mutate
 from tests.fuzz.support import EXAMPLE_DEADLINE_S, budget, deadline, outcome
 from tests.helpers import RunningAgent
 
@@ -119,7 +118,7 @@ RAW_BODIES = [
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    return value if isinstance(value, str) and value != DEEP else json_text(value)
 
 
 def build(agent: RunningAgent, request: dict[str, Any], raw_body: bytes | None) -> bytes:
@@ -138,7 +137,7 @@ def build(agent: RunningAgent, request: dict[str, Any], raw_body: bytes | None) 
     if raw_body is not None:
         body = raw_body
     elif "body" in request and request["body"] is not None:
-        body = json.dumps(request["body"], allow_nan=True).encode("utf-8")
+        body = json_bytes(request["body"])
     else:
         body = b""
     headers = request["headers"] if isinstance(request["headers"], dict) else {}

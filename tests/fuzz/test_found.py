@@ -3,7 +3,12 @@ kept as a plain regression test so it is checked whatever the fuzzers draw next 
 
 from __future__ import annotations
 
+import asyncio
+import json
+import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -11,7 +16,19 @@ import pytest
 from agent.config import ConfigError, parse_config
 from agent.config.alerting.routes import Matcher
 from agent.serve.httpserver import Limits, _Refused, parse_head
+from probes.base import Probe, ProbeTarget
+from probes.common import is_number
+from probes.httpclient import HttpClient
+from probes.kserve_v2 import compare_output, generate_inputs
+from probes.ollama import OllamaProbe
+from probes.openai import OpenAIProbe
+from probes.promtext import ExpositionError, Value, parse_exposition, total
+from probes.streamparse import NDJSONParser, StreamFormatError
+from probes.tgi import TgiProbe
+from storage.records import ProbeRun
+from tests.fuzz.canned import Canned, CannedServer, check_storable
 from tests.fuzz.httpraw import exchange
+from tests.fuzz.support import deadline
 from tests.helpers import RunningAgent
 from tui.fleet import FleetError, parse_fleet
 
@@ -182,3 +199,94 @@ def test_api_refuses_not_500(
     answer = exchange((split.hostname, split.port), request)
     assert answer.status == status, answer.body[:300]
     assert isinstance(answer.json()["error"], str)
+
+
+# --- the probes ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def canned() -> Iterator[CannedServer]:
+    server = CannedServer()
+    yield server
+    server.close()
+
+
+def run_once(probe: Probe) -> ProbeRun:
+    async def once() -> ProbeRun:
+        async with HttpClient() as session:
+            return await asyncio.wait_for(probe.run(session), 10)
+
+    run = asyncio.run(once())
+    check_storable(run)  # an output_tokens over 64 bits made the writer's INSERT fail
+    return run
+
+
+HUGE = 10**400
+
+
+@pytest.mark.parametrize("tokens", [2**63, HUGE], ids=["2**63", "10**400"])
+def test_openai_usage_too_large_is_not_a_count(canned: CannedServer, tokens: int) -> None:
+    answer = {"choices": [{"message": {"content": "Hello"}}], "usage": {"completion_tokens": 0}}
+    body = json.dumps(answer).replace('"completion_tokens": 0', f'"completion_tokens": {tokens}')
+    canned.routes = {"/v1/chat/completions": Canned(body.encode())}
+    options = {"model": "m", "stream": False, "check_models": False}
+    run = run_once(OpenAIProbe(ProbeTarget("m", canned.url, 3.0, options)))
+    assert run.ok and run.output_tokens is None
+
+
+def test_ollama_counts_too_large_are_ignored(canned: CannedServer) -> None:
+    final = f'{{"response": "", "done": true, "eval_count": {2**63}, "eval_duration": {HUGE}}}'
+    canned.routes = {
+        "/api/generate": Canned(b'{"response": "Hi", "done": false}\n' + final.encode())
+    }
+    probe = OllamaProbe(ProbeTarget("m", canned.url, 3.0, {"model": "m", "check_tags": False}))
+    run = run_once(probe)  # OverflowError from eval_count / (eval_duration / 1e9) before
+    assert run.ok and run.output_tokens == 1
+
+
+def test_tgi_generated_tokens_too_large_is_ignored(canned: CannedServer) -> None:
+    final = {"token": {"text": "Hi"}, "generated_text": "Hi", "details": {"generated_tokens": 0}}
+    data = json.dumps(final).replace('"generated_tokens": 0', f'"generated_tokens": {2**63}')
+    canned.routes = {"/generate_stream": Canned(f"data: {data}\n\n".encode())}
+    run = run_once(TgiProbe(ProbeTarget("m", canned.url, 3.0, {"check_health": False})))
+    assert run.ok and run.output_tokens == 1
+
+
+def test_deeply_nested_json_is_a_protocol_error(canned: CannedServer) -> None:
+    # RecursionError from json.loads escaped parse_json: the probe raised instead of a run.
+    canned.routes = {"/v1/models": Canned(b"[" * 100_000)}
+    run = run_once(OpenAIProbe(ProbeTarget("m", canned.url, 3.0, {"model": "m"})))
+    assert run.category == "protocol_error"
+    with pytest.raises(StreamFormatError):
+        NDJSONParser().feed(b"[" * 100_000 + b"\n", 0)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "x", "datatype": ["FP32"], "shape": [1]},  # TypeError: unhashable list
+        {"name": "x", "datatype": "FP32", "shape": [None]},  # TypeError from int(None)
+        {"name": "x", "datatype": "FP32", "shape": [1e400]},  # OverflowError from int(inf)
+        {"name": "x", "datatype": "FP32", "shape": [100_000, 100_000]},  # 10**10 values built
+    ],
+    ids=["datatype-list", "shape-null", "shape-infinity", "shape-10e10"],
+)
+def test_kserve_metadata_refused_not_crashed(spec: dict[str, Any]) -> None:
+    with deadline("generate_inputs", 5), pytest.raises(ValueError, match=r"metadata|configure"):
+        generate_inputs({"inputs": [spec]})
+
+
+def test_kserve_compare_output_odd_answers_are_mismatches() -> None:
+    expect = {"name": "y", "shape": [1], "data": [0.5]}
+    assert compare_output([{"name": "y", "shape": 1, "data": [0.5]}], expect)  # TypeError
+    assert compare_output([{"name": "y", "shape": [1], "data": [HUGE]}], expect)  # Overflow
+    assert not is_number(HUGE)  # math.isfinite raised OverflowError
+
+
+def test_prometheus_oddities_refused_or_summed() -> None:
+    # OverflowError from prometheus-client's timestamp division escaped parse_exposition.
+    with pytest.raises(ExpositionError, match="line 1"):
+        parse_exposition(f"m 1 {HUGE}\n")
+    # OverflowError from math.fsum of finite values whose sum is not finite.
+    values = [Value("m", (("i", "1"),), 1e308), Value("m", (("i", "2"),), 1e308)]
+    assert total(values, "m") == math.inf
