@@ -261,7 +261,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.cli import deploy_cmd
 
         return deploy_cmd.run(args, operator_name())
-    if args.command in ("canary", "token"):
+    if args.command in ("canary", "token", "environment"):
         # Imported when used: `vigil status` need not load them.
         command = importlib.import_module(f"agent.cli.{args.command}_cmd")
         return int(command.run(args, operator_name()))

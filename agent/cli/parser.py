@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.cli import audit as audit_cmd
-from agent.cli import canary_cmd, token_cmd
+from agent.cli import canary_cmd, environment_cmd, token_cmd
 from agent.cli.exits import EXIT_USAGE
 from agent.config import DEFAULT_CONFIG_PATH
 
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _deploy_parsers(sub)
     canary_cmd.add_parser(sub)
     token_cmd.add_parser(sub)
+    _add_target_args(environment_cmd.add_parser(sub))
     return parser
 
 

@@ -200,6 +200,8 @@ def _agent(t: AgentTable) -> AgentConfig:
     h1_s = t.retention_1h if t.retention_1h is not None else max(2 * 365 * 86400.0, m1_s)
     if t.sample_interval < 0.1:
         raise fail("sample_interval", "expected at least 100ms")
+    if t.fingerprint_interval < 1:
+        raise fail("fingerprint_interval", "expected at least 1s")
     # Rollups are rebuilt from finer data and charts fall back to coarser tiers: a coarser tier
     # kept for less time than a finer one would leave holes.
     if m1_s < raw_s:
@@ -225,6 +227,7 @@ def _agent(t: AgentTable) -> AgentConfig:
         audit_checkpoint_interval_s=t.audit_checkpoint_interval,
         audit_syslog=t.audit_syslog,
         audit_webhook=t.audit_webhook,
+        fingerprint_interval_s=t.fingerprint_interval,
     )
 
 

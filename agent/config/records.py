@@ -82,6 +82,8 @@ class AgentConfig:
     """The syslog socket checkpoints are written to; empty: none."""
     audit_webhook: str | None = None
     """A URL each checkpoint is also POSTed to (may hold a token: never logged)."""
+    fingerprint_interval_s: float = 600.0
+    """How often the serving-environment fingerprint is read (``agent.runtime.environment``)."""
 
 
 @dataclass(frozen=True, slots=True)

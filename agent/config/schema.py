@@ -102,6 +102,7 @@ class AgentTable(_Table, frozen=True):
     audit_checkpoint_interval: Duration = 300.0
     audit_syslog: str = "/dev/log"
     audit_webhook: str | None = None
+    fingerprint_interval: Duration = 600.0
 
 
 class DriftTable(_Table, frozen=True):

@@ -33,6 +33,7 @@ from agent.runtime import apiserver
 from agent.runtime.alerting_job import AlertingJob, PlannedIncidents
 from agent.runtime.checkpoints import Checkpoints
 from agent.runtime.deploying import LazyDeploys, left_in_flight
+from agent.runtime.environment import EnvironmentJob
 from agent.runtime.housekeeping import Retention
 from agent.runtime.reloading import (
     read_for_reload,
@@ -124,6 +125,13 @@ class Agent:
             links=lambda: {m.name: m.process for m in self.config.models if m.process},
         )
         self._deploys = LazyDeploys(self, self.writer, self.data_dir / DB_FILENAME)
+        self.environment = EnvironmentJob(
+            self,
+            version=__version__,
+            db_path=self.data_dir / DB_FILENAME,
+            session=lambda: self._session,
+            pids=self.supervisor.pids,
+        )
 
     records_deploys = True
     """Deploys are stored in this agent's database (``/metrics`` reads their families)."""
@@ -280,6 +288,7 @@ class Agent:
         if self.tokens is not None:  # token changes audited even when no request comes
             sched.every("tokens", CHECK_EVERY_S, self.tokens.check_job)
         self.checkpoints.schedule(sched, config.agent)
+        self.environment.schedule(sched.every, config.agent.fingerprint_interval_s)
         every = config.alerting.evaluate_interval_s
         sched.every("alerting", every, self.alerting.evaluate, first_in_s=min(1.0, every))
         wanted = {f"probe:{m.name}" for m in config.models}

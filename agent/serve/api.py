@@ -24,6 +24,8 @@ from agent.serve.alerts_api import AlertsApi
 from agent.serve.alerts_api import register as register_alert_routes
 from agent.serve.alertsummary import alert_counts
 from agent.serve.deploy_api import register as register_deploy_routes
+from agent.serve.environment_api import environment_hash
+from agent.serve.environment_api import register as register_environment_routes
 from agent.serve.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.serve.exposition import render as render_metrics
 from agent.serve.httpmessages import (
@@ -111,7 +113,13 @@ class Api:
 
     async def status(self, request: Request) -> Response:
         body = self.agent.status().to_json()
-        return json_response({**body, "alert_counts": alert_counts(self.agent.alerting)})
+        return json_response(
+            {
+                **body,
+                "alert_counts": alert_counts(self.agent.alerting),
+                "environment_hash": environment_hash(self.agent),
+            }
+        )
 
     async def whoami(self, request: Request) -> Response:
         """The presented token's scope, so a client can hide what it may not do, its name,
@@ -379,4 +387,5 @@ def build_app(agent: AgentView, tokens: TokenRegistry) -> Router:
     app.add_get("/metrics", metrics)
     register_deploy_routes(app, agent, operator_of)
     register_rollout_routes(app, agent, operator_of)
+    register_environment_routes(app, agent)
     return app
