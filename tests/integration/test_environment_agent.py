@@ -116,6 +116,7 @@ def test_a_package_upgraded_in_the_servers_venv_is_an_audited_change(tmp_path: P
             return env if ready and "artifact" in model else None
 
         env = wait_for(recorded, 30, what="the first fingerprint with the process and model")
+        assert env is not None
         sections = env["sections"]
         proc = sections["process:srv"]
         assert proc["pkg:torch"] == "2.4.0" and proc["packages"] == "1"
