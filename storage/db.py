@@ -204,6 +204,13 @@ def _m0009_environment(db: sqlite_utils.Database) -> None:
     environment.create_table(db.conn)
 
 
+def _m0010_remote_write(db: sqlite_utils.Database) -> None:
+    # How far each series has been forwarded by remote_write (see storage.forwardcursor).
+    from storage.forwardcursor import create_tables
+
+    create_tables(db.conn)
+
+
 MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("0001_initial", _m0001_initial),
     ("0002_incidents", _m0002_incidents),
@@ -214,6 +221,7 @@ MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("0007_outbox", _m0007_outbox),
     ("0008_deploys", _m0008_deploys),
     ("0009_environment", _m0009_environment),
+    ("0010_remote_write", _m0010_remote_write),
 )
 """Applied in order; a name, once released, never changes meaning."""
 

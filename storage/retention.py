@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from storage.audit import canonical, chain_hash
 from storage.codec import decode
+from storage.forwardcursor import retention_targets, skip_purged
 from storage.samples import write_blocks
 
 BLOCK_CHUNK = 64
@@ -96,9 +97,21 @@ def purge_raw_steps(
     chunk: int = BLOCK_CHUNK,
     row_chunk: int = ROW_CHUNK,
 ) -> Iterator[None]:
-    """Delete raw samples with ``ts < cutoff_ms``; yields after each committed step."""
+    """Delete raw samples with ``ts < cutoff_ms``; yields after each committed step.
+
+    Samples a remote_write target has not sent yet are counted as dropped first, and its
+    cursor moved past them (:func:`storage.forwardcursor.skip_purged`)."""
     res = result if result is not None else RetentionResult()
+    forwarding = retention_targets(conn)
     for sid in _series_ids(conn):
+        if forwarding and (
+            _any(conn, "sample_blocks", "start_ts", sid, cutoff_ms)
+            or _any(conn, "samples_head", "ts", sid, cutoff_ms)
+        ):
+            with _Step(conn, res, "remote_write_cursor"):
+                dropped = skip_purged(conn, forwarding, sid, cutoff_ms)
+            if dropped:
+                res.add("remote_write_dropped", dropped)
         if _any(conn, "sample_blocks", "start_ts", sid, cutoff_ms):
             while True:
                 with _Step(conn, res, "sample_blocks"):

@@ -35,6 +35,7 @@ from agent.config.records import (
     ProcessConfig,
     default_data_dir,
 )
+from agent.config.remotewrite import build_remote_write
 from agent.config.schema import AgentTable, DeployTable, ModelTable, ProcessTable
 from agent.config.secrets import read_secret
 from agent.config.tls import check_tls, is_loopback
@@ -44,7 +45,16 @@ from storage.text import compile_regex
 from storage.tomlschema import Invalid, Locator, Part, decode, expand_home, syntax_line
 from storage.units import format_duration
 
-_TOP_LEVEL = ("agent", "model", "process", "alerting", "alert", "notify", "maintenance")
+_TOP_LEVEL = (
+    "agent",
+    "model",
+    "process",
+    "alerting",
+    "alert",
+    "notify",
+    "maintenance",
+    "remote_write",
+)
 
 
 def load_config(path: Path | str) -> Config:
@@ -105,7 +115,8 @@ def _build(raw: dict[str, Any], path: Path) -> Config:
             raise Invalid(
                 (key,),
                 "unknown top-level key; expected [agent], [[model]] or [[process]] (or, for "
-                "alerting, [alerting], [[alert]], [[notify]] or [[maintenance]])",
+                "alerting, [alerting], [[alert]], [[notify]] or [[maintenance]]; [remote_write] "
+                "to forward samples)",
             )
     agent_raw = raw.get("agent", {})
     if not isinstance(agent_raw, dict):
@@ -140,9 +151,20 @@ def _build(raw: dict[str, Any], path: Path) -> Config:
         _array_of_tables(raw, "notify"),
         _array_of_tables(raw, "maintenance"),
     )
+    forward = raw.get("remote_write")
+    if forward is not None and not isinstance(forward, dict):
+        raise _Shape(("remote_write",), "expected a table [remote_write]")
+    remote_write = build_remote_write(forward)
     # Last, so a field with its own rule (a host name's characters) is refused in its words.
     _no_nul(raw, ())
-    return Config(path=path, agent=agent, models=models, processes=processes, alerting=alerting)
+    return Config(
+        path=path,
+        agent=agent,
+        models=models,
+        processes=processes,
+        alerting=alerting,
+        remote_write=remote_write,
+    )
 
 
 def _array_of_tables(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.alerting.build import AlertingConfig
+from agent.config.remotewrite import RemoteWriteConfig
 from agent.config.switches import CommandSwitchSettings, NginxSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/vigil/vigil.toml")
@@ -271,3 +272,5 @@ class Config:
     processes: tuple[ProcessConfig, ...] = ()
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
     """``[alerting]``, ``[[alert]]``, ``[[notify]]`` and ``[[maintenance]]``."""
+    remote_write: RemoteWriteConfig | None = None
+    """``[remote_write]``: where stored samples are forwarded; None: nowhere."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.config import Config, ConfigError
+from agent.forward import RemoteWrite
 from agent.health.incidents import IncidentBook
 from agent.health.monitor import ModelMonitor, samples_for
 from agent.runtime import apiserver
@@ -115,6 +116,9 @@ class Agent:
         self._watchdog: asyncio.Task[None] | None = None
         self.housekeeping = Retention(self.writer)
         self.checkpoints = Checkpoints(self.data_dir, lambda: self.config.agent)
+        self.remote_write = RemoteWrite(
+            self.writer, self.data_dir / DB_FILENAME, self.emit, started_ms=self.started_ms
+        )
         self.alerting = AlertingJob(
             config.alerting,
             writer=self.writer,
@@ -352,6 +356,7 @@ class Agent:
                 links.setdefault(m.process, []).append(m.name)
         await self.supervisor.apply(running.processes, links, reason=reason)
         await self.alerting.apply(config.alerting)
+        await self.remote_write.apply(config.remote_write, config.agent.host)
         self._schedule(config)
 
     async def reload(self, reason: str) -> bool:
@@ -538,6 +543,8 @@ class Agent:
         if self._api_server is not None:
             await self._api_server.close()
         await self.alerting.stop()
+        # Before the writer closes (its cursors go through it), after the collectors stopped.
+        await self.remote_write.stop(final=True)
         if self._deploys.running is not None:
             await self._deploys.running.stop()  # its state is stored: the next agent resumes it
         for mon in self.monitors.values():

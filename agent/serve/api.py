@@ -28,6 +28,7 @@ from agent.serve.environment_api import environment_hash
 from agent.serve.environment_api import register as register_environment_routes
 from agent.serve.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.serve.exposition import render as render_metrics
+from agent.serve.forward_api import register as register_forward_routes
 from agent.serve.httpmessages import (
     Request,
     Response,
@@ -386,6 +387,7 @@ def build_app(agent: AgentView, tokens: TokenRegistry) -> Router:
     register_alert_routes(app, AlertsApi(agent, api.read))
     app.add_get("/metrics", metrics)
     register_deploy_routes(app, agent, operator_of)
+    register_forward_routes(app, agent)
     register_rollout_routes(app, agent, operator_of)
     register_environment_routes(app, agent)
     return app

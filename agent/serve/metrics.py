@@ -25,7 +25,7 @@ from agent.serve.exposition import (
     counter,
     gauge,
 )
-from agent.serve.view import AgentView
+from agent.serve.view import AgentView, MetricFamilies
 from storage.db import DB_FILENAME, connect
 from storage.records import AgentStatus, ModelState, ProbeRun, ProcessState
 
@@ -251,6 +251,10 @@ class AgentMetrics:
             "1 when NVML found a GPU",
             value=1.0 if status.gpu_available else 0.0,
         )
+        yield from self._optional(status)
+
+    def _optional(self, status: AgentStatus) -> Iterator[Family]:
+        """The families of parts a stand-in agent may lack: alerting, deploys, remote_write."""
         # Stand-in agents (tests, the demo's) may run no alerting.
         alerting: AlertingMetricsView | None = getattr(self.agent, "alerting", None)
         if alerting is not None:
@@ -259,6 +263,10 @@ class AgentMetrics:
         # (whether or not the agent has made its deploy engine yet).
         if getattr(self.agent, "records_deploys", False):
             yield from self._deploys([m.name for m in status.models])
+        # remote_write's state and counters (agent.forward), when the agent forwards.
+        forward: MetricFamilies | None = getattr(self.agent, "remote_write", None)
+        if forward is not None:
+            yield from forward.collect()
 
     def _deploys(self, models: list[str]) -> Iterator[Family]:
         from agent.serve.deploymetrics import deploy_families  # the DORA queries: when scraped
