@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from storage.labels import read_labels
+
 Labels = tuple[tuple[str, str], ...]
 """Series labels as sorted (key, value) pairs: hashable and order-independent."""
 
@@ -317,6 +319,8 @@ class AgentStatus:
     resources: tuple[ResourceValue, ...] = ()
     gpu_available: bool = False
     storage_ok: bool = True
+    labels: tuple[tuple[str, str], ...] = ()
+    """``[agent] labels`` (name, value), sorted by name: region, team, env, GPU type."""
 
     @property
     def uptime_s(self) -> float:
@@ -341,6 +345,7 @@ class AgentStatus:
             "uptime_s": self.uptime_s,
             "gpu_available": self.gpu_available,
             "storage_ok": self.storage_ok,
+            "labels": dict(self.labels),
             "models": [m.to_json() for m in self.models],
             "processes": [p.to_json() for p in self.processes],
             "resources": [r.to_json() for r in self.resources],
@@ -359,6 +364,7 @@ class AgentStatus:
             models=tuple(ModelStatus.from_json(m) for m in data.get("models", ())),
             processes=tuple(ProcessStatus.from_json(p) for p in data.get("processes", ())),
             resources=tuple(ResourceValue.from_json(r) for r in data.get("resources", ())),
+            labels=tuple(sorted(read_labels(data.get("labels")).items())),
         )
 
 

@@ -79,6 +79,8 @@ class FleetApp(App[None]):
             exit.
         refresh_s: Seconds between polls of each agent.
         auto_open: With a single agent, open its host screen as soon as it answers.
+        remember_as: The name the fleet view's grouping is remembered under between runs
+            (the fleet file's path; None: not remembered).
     """
 
     CSS_PATH = "app.tcss"
@@ -86,17 +88,24 @@ class FleetApp(App[None]):
     BINDINGS = [Binding("q", "quit", "Quit"), Binding("escape", "back", "Fleet")]
 
     def __init__(
-        self, members: list[FleetMember], refresh_s: float = 1.0, auto_open: bool = False
+        self,
+        members: list[FleetMember],
+        refresh_s: float = 1.0,
+        auto_open: bool = False,
+        remember_as: str | None = None,
     ) -> None:
         super().__init__()
         self.members = members
         self.refresh_s = refresh_s
         self.auto_open = auto_open
+        self.remember_as = remember_as
         self.sub_title = f"tui {vigil_version()} - fleet of {len(members)}"
 
     def get_default_screen(self) -> Screen[None]:
         """The fleet screen is the base of the stack."""
-        return FleetScreen(self.members, self.refresh_s, auto_open=self.auto_open)
+        return FleetScreen(
+            self.members, self.refresh_s, auto_open=self.auto_open, remember_as=self.remember_as
+        )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """``escape`` means back only above the fleet screen."""
@@ -121,7 +130,7 @@ def run_fleet_tui(fleet_file: Path, refresh_s: float = 1.0) -> None:
         FleetError: the file is unusable (before anything is shown).
     """
     members = [FleetMember(entry) for entry in load_fleet(fleet_file)]
-    FleetApp(members, refresh_s=refresh_s).run()
+    FleetApp(members, refresh_s=refresh_s, remember_as=str(fleet_file.resolve())).run()
 
 
 def run_ssh_tui(url: str, token: str | None = None, refresh_s: float = 1.0) -> None:

@@ -19,6 +19,7 @@ A fleet file is TOML: an optional ``[defaults]`` table and one ``[[agent]]`` tab
     name = "gpu-03"
     url = "https://gpu-03.internal:8470"
     ca = "ca.pem"                        # relative to this file; default: the system's CAs
+    labels = { region = "eu-west" }      # over the agent's own [agent] labels
 
 A bad file is refused whole, with the file, the line when it can be found, the field and what
 was expected, as the agent's own config is; the CLI then exits 2. Tokens named by
@@ -39,6 +40,7 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
+from storage.labels import MAX_LABELS, TABLE_EXPECTED, LabelError, Labels, check_labels
 from storage.tlstrust import TrustError, client_context
 from storage.tomlschema import Duration, Invalid, Locator, decode, expand_home
 from tui.remote.ssh import SshAddress
@@ -79,6 +81,8 @@ class _Shared(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     ca: (
         Annotated[str, Meta(min_length=1, extra={"expected": "a file path", "plain": True})] | None
     ) = None
+    # Values of any type here: storage.labels.check_labels names the label that is wrong.
+    labels: Annotated[dict[str, Any], Meta(extra={"expected": TABLE_EXPECTED})] | None = None
 
 
 class _Agent(_Shared, frozen=True):
@@ -131,6 +135,9 @@ class FleetEntry:
             the system's CAs).
         ssl_context: ``https://`` only: the context that verifies it, built from ``ca_file``
             when the file is loaded.
+        labels: ``[defaults]`` labels with the agent's own over them, sorted by name; they
+            override the labels the agent serves, and a ``""`` value removes one
+            (:func:`storage.labels.merge_labels`).
     """
 
     name: str
@@ -142,6 +149,7 @@ class FleetEntry:
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     ca_file: Path | None = None
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    labels: Labels = ()
 
     @property
     def is_ssh(self) -> bool:
@@ -272,7 +280,27 @@ class _Merged:
             ),
             ca_file=ca_file,
             ssl_context=context,
+            labels=self._labels(),
         )
+
+    def _labels(self) -> Labels:
+        """``[defaults]`` labels, then the agent's own over them, each table checked where
+        it is written."""
+        merged: dict[str, str] = {}
+        for at, raw in (
+            (("defaults", "labels"), self.defaults.labels),
+            (("agent", self.index, "labels"), self.agent.labels),
+        ):
+            try:
+                merged.update(check_labels(raw or {}, allow_empty=True))
+            except LabelError as exc:
+                raise Invalid(at if exc.name is None else (*at, exc.name), exc.reason) from None
+        if len(merged) > MAX_LABELS:
+            raise Invalid(
+                ("agent", self.index, "labels"),
+                f"expected at most {MAX_LABELS} labels with those of [defaults], got {len(merged)}",
+            )
+        return tuple(sorted(merged.items()))
 
     def _tls(self, fleet_path: Path) -> tuple[Path | None, ssl.SSLContext | None]:
         """The CA file, relative to the fleet file, and the context it makes; verification

@@ -41,6 +41,7 @@ from agent.config.secrets import read_secret
 from agent.config.tls import check_tls, is_loopback
 from probes.base import OptionError
 from probes.registry import PROBES
+from storage.labels import LabelError, check_labels
 from storage.text import compile_regex
 from storage.tomlschema import Invalid, Locator, Part, decode, expand_home, syntax_line
 from storage.units import format_duration
@@ -232,9 +233,15 @@ def _agent(t: AgentTable) -> AgentConfig:
         raise fail("retention_1h", "expected at least as long as retention_1m")
     _check_events_minimum(t)
     _audit_checks(t, fail)
+    try:
+        labels = check_labels(t.labels)
+    except LabelError as exc:
+        at: tuple[Part, ...] = ("labels",) if exc.name is None else ("labels", exc.name)
+        raise Invalid(("agent", *at), exc.reason) from None
     return AgentConfig(
         host=t.host or socket.gethostname(),
         data_dir=_home(t.data_dir, ("agent", "data_dir")) or default_data_dir(),
+        labels=labels,
         listen_host=host,
         listen_port=int(port),
         tls=tls,

@@ -57,6 +57,8 @@ class AgentConfig:
 
     host: str
     data_dir: Path
+    labels: tuple[tuple[str, str], ...] = ()
+    """``labels``: (name, value) sorted by name, served in the status and ``vigil_agent_info``."""
     listen_host: str = "127.0.0.1"
     listen_port: int = DEFAULT_PORT
     tls: TlsConfig | None = None

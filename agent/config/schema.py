@@ -17,6 +17,7 @@ from msgspec import Meta
 
 from agent.config.switches import DEFAULT_CONFIRM_HEADER
 from probes.registry import PROBES
+from storage.labels import TABLE_EXPECTED
 from storage.text import UNSAFE_IN_NAMES
 from storage.tomlschema import Duration, DurationOrZero, number
 
@@ -87,6 +88,8 @@ class AgentTable(_Table, frozen=True):
     """``[agent]``."""
 
     host: HostName | None = None
+    labels: Annotated[dict[str, Any], Meta(extra={"expected": TABLE_EXPECTED})] = {}
+    """Values of any type here: :func:`storage.labels.check_labels` (in load) names the label."""
     data_dir: str | None = None
     listen: str | None = None
     tls: TlsTable | None = None

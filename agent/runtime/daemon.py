@@ -195,6 +195,7 @@ class Agent:
             resources=tuple(sorted(self.latest.values(), key=lambda r: (r.name, r.labels))),
             gpu_available=self.gpu.available,
             storage_ok=self.writer.healthy,
+            labels=self.config.agent.labels,
         )
 
     def model_info(self) -> dict[str, dict[str, Any]]:

@@ -238,6 +238,15 @@ class AgentMetrics:
 
         yield from _process_families(status)
 
+        # The labels on one info series rather than on every series: Prometheus joins them in
+        # where wanted (group_left), and a label change does not start every series anew.
+        info = gauge(
+            "vigil_agent_info",
+            "1, labelled with the agent's [agent] labels",
+            labels=[name for name, _ in status.labels],
+        )
+        info.add([value for _, value in status.labels], 1.0)
+        yield info
         yield gauge(
             "vigil_agent_uptime_seconds", "Seconds since the agent started", value=status.uptime_s
         )

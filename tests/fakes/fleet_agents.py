@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from storage.records import AgentStatus
+from storage.records import AgentStatus, ModelStatus
 from tests.fakes.agent_api import FakeAgent, GiB, res, sample_status
 
 
@@ -80,3 +80,25 @@ class FleetFake(FakeAgent):
                 ]
             }
         return super()._answer(request)
+
+
+def labelled_status(
+    host: str, labels: dict[str, str], *, up: int = 1, down: int = 0, cpu: float = 20.0
+) -> AgentStatus:
+    """A status serving ``labels`` (``[agent] labels``), with ``up`` models up and ``down``
+    down and no supervised process: ``ok`` unless a model is down (then ``failing``), or the
+    fake's alerts or incidents make it ``degraded``."""
+    now = int(time.time() * 1000)
+    models = tuple(
+        ModelStatus(f"m{i}", "http", f"http://127.0.0.1:{9000 + i}", state, now - 60_000)
+        for i, state in enumerate(["up"] * up + ["down"] * down)
+    )
+    return AgentStatus(
+        host=host,
+        version="0.1.0",
+        started_ms=now - 3_600_000,
+        now_ms=now,
+        models=models,
+        resources=(res("host.cpu.percent", cpu, now),),
+        labels=tuple(sorted(labels.items())),
+    )

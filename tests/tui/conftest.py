@@ -10,6 +10,15 @@ from tests.fakes.agent_api import FakeAgent
 from tests.fakes.triage_agent import TriageAgent
 
 
+@pytest.fixture(autouse=True)
+def _private_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the TUI remembers between runs (tui.view.uistate) goes to a temporary directory,
+    never the developer's own ``~/.local/state``."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 async def fake_agent() -> AsyncIterator[FakeAgent]:
     agent = FakeAgent()

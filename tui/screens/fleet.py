@@ -41,8 +41,16 @@ from tui.view.fleetcells import (
     alerting_text,
     row_cells,
 )
-from tui.view.fleetview import SORT_KEYS, FleetMember, filter_words, matches, sort_members
+from tui.view.fleetgroups import (
+    FLEET_HELP,
+    grouped_rows,
+    label_keys,
+    next_grouping,
+    parse_filter,
+)
+from tui.view.fleetview import SORT_KEYS, FleetMember, matches, sort_members
 from tui.view.fmt import clean
+from tui.view.uistate import load_group_by, save_group_by
 from tui.widgets.fleet_table import FleetTable
 
 TICK_S = 0.25
@@ -148,6 +156,8 @@ class FleetScreen(Screen[None]):
     BINDINGS = [
         Binding("s", "cycle_sort", "Sort"),
         Binding("S", "reverse_sort", "Reverse", show=False),
+        # Not g: g and G are first and last row in every list.
+        Binding("b", "cycle_group", "Group"),
         Binding("slash", "start_filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("r", "refresh_now", "Refresh"),
@@ -161,12 +171,24 @@ class FleetScreen(Screen[None]):
     sort_reverse: reactive[bool] = reactive(False)
     """Whether the order is reversed."""
     filter_text: reactive[str] = reactive("")
-    """Rows shown must contain every word of it (name, URL, host, state, problem)."""
+    """Rows shown must contain every word of it (name, URL, host, state, problem) and have
+    every ``name=value`` label it names (value by prefix; :mod:`tui.view.fleetgroups`)."""
+    group_by: reactive[str] = reactive("", init=False)
+    """The label whose values group the rows under rollup rows; ``""``: no grouping."""
 
     def __init__(
-        self, members: list[FleetMember], refresh_s: float = 1.0, auto_open: bool = False
+        self,
+        members: list[FleetMember],
+        refresh_s: float = 1.0,
+        auto_open: bool = False,
+        remember_as: str | None = None,
     ) -> None:
         super().__init__()
+        self.remember_as = remember_as
+        """Under what name the grouping is remembered between runs (the fleet file's path);
+        None: not remembered."""
+        if remember_as is not None:
+            self.set_reactive(FleetScreen.group_by, load_group_by(remember_as))
         self.members = members
         self.refresh_s = refresh_s
         self.auto_open = auto_open and len(members) == 1
@@ -190,7 +212,7 @@ class FleetScreen(Screen[None]):
         table.border_title = "fleet"
         yield table
         yield Input(
-            placeholder="/ filters: words in name, address, host, state, problem",
+            placeholder="/ filters: words in name, address, host, state, problem; label=value",
             id="filter",
             compact=True,
         )
@@ -320,8 +342,10 @@ class FleetScreen(Screen[None]):
         if not self.is_mounted:
             return
         now = time.monotonic()
-        words = filter_words(self.filter_text)
-        shown = [m for m in self.members if matches(m, words, now)]
+        wanted = parse_filter(self.filter_text)
+        shown = [
+            m for m in self.members if matches(m, wanted.words, now) and wanted.matches_labels(m)
+        ]
         ordered = sort_members(shown, self.sort_key, now, self.sort_reverse)
         table = self.table
         cells = {
@@ -330,7 +354,11 @@ class FleetScreen(Screen[None]):
             if m.name in self._dirty or not table.has_row(m.name)
         }
         self._dirty.clear()
-        table.sync([m.name for m in ordered], cells)
+        keys = [m.name for m in ordered]
+        if self.group_by:
+            keys, headers = grouped_rows(ordered, self.group_by, now)
+            cells.update(headers)
+        table.sync(keys, cells)
         self._render_summary(now, len(ordered))
         self.render_count += 1
         self.rendered_at = time.monotonic()
@@ -349,6 +377,8 @@ class FleetScreen(Screen[None]):
         out.append_text(alerting_text(self.members))
         arrow = "↓" if self.sort_reverse else "↑"
         out.append(f"   sort: {self.sort_key} {arrow}", style="dim")
+        if self.group_by:
+            out.append(f"   group: {self.group_by}", style="dim")
         if self.filter_text.strip():
             out.append("   filter: ", style="dim")
             out.append(self.filter_text.strip(), style="bold")
@@ -374,6 +404,20 @@ class FleetScreen(Screen[None]):
         """Sort by the next key of :data:`SORT_KEYS`."""
         self.sort_key = SORT_KEYS[(SORT_KEYS.index(self.sort_key) + 1) % len(SORT_KEYS)]
 
+    def watch_group_by(self, group_by: str) -> None:
+        """Re-group at once, and remember the choice for the next run."""
+        self.render_rows()
+        if self.remember_as is not None:
+            save_group_by(self.remember_as, group_by)
+
+    def action_cycle_group(self) -> None:
+        """Group by the next label seen in the fleet (none -> each label A-Z -> none)."""
+        keys = label_keys(self.members)
+        if not keys and not self.group_by:
+            self.notify("No labels to group by: no agent or fleet entry has labels yet.")
+            return
+        self.group_by = next_grouping(self.group_by, keys)
+
     def action_reverse_sort(self) -> None:
         """Reverse the order."""
         self.sort_reverse = not self.sort_reverse
@@ -385,8 +429,10 @@ class FleetScreen(Screen[None]):
         self._wake.set()
 
     def action_help(self) -> None:
-        """``?``: the fleet's keys and the conventions of all views."""
-        self.app.push_screen(HelpScreen(bindings_text(self)))
+        """``?``: the fleet's keys and the conventions of all views, then filters and groups."""
+        text = bindings_text(self)
+        text.append_text(FLEET_HELP)
+        self.app.push_screen(HelpScreen(text))
 
     def action_start_filter(self) -> None:
         """Focus the filter input."""

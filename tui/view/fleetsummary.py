@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from storage.labels import read_labels
 from storage.records import FAILING_PROCESS_STATES, ModelState, ProcessState
 
 # FAILING_PROCESS_STATES (storage.records) make a host ``failing``, as ``vigil status`` exits 1.
@@ -88,6 +89,8 @@ class HostSummary:
         gpu_mem_total_bytes: GPU memory, summed over the GPUs.
         open_incidents: Incidents open or acknowledged (None if the agent could not say).
         alerts: Its alerts by group (None: an agent older than alerting, or a bad count).
+        labels: The labels the agent serves (``[agent] labels``), sorted by name; the fleet
+            file's go over them (:func:`tui.view.fleetgroups.member_labels`).
     """
 
     host: str
@@ -105,6 +108,7 @@ class HostSummary:
     gpu_mem_total_bytes: float | None = None
     open_incidents: int | None = None
     alerts: HostAlerts | None = None
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def latency_p95_ms(self) -> float | None:
@@ -251,4 +255,5 @@ def summarize(
         gpu_mem_total_bytes=sum(total) if total else None,
         open_incidents=open_incidents,
         alerts=alerts,
+        labels=tuple(sorted(read_labels(status.get("labels")).items())),
     )
