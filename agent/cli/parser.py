@@ -179,6 +179,18 @@ def _report_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--config", type=Path, default=None, help="agent config: its data dir, host and models"
     )
     source.add_argument("--db", type=Path, default=None, help="the database file itself")
+    source.add_argument(
+        "--fleet",
+        type=Path,
+        default=None,
+        help="a fleet report: every agent of this fleet file, through its API",
+    )
+    report.add_argument(
+        "--group-by",
+        default=None,
+        metavar="LABEL",
+        help="with --fleet: one group per value of this host label (region, team...)",
+    )
 
 
 def _probe_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:

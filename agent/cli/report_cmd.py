@@ -1,4 +1,5 @@
-"""``vigil report``: a host report from the local database, in any format."""
+"""``vigil report``: a host report from the local database, in any format (``--fleet``: a
+fleet report, agent/cli/fleet_report.py)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,21 @@ def report_command(args: argparse.Namespace) -> int:
     try:
         span_ms = reports.parse_since(args.since)
         fmt = _format_of(args)
-        db, host, models = _source_of(args)
+        fleet = getattr(args, "fleet", None) is not None
+        if not fleet and getattr(args, "group_by", None) is not None:
+            raise _Usage("--group-by groups the hosts of a fleet report: pass --fleet FILE")
+        source = None if fleet else _source_of(args)
     except _Usage as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as exc:
         print(f"vigil: --since: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if source is None:
+        from agent.cli.fleet_report import fleet_report_command
+
+        return fleet_report_command(args, fmt, span_ms)
+    db, host, models = source
     now = time.time_ns() // 1_000_000
     try:
         report = reports.generate(
