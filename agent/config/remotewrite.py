@@ -62,8 +62,9 @@ class RemoteWriteConfig:
     backoff_initial_s: float = 1.0
     """The first wait after a failed request; doubled after each further failure."""
     backoff_max_s: float = 60.0
-    labels: tuple[tuple[str, str], ...] = (("job", "vigil"),)
-    """Added to every series (``job`` unless given otherwise); a series' own label wins."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """Added to every series, over the ``[agent] labels`` and ``job = "vigil"``; a series' own
+    label of the same name wins."""
     ca_file: Path | None = None
     """Trust only these CAs for an https:// receiver; None: the system's."""
     bearer_token: str | None = field(default=None, repr=False)
@@ -156,7 +157,7 @@ def _labels(given: dict[str, str], fail: Any) -> tuple[tuple[str, str], ...]:
                 "labels",
                 f"label {name!r}: expected a value of 1-{MAX_LABEL_VALUE} printable characters",
             )
-    return tuple(sorted({"job": "vigil", **given}.items()))
+    return tuple(sorted(given.items()))
 
 
 def _ca_file(value: str | None, scheme: str, fail: Any) -> Path | None:

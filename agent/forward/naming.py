@@ -8,9 +8,9 @@ series has an unlabelled total beside labelled parts, the parts are ``..._by_<ke
 scraped the agent or received its samples.
 
 Every series gets ``instance = [agent] host`` (a label of its own by that name is kept as
-``exported_instance``, as Prometheus does for scraped series) and the configured labels
-(``job = "vigil"`` unless configured otherwise), which yield to a series' own label of the same
-name, as Prometheus's ``external_labels`` do.
+``exported_instance``, as Prometheus does for scraped series) and the host's labels: ``job =
+"vigil"``, under the ``[agent] labels`` (region, team, env...), under ``[remote_write] labels``;
+those yield to a series' own label of the same name, as Prometheus's ``external_labels`` do.
 """
 
 from __future__ import annotations

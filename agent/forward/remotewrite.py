@@ -153,24 +153,38 @@ class RemoteWrite:
         self._wake = asyncio.Event()
         self._stopping = False
         self._applied = False
+        self._extra: tuple[tuple[str, str], ...] = ()
         self._failing_since_ms: int | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def apply(self, cfg: RemoteWriteConfig | None, host: str) -> None:
+    async def apply(
+        self,
+        cfg: RemoteWriteConfig | None,
+        host: str,
+        host_labels: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         """Make ``cfg`` the running config: start, restart with new settings, or stop (None:
-        the target and its cursors are forgotten, so turning it on again starts then)."""
-        if cfg == self.config and host == self.host:
+        the target and its cursors are forgotten, so turning it on again starts then).
+
+        Args:
+            host: the ``[agent] host``, every series' ``instance``.
+            host_labels: the ``[agent] labels``, on every series under ``cfg.labels``.
+        """
+        extra = tuple(
+            sorted({"job": "vigil", **dict(host_labels), **dict(cfg.labels if cfg else ())}.items())
+        )
+        if cfg == self.config and host == self.host and extra == self._extra:
             return
         await self.stop()
-        was, self.config, self.host = self.config, cfg, host
+        was, self.config, self.host, self._extra = self.config, cfg, host, extra
         first, self._applied = not self._applied, True
         if cfg is None:
             if was is not None or first:
                 self._cursors = None
                 self.writer.run_task(fc.forget_targets)
             return
-        self._catalog = Catalog(host, cfg.labels)
+        self._catalog = Catalog(host, extra)
         if was is None:
             # At the agent's start everything it stores is sent; turned on by a reload, what
             # is stored from then on.

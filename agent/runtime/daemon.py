@@ -357,7 +357,7 @@ class Agent:
                 links.setdefault(m.process, []).append(m.name)
         await self.supervisor.apply(running.processes, links, reason=reason)
         await self.alerting.apply(config.alerting)
-        await self.remote_write.apply(config.remote_write, config.agent.host)
+        await self.remote_write.apply(config.remote_write, config.agent.host, config.agent.labels)
         self._schedule(config)
 
     async def reload(self, reason: str) -> bool:

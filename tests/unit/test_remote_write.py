@@ -241,7 +241,7 @@ def test_the_config_fills_in_defaults(tmp_path: Path) -> None:
     rw = cfg.remote_write
     assert rw is not None
     assert (rw.interval_s, rw.max_samples, rw.timeout_s) == (10.0, 2000, 30.0)
-    assert rw.labels == (("job", "vigil"),)
+    assert rw.labels == ()
     assert rw.where == "https://mimir.example:443/api/v1/push"  # no credentials, no query
     assert parse_config(f'[agent]\ndata_dir = "{tmp_path}"\n').remote_write is None
 

@@ -147,6 +147,30 @@ async def test_everything_stored_arrives_once_in_batches(
     assert all(len(p) == len(set(p)) for p in receiver.got.values())
 
 
+async def test_the_hosts_labels_go_on_every_series(writer: Writer, receiver: Receiver) -> None:
+    stored(writer, 1, 5)
+    rw = forwarder(writer, [])
+    agent_labels = (("env", "prod"), ("region", "eu-west"), ("team", "search"))
+    await rw.apply(settings(receiver.url, labels=(("team", "ml"),)), "gpu-1", agent_labels)
+    await until(lambda: receiver.samples() == 5, what="the samples")
+    [labels] = receiver.got
+    assert dict(labels) == {
+        "__name__": "vigil_test_s0",
+        "i": "0",
+        "instance": "gpu-1",
+        "job": "vigil",
+        "env": "prod",
+        "region": "eu-west",
+        "team": "ml",  # [remote_write] labels over [agent] labels
+    }
+    # A reload changing the host's labels applies them to what is sent from then on.
+    await rw.apply(settings(receiver.url, labels=(("team", "ml"),)), "gpu-1", ())
+    stored(writer, 1, 1, start=5)
+    await until(lambda: receiver.samples() == 6, what="one more")
+    await rw.stop()
+    assert len(receiver.got) == 2
+
+
 async def test_an_outage_is_replayed_from_the_cursor(writer: Writer, receiver: Receiver) -> None:
     stored(writer, 2, 50)
     events: list[Event] = []
