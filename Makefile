@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv deps-debian demo test test-fast lint format bench bench-deps clean
+.PHONY: venv deps-debian demo test test-fast fuzz lint format bench bench-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ test: venv deps-debian
 
 test-fast: venv
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+# Structure-aware fuzzing (tests/fuzz) with the long budget: hypothesis profile "fuzz", random,
+# 5,000-30,000 examples per target (VIGIL_FUZZ_EXAMPLES=N for N each); `make test` runs the
+# same tests with a small fixed budget. Prints inputs accepted and refused per target.
+fuzz: venv
+	@counts=$$(mktemp -d); \
+	HYPOTHESIS_PROFILE=fuzz VIGIL_FUZZ_COUNTS=$$counts $(BIN)/python -m pytest -q -n 2 \
+		--dist loadfile --timeout 1800 tests/fuzz $(PYTEST_ARGS); \
+	rc=$$?; rm -rf $$counts; exit $$rc
 
 lint: venv
 	$(BIN)/ruff check .

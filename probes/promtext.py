@@ -109,14 +109,26 @@ def select(
     for family in families:
         for sample in family.samples:
             name = _kept_as(sample.name, family, want)
-            if name is None or not math.isfinite(sample.value):
+            value = _finite(sample.value)
+            if name is None or value is None:
                 continue
             if "quantile" in sample.labels and family.type == "summary":
                 continue
             if any(sample.labels.get(k) != v for k, v in need.items()):
                 continue
-            out.append(Value(name, tuple(sorted(sample.labels.items())), float(sample.value)))
+            out.append(Value(name, tuple(sorted(sample.labels.items())), value))
     return out
+
+
+def _finite(value: float) -> float | None:
+    """The sample's value as a finite float, else None. The parser reads an integer as an int,
+    of any size: one of 400 digits made math.isfinite raise OverflowError (issue 17, found by
+    tests/fuzz)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _kept_as(sample_name: str, family: Metric, want: frozenset[str]) -> str | None:

@@ -68,7 +68,7 @@ def seed(fleet_dir: Path) -> Iterator[dict[str, Any]]:
 TOKEN_FILES = st.sampled_from(["tokens/empty", "tokens/binary", "tokens", "missing", "/"])
 
 
-@budget(ci=200, fuzz=20_000)
+@budget(ci=200, fuzz=10_000)
 @given(data=st.data())
 def test_fleet_file_with_one_field_mutated(
     seed: dict[str, Any], fleet_dir: Path, data: st.DataObject

@@ -22,7 +22,7 @@ from probes.httpclient import HttpClient
 from probes.kserve_v2 import compare_output, generate_inputs
 from probes.ollama import OllamaProbe
 from probes.openai import OpenAIProbe
-from probes.promtext import ExpositionError, Value, parse_exposition, total
+from probes.promtext import ExpositionError, Value, parse_exposition, select, total
 from probes.streamparse import NDJSONParser, StreamFormatError
 from probes.tgi import TgiProbe
 from storage.records import ProbeRun
@@ -290,3 +290,19 @@ def test_prometheus_oddities_refused_or_summed() -> None:
     # OverflowError from math.fsum of finite values whose sum is not finite.
     values = [Value("m", (("i", "1"),), 1e308), Value("m", (("i", "2"),), 1e308)]
     assert total(values, "m") == math.inf
+
+
+def test_maintenance_timezone_too_long_is_refused() -> None:
+    # OSError (File name too long) from zoneinfo, found by `make fuzz`.
+    text = (
+        '[[maintenance]]\nname = "w"\nschedule = "0 2 * * sun"\nduration = "1h"\n'
+        f'timezone = "{"a" * 100_000}"\n'
+    )
+    with pytest.raises(ConfigError, match="time zone"):
+        parse_config(text)
+
+
+def test_prometheus_integer_value_too_large_is_dropped() -> None:
+    # The parser reads "1000...0" as an int; math.isfinite raised OverflowError on it.
+    families = parse_exposition(f'# TYPE m gauge\nm {HUGE}\nm{{a="b"}} 2\n')
+    assert [v.value for v in select(families, ["m"])] == [2.0]

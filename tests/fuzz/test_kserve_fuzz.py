@@ -62,7 +62,7 @@ def server() -> Iterator[CannedServer]:
     canned.close()
 
 
-@budget(ci=150, fuzz=10_000)
+@budget(ci=150, fuzz=5_000)
 @given(data=st.data())
 def test_kserve_probe_on_a_mutated_server(server: CannedServer, data: st.DataObject) -> None:
     options = data.draw(st.sampled_from(OPTIONS), label="options")
@@ -79,7 +79,7 @@ def test_kserve_probe_on_a_mutated_server(server: CannedServer, data: st.DataObj
     run_probe(probe, "kserve probe", f"kserve {label} {statuses} {bodies}"[:2000])
 
 
-@budget(ci=150, fuzz=20_000)
+@budget(ci=150, fuzz=10_000)
 @given(data=st.data())
 def test_kserve_pure_parts_on_mutated_documents(data: st.DataObject) -> None:
     """``generate_inputs`` on mutated metadata and ``compare_output`` on mutated outputs:

@@ -124,7 +124,7 @@ FRAMINGS = st.sampled_from(
 WANTED = [*PRESETS["vllm"].keep, PRESETS["vllm"].running, PRESETS["vllm"].tokens]
 
 
-@budget(ci=200, fuzz=20_000)
+@budget(ci=200, fuzz=10_000)
 @given(data=st.data())
 def test_parse_exposition_on_mutated_text(data: st.DataObject) -> None:
     label, families = data.draw(mutate(FAMILIES, toml=False), label="mutation")

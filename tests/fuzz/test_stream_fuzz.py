@@ -84,7 +84,7 @@ OPENAI_OPTIONS: list[dict[str, Any]] = [
 ]
 
 
-@budget(ci=150, fuzz=10_000)
+@budget(ci=150, fuzz=5_000)
 @given(data=st.data())
 def test_openai_probe_on_a_mutated_answer(server: CannedServer, data: st.DataObject) -> None:
     options = data.draw(st.sampled_from(OPENAI_OPTIONS), label="options")
@@ -141,7 +141,7 @@ OLLAMA_LINES = [
 ]
 
 
-@budget(ci=150, fuzz=10_000)
+@budget(ci=150, fuzz=5_000)
 @given(data=st.data())
 def test_ollama_probe_on_a_mutated_answer(server: CannedServer, data: st.DataObject) -> None:
     label, doc = data.draw(mutate({"tags": OLLAMA_TAGS, "lines": OLLAMA_LINES}, toml=False))
@@ -170,7 +170,7 @@ TGI_EVENTS: list[Any] = [
 ]
 
 
-@budget(ci=150, fuzz=10_000)
+@budget(ci=150, fuzz=5_000)
 @given(data=st.data())
 def test_tgi_probe_on_a_mutated_answer(server: CannedServer, data: st.DataObject) -> None:
     label, doc = data.draw(mutate({"info": TGI_INFO, "events": TGI_EVENTS}, toml=False))
@@ -188,7 +188,7 @@ def test_tgi_probe_on_a_mutated_answer(server: CannedServer, data: st.DataObject
     run_probe(probe, "tgi probe", f"tgi {label} {framing} {body[:300]!r}")
 
 
-@budget(ci=150, fuzz=20_000)
+@budget(ci=150, fuzz=10_000)
 @given(data=st.data())
 def test_stream_parsers_on_mutated_streams(data: st.DataObject) -> None:
     """The parsers alone, fed the same kind of streams cut anywhere: only StreamFormatError."""

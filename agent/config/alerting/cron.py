@@ -114,5 +114,7 @@ def zone(name: str) -> ZoneInfo:
     """
     try:
         return ZoneInfo(name)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, OSError) as exc:
+        # OSError: zoneinfo opens a file by the name; one of 100,000 characters is "File name
+        # too long" (issue 17, found by tests/fuzz).
         raise ValueError(f"unknown time zone {name!r}") from exc
