@@ -158,6 +158,7 @@ class FleetScreen(Screen[None]):
         Binding("S", "reverse_sort", "Reverse", show=False),
         # Not g: g and G are first and last row in every list.
         Binding("b", "cycle_group", "Group"),
+        Binding("E", "env_drift", "Env drift"),
         Binding("slash", "start_filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("r", "refresh_now", "Refresh"),
@@ -417,6 +418,13 @@ class FleetScreen(Screen[None]):
             self.notify("No labels to group by: no agent or fleet entry has labels yet.")
             return
         self.group_by = next_grouping(self.group_by, keys)
+
+    def action_env_drift(self) -> None:
+        """``E``: the environment differences of the selected host's group."""
+        from tui.screens.envdrift import EnvDriftScreen, group_of
+
+        title, group = group_of(self.members, self.group_by, self.table.selected_key)
+        self.app.push_screen(EnvDriftScreen(group, title))
 
     def action_reverse_sort(self) -> None:
         """Reverse the order."""
