@@ -18,6 +18,7 @@ from tests.tui.test_fleet_screen import rows, wait_for
 from tui.app import FleetApp
 from tui.fleet import FleetEntry
 from tui.screens.envdrift import EnvDriftScreen
+from tui.screens.help import HelpScreen
 from tui.view.fleetview import FleetMember
 
 EVIL = "[bold red]2.4.1[/] \x1b[31mx"
@@ -63,6 +64,11 @@ async def test_env_drift_matrix(fakes: dict[str, EnvFake]) -> None:
         await wait_for(
             pilot, lambda: all(r[3] != "-" for r in rows(app).values()) and len(rows(app)) == 3
         )
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert "Env drift" in str(app.screen.query_one(Static).render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
         await pilot.press("E")
         await wait_for(
             pilot, lambda: isinstance(app.screen, EnvDriftScreen) and app.screen.drift is not None

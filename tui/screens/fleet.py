@@ -158,7 +158,8 @@ class FleetScreen(Screen[None]):
         Binding("S", "reverse_sort", "Reverse", show=False),
         # Not g: g and G are first and last row in every list.
         Binding("b", "cycle_group", "Group"),
-        Binding("E", "env_drift", "Env drift"),
+        # Not in the footer (full at 80 columns); ? lists it.
+        Binding("E", "env_drift", "Env drift", show=False),
         Binding("slash", "start_filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("r", "refresh_now", "Refresh"),
