@@ -190,6 +190,10 @@ def _versions(client: ApiClient, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace, operator: str) -> int:
     """``vigil deploy ...`` or ``vigil rollback``; ``operator`` (user@host) acts."""
+    if getattr(args, "fleet", None) is not None:
+        from agent.cli.fleet_deploy import fleet_deploy_command
+
+        return fleet_deploy_command(args, operator)
     try:
         client = connect(args, timeout_s=120.0)  # a deploy's hash may take a while
         if args.command == "rollback":
@@ -216,6 +220,8 @@ def run(args: argparse.Namespace, operator: str) -> int:
 
 def parse_shorthand(args: list[str]) -> list[str]:
     """``deploy MODEL ...`` -> ``deploy start MODEL ...`` (a first word that is no verb)."""
+    if args and args[0].startswith("--fleet"):  # vigil deploy --fleet FILE MODEL ...
+        return ["start", *args]
     if args and not args[0].startswith("-") and args[0] not in VERBS:
         return ["start", *args]
     return args

@@ -337,6 +337,22 @@ def _deploy_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     _add_lineage_args(start)
     _add_follow_args(start)
     _add_target_args(start)
+    fleet = start.add_argument_group("across a fleet (docs/deploy.md, Across a fleet)")
+    fleet.add_argument(
+        "--fleet", type=Path, metavar="FILE", help="deploy on every agent of this fleet file"
+    )
+    fleet.add_argument(
+        "--group", action="append", metavar="LABEL=VALUE", help="only hosts with this label"
+    )
+    fleet.add_argument("--hosts", action="append", metavar="GLOB", help="only hosts named so")
+    fleet.add_argument(
+        "--waves", help="cumulative wave sizes, e.g. 1,25%%,100%% (default: host by host)"
+    )
+    fleet.add_argument(
+        "--rollback-done",
+        action="store_true",
+        help="when a host fails, roll back the hosts this rollout promoted",
+    )
     approve = deploy_sub.add_parser("approve", help="approve a deploy awaiting approval")
     approve.add_argument("id", type=int, help="the deployment's id")
     approve.add_argument("--json", action="store_true", help="print the deployment as JSON")
