@@ -43,6 +43,7 @@ from agent.serve.params import error as _error
 from agent.serve.params import parse_time
 from agent.serve.rollout_api import register as register_rollout_routes
 from agent.serve.routing import Handler, Middleware, Router
+from agent.serve.summary_api import register as register_summary_routes
 from agent.serve.tokens import TokenRegistry
 from agent.serve.view import AgentView, model_stats
 from agent.supervise.proclogs import TAIL_MAX_LINES
@@ -390,4 +391,5 @@ def build_app(agent: AgentView, tokens: TokenRegistry) -> Router:
     register_forward_routes(app, agent)
     register_rollout_routes(app, agent, operator_of)
     register_environment_routes(app, agent)
+    register_summary_routes(app, agent, api.read)
     return app

@@ -143,7 +143,14 @@ class FakeAgent:
             await asyncio.sleep(self.hang_s)
         if self.raw_body is not None:
             return web.Response(body=self.raw_body, content_type="application/json")
+        if request.path == "/api/v1/summary":
+            return self._summary(request)
         return web.json_response(self._answer(request))
+
+    def _summary(self, request: web.Request) -> web.Response:
+        """``/api/v1/summary``: not served, as by an agent older than the route
+        (:class:`tests.fakes.fleet_agents.FleetFake` serves it)."""
+        return web.json_response({"error": "not found"}, status=404)
 
     def _answer(self, request: web.Request) -> dict[str, Any]:
         if request.path == "/api/v1/status":

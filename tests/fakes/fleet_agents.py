@@ -1,6 +1,7 @@
 """Fake agents for fleet tests: the TUI's fake agent (:mod:`tests.fakes.agent_api`), plus
-``/api/v1/models`` (latency percentiles) and ``/api/v1/incidents`` answers, and GPUs in the
-status."""
+``/api/v1/models`` (latency percentiles) and ``/api/v1/incidents`` answers, GPUs in the
+status, and ``/api/v1/summary`` (the compact row the fleet polls, with an ETag) built from
+those by the agent's own code."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.serve.summary_api import etag_matches, render, summary_document
 from storage.records import AgentStatus, ModelStatus
 from tests.fakes.agent_api import FakeAgent, GiB, res, sample_status
+from tui.view.fleetsummary import worst_p95
 
 
 def gpu_status(host: str, util: float = 80.0, cpu: float = 23.4) -> AgentStatus:
@@ -59,6 +62,24 @@ class FleetFake(FakeAgent):
 
     ttft_p95: dict[str, float | None] = field(default_factory=lambda: {"llama": 120.0})
     open_incidents: int = 0
+    summary_route: bool = True
+    """Whether ``/api/v1/summary`` is served (False: 404, an agent older than the route)."""
+
+    def _summary(self, request: web.Request) -> web.Response:
+        """The compact row, built by the agent's own :func:`summary_document` from what the
+        other routes serve, with its ``ETag``; 304 when ``If-None-Match`` names it."""
+        if not self.summary_route:
+            return super()._summary(request)
+        status = self.make_status() if self.make_status else self.status
+        models = models_json(self.ttft_p95)
+        latency = (worst_p95(models, "ttft_ms"), worst_p95(models, "e2e_ms"))
+        doc = summary_document(status, self.alert_counts or {}, latency, self.open_incidents)
+        if self.alert_counts is None:
+            del doc["alert_counts"]  # as the status of an agent older than alerting
+        body, etag = render(doc)
+        if etag_matches(request.headers.get("If-None-Match"), etag):
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(body=body, headers={"ETag": etag}, content_type="application/json")
 
     def _answer(self, request: web.Request) -> dict[str, Any]:
         if request.path == "/api/v1/models":

@@ -209,7 +209,10 @@ def test_sparkline_scale() -> None:
 
 
 async def test_a_member_polls_status_models_and_incidents() -> None:
-    fake = FleetFake(status=gpu_status("gpu-01"), ttft_p95={"a": 80.0}, open_incidents=2)
+    """An agent older than ``/api/v1/summary`` (404): the documents it stands for."""
+    fake = FleetFake(
+        status=gpu_status("gpu-01"), ttft_p95={"a": 80.0}, open_incidents=2, summary_route=False
+    )
     await fake.start()
     m = FleetMember(FleetEntry("gpu-01", fake.url, TOKEN, timeout_s=2.0))
     try:

@@ -4,7 +4,8 @@ Every failure (connection refused, timeout, rejected token, a malformed answer) 
 exception type, :class:`AgentError`, whose message is fit to show a person, so screens need a
 single ``except`` and never freeze on a hung agent (every request has a total timeout).
 :class:`AgentError` and the decoding helpers live in :mod:`tui.remote.errors`, the deploy calls
-in :mod:`tui.remote.deploycalls` (a mixin); both are importable from here as before.
+in :mod:`tui.remote.deploycalls` (a mixin), finding the local agent in
+:mod:`tui.remote.local`; all are importable from here as before.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import socket
 import ssl
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +34,7 @@ from tui.remote.errors import (
     scope_refusal,
     seg,
 )
+from tui.remote.local import API_FILE, TOKEN_FILE, discover_local
 from tui.remote.unixtls import TlsUnixConnector
 
 __all__ = [
@@ -47,9 +48,6 @@ __all__ = [
 ]
 
 _CA_HINT = f"set ca to the CA that issued it: in the fleet file, or --ca / ${CA_ENV}"
-
-API_FILE = "api.json"
-TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 
 
 class AgentClient(DeployCalls):
@@ -183,6 +181,16 @@ class AgentClient(DeployCalls):
             params["subject"] = subject
         data = await self._get_json("/api/v1/events", params)
         return decode(lambda: [Event.from_json(e) for e in data["events"]], "events")
+
+    async def get_if_changed(self, path: str, etag: str | None) -> tuple[bytes, str | None] | None:
+        """``GET`` a path with ``If-None-Match: etag`` (none when ``etag`` is None): None when
+        the agent answers 304 Not Modified, else the body and the answer's ``ETag``.
+
+        Raises:
+            AgentError: on any failure (``status`` 404: an agent without the route).
+        """
+        status, tag, body = await self._exchange("GET", path, etag=etag)
+        return None if status == 304 else (body, tag)
 
     async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """``GET`` any API path and return its decoded JSON, for callers that read a document
@@ -369,8 +377,24 @@ class AgentClient(DeployCalls):
     ) -> bytes:
         """One request (``body``, if not None, sent as JSON); the body of a 2xx answer, every
         failure an :class:`AgentError`."""
+        return (await self._exchange(method, path, params, operator=operator, body=body))[2]
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        operator: bool = False,
+        body: Any = None,
+        etag: str | None = None,
+    ) -> tuple[int, str | None, bytes]:
+        """:meth:`_send`, answering (status, ``ETag``, body); with ``etag``, sent as
+        ``If-None-Match``, a 304 is an answer too (with an empty body)."""
         session = self._ensure_session()
         headers = {"X-Vigil-Operator": self.operator or operator_identity()} if operator else {}
+        if etag is not None:
+            headers["If-None-Match"] = etag
         try:
             # No redirects: the token must only ever go to the agent we were pointed at.
             async with session.request(
@@ -382,23 +406,11 @@ class AgentClient(DeployCalls):
                 allow_redirects=False,
             ) as resp:
                 answer = await resp.read()
-                if resp.status == 401:
-                    raise AgentError("token rejected", "rejected", resp.status)
-                if resp.status == 403 and scope_refusal(self.scope, answer):
-                    if method != "GET":
-                        self.scope = "read"  # the agent said so: stop offering actions
-                    reason = error_text(answer) or "forbidden"
-                    raise AgentError(
-                        f"token lacks the scope for {path}: {reason}", "forbidden", resp.status
-                    )
+                if resp.status == 304 and etag is not None:
+                    return 304, resp.headers.get("ETag", etag), b""
                 if resp.status >= 300:
-                    reason = error_text(answer) or resp.reason or ""
-                    raise AgentError(
-                        f"HTTP {resp.status} from {path}: {reason}".rstrip(": "),
-                        "http",
-                        resp.status,
-                    )
-                return answer
+                    raise self._refusal(method, path, resp.status, resp.reason, answer)
+                return resp.status, resp.headers.get("ETag"), answer
         except AgentError:
             raise
         # Before ClientError: aiohttp's timeout errors subclass both.
@@ -430,6 +442,20 @@ class AgentClient(DeployCalls):
                 f"{self.url}: {exc.__class__.__name__}: {exc}".rstrip(": "), "unreachable"
             ) from exc
 
+    def _refusal(
+        self, method: str, path: str, status: int, reason: str | None, answer: bytes
+    ) -> AgentError:
+        """The error for an answer of ``status`` >= 300 (no redirect is followed)."""
+        if status == 401:
+            return AgentError("token rejected", "rejected", status)
+        if status == 403 and scope_refusal(self.scope, answer):
+            if method != "GET":
+                self.scope = "read"  # the agent said so: stop offering actions
+            why = error_text(answer) or "forbidden"
+            return AgentError(f"token lacks the scope for {path}: {why}", "forbidden", status)
+        why = error_text(answer) or reason or ""
+        return AgentError(f"HTTP {status} from {path}: {why}".rstrip(": "), "http", status)
+
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector: aiohttp.BaseConnector | None = None
@@ -457,40 +483,3 @@ def operator_identity() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
-
-
-def discover_local(data_dir: Path) -> tuple[str, str]:
-    """Find the agent running on this host from the files it writes into its data directory.
-
-    Args:
-        data_dir: The agent's ``data_dir`` (holding ``api.json`` and ``api-token``).
-
-    Returns:
-        ``(url, token)``.
-
-    Raises:
-        AgentError: naming the missing or malformed file.
-    """
-    api_path = data_dir / API_FILE
-    token_path = data_dir / TOKEN_FILE
-    try:
-        info = json.loads(api_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise AgentError(
-            f"{api_path} not found: is the agent running with data_dir {data_dir}?", "config"
-        ) from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AgentError(f"cannot read {api_path}: {exc}", "config") from exc
-    if not isinstance(info, dict) or not isinstance(info.get("url"), str) or not info["url"]:
-        raise AgentError(f'{api_path} has no "url" string', "config")
-    try:
-        lines = token_path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise AgentError(f"{token_path} not found: the agent writes it at start", "config") from exc
-    except OSError as exc:
-        # Usually permissions: the file is 0600 and owned by the agent's user.
-        raise AgentError(f"cannot read {token_path}: {exc.strerror or exc}", "config") from exc
-    token = lines[0].strip() if lines else ""
-    if not token:
-        raise AgentError(f"{token_path} is empty", "config")
-    return info["url"], token

@@ -201,6 +201,7 @@ class FleetScreen(Screen[None]):
         """``time.monotonic()`` (the members' clock) at the end of the last table update."""
         self._by_name = {m.name: m for m in members}
         self._dirty: set[str] = set(self._by_name)
+        self._changes: dict[str, int] = {}
         self._first_round: set[str] = set(self._by_name)
         self._froze = False
         self._render_pending = False
@@ -296,8 +297,12 @@ class FleetScreen(Screen[None]):
         self.agent_polled(member)
 
     def agent_polled(self, member: FleetMember) -> None:
-        """Note the row as changed; the table is updated at most every ``RENDER_EVERY_S``."""
-        self._dirty.add(member.name)
+        """Note the row as changed if the poll changed it (a 304 does not; its cells are not
+        built again); the table is updated at most every ``RENDER_EVERY_S`` (the order may
+        change all the same: sorted by age)."""
+        if self._changes.get(member.name) != member.changes:
+            self._changes[member.name] = member.changes
+            self._dirty.add(member.name)
         self._schedule_render()
         if self._first_round:
             self._first_round.discard(member.name)

@@ -1,8 +1,9 @@
 """The fleet's state, one :class:`FleetMember` per agent, and what a fleet row shows.
 
-No Textual here: a member polls its agent (its status each time, its models' latencies and
-open incidents every few seconds, side by side, each request under the client's timeout),
-keeps the last good answer as a :class:`~tui.view.fleetsummary.HostSummary`, and remembers when it
+No Textual here: a member polls its agent (its compact summary, ``/api/v1/summary``, with
+the last ``ETag``; from an older agent its status each time, its models' latencies and open
+incidents every few seconds, side by side; each request under the client's timeout), keeps
+the last good answer as a :class:`~tui.view.fleetsummary.HostSummary`, and remembers when it
 last succeeded, so the screen can show an unreachable or slow agent with the age of its data.
 Sorting and filtering are plain functions over members, tested on their own.
 """
@@ -18,7 +19,13 @@ from typing import Any
 from tui.fleet import FleetEntry
 from tui.remote.client import AgentClient, AgentError
 from tui.remote.transport import SshTunnel
-from tui.view.fleetsummary import Details, HostSummary, read_details, summarize
+from tui.view.fleetsummary import (
+    Details,
+    HostSummary,
+    read_details,
+    summarize,
+    summarize_compact,
+)
 
 SPARK_LEN = 30
 """CPU samples kept per agent for the row's sparkline."""
@@ -44,7 +51,8 @@ class FleetMember:
         last_ok_at: ``clock()`` of the last good answer.
         started_at: ``clock()`` when the poll in flight started; None when idle.
         finished_at: ``clock()`` when the last poll ended.
-        cpu_history: Recent total-CPU values, oldest first.
+        cpu_history: Recent total-CPU values, oldest first: one per answer with news (a 304
+            adds none).
     """
 
     def __init__(self, entry: FleetEntry, clock: Callable[[], float] = time.monotonic) -> None:
@@ -76,6 +84,12 @@ class FleetMember:
         self._retry_at = 0.0
         self._details_at: float | None = None
         self._details = Details()
+        self._compact: bool | None = None
+        """Whether the agent serves ``/api/v1/summary``; None until it said."""
+        self._etag: str | None = None
+        self.changes = 0
+        """Bumped when a poll may have changed what the row shows (a new summary, an error
+        set or cleared, a poll that ran long enough to show as slow); a 304 does not."""
 
     def __repr__(self) -> str:
         return f"FleetMember({self.entry.name!r}, {self.entry.url!r})"
@@ -124,55 +138,91 @@ class FleetMember:
         return None if self.last_ok_at is None else max(0.0, now - self.last_ok_at)
 
     async def poll(self) -> None:
-        """Ask the agent for its status (and, every :data:`DETAILS_EVERY_S`, its models'
-        latencies and open incidents, side by side); record what happened.
+        """Ask the agent for its row (``/api/v1/summary``, sent with the last ``ETag`` so an
+        unchanged agent answers 304 and costs almost nothing); from an agent without that
+        route (404), its status and, every :data:`DETAILS_EVERY_S`, its models' latencies
+        and open incidents, side by side. Record what happened.
 
         Never raises :class:`AgentError` (it becomes :attr:`error`); every request is bounded
         by the client's timeout and the ssh set-up by the entry's connect timeout.
         """
         self.started_at = self.clock()
+        was = (self.summary, self.error)
         try:
             client = await self._connect()
-            details = self._details_at is None or self.started_at - self._details_at >= (
-                DETAILS_EVERY_S
-            )
-            requests = [client.get_json("/api/v1/status")]
-            if details:
-                requests += [
-                    client.get_json("/api/v1/models"),
-                    client.get_json("/api/v1/incidents", {"state": "open", "limit": "1000"}),
-                ]
-            answers: list[Any] = await asyncio.gather(*requests, return_exceptions=True)
-            for answer in answers:
-                if isinstance(answer, BaseException) and not isinstance(answer, AgentError):
-                    raise answer
-            if isinstance(answers[0], AgentError):
-                raise answers[0]
-            if details:
-                # An older agent without these routes still gets its row; the cells say "?".
-                self._details = read_details(
-                    None if isinstance(answers[1], AgentError) else answers[1],
-                    None if isinstance(answers[2], AgentError) else answers[2],
-                )
-                self._details_at = self.started_at
-            try:
-                summary = summarize(answers[0], details=self._details)
-            except ValueError as exc:
-                raise AgentError(str(exc), "protocol") from None
+            summary = await self._read(client)
         except AgentError as exc:
             await self._failed(exc)
         else:
-            self.summary = summary
-            if summary.cpu_percent is not None:
-                self.cpu_history.append(summary.cpu_percent)
+            if summary is not None:  # None: unchanged since the last answer (304)
+                self.summary = summary
+                if summary.cpu_percent is not None:
+                    self.cpu_history.append(summary.cpu_percent)
             self.error = None
             self.last_ok_at = self.clock()
             self._failures = 0
             self._retry_at = 0.0
         finally:
             self.polls += 1
-            self.started_at = None
             self.finished_at = self.clock()
+            # A poll long enough to have shown as slow changed the row too.
+            if (self.summary, self.error) != was or self.is_slow(self.finished_at):
+                self.changes += 1
+            self.started_at = None
+
+    async def _read(self, client: AgentClient) -> HostSummary | None:
+        """The agent's row: from ``/api/v1/summary`` (None when unchanged), else, from an
+        agent without it, from the documents it stands for."""
+        if self._compact is not False:
+            try:
+                answer = await client.get_if_changed(
+                    "/api/v1/summary", self._etag if self.summary is not None else None
+                )
+            except AgentError as exc:
+                if exc.status != 404 or self._compact:
+                    raise
+                self._compact = False  # an older agent: asked again after a failure
+            else:
+                self._compact = True
+                if answer is None:
+                    return None
+                body, self._etag = answer
+                try:
+                    return summarize_compact(body)
+                except ValueError as exc:
+                    raise AgentError(str(exc), "protocol") from None
+        return await self._read_documents(client)
+
+    async def _read_documents(self, client: AgentClient) -> HostSummary:
+        """The row from ``/api/v1/status``, and every :data:`DETAILS_EVERY_S` from
+        ``/api/v1/models`` and ``/api/v1/incidents`` too (an agent older than the summary)."""
+        assert self.started_at is not None
+        details = self._details_at is None or self.started_at - self._details_at >= (
+            DETAILS_EVERY_S
+        )
+        requests = [client.get_json("/api/v1/status")]
+        if details:
+            requests += [
+                client.get_json("/api/v1/models"),
+                client.get_json("/api/v1/incidents", {"state": "open", "limit": "1000"}),
+            ]
+        answers: list[Any] = await asyncio.gather(*requests, return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, AgentError):
+                raise answer
+        if isinstance(answers[0], AgentError):
+            raise answers[0]
+        if details:
+            # An older agent without these routes still gets its row; the cells say "?".
+            self._details = read_details(
+                None if isinstance(answers[1], AgentError) else answers[1],
+                None if isinstance(answers[2], AgentError) else answers[2],
+            )
+            self._details_at = self.started_at
+        try:
+            return summarize(answers[0], details=self._details)
+        except ValueError as exc:
+            raise AgentError(str(exc), "protocol") from None
 
     async def _connect(self) -> AgentClient:
         if self.tunnel is not None:
@@ -183,6 +233,8 @@ class FleetMember:
     async def _failed(self, exc: AgentError) -> None:
         self._failures += 1
         self._details_at = None  # ask again for everything once it answers
+        self._compact = None  # it may have been upgraded (or replaced) meanwhile
+        self._etag = None
         tunnel = self.tunnel
         if tunnel is None:
             self.error = exc
