@@ -44,6 +44,18 @@ SSH_REFUSED = (
 )
 
 
+def _line(dep: Mapping[str, Any]) -> str:
+    """``#12 clf baking: 3/5 ok in a row`` (deploy_cmd's line, shorter; not imported from it:
+    deploy_cmd opens this module)."""
+    out = f"#{dep['id']} {printable(dep['model'])} {dep['state']}"
+    progress = dep.get("progress") or {}
+    if progress:
+        out += f": {progress['good_in_a_row']}/{progress['needed']} ok in a row"
+    if dep.get("error"):
+        out += f": {printable(dep['error'])}"
+    return out
+
+
 class UsageError(Exception):
     """A bad option or fleet selection; nothing was deployed."""
 
@@ -147,8 +159,6 @@ class Rollout:
     def follow(self, client: ApiClient, name: str, dep: Mapping[str, Any]) -> Mapping[str, Any]:
         """Poll a deployment until it ends, printing each new state; raises AgentUnreachable
         when the host stays silent for LOST_AFTER_S."""
-        from agent.cli.deploy_cmd import _line
-
         shown, silent_since = "", None
         while True:
             line = _line(dep)
