@@ -223,7 +223,13 @@ class DeployEngine(DeploySupport):
             "deploy.requested",
             f"{digest.path} ({digest.hash}) by {dep.requested_by}",
             None,
-            {"artifact": _digest_json(digest), "bake_s": bake_s},
+            {
+                "artifact": _digest_json(digest),
+                "bake_s": bake_s,
+                # A fleet rollout names itself here, so each host's audit trail shows it.
+                **({"pipeline_id": dep.pipeline_id} if dep.pipeline_id else {}),
+                **({"notes": dep.notes} if dep.notes else {}),
+            },
         )
         if dep.state == S.AWAITING_APPROVAL:
             runner.emit(f"deploy.{dep.state}", "waiting for an operator's approval", None, {})

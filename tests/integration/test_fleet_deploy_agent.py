@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy_support import call, free_port, model_up, reaper, srv_model_toml, version
+from tests.deploy_support import call, events, free_port, model_up, reaper, srv_model_toml, version
 from tests.helpers import child_env, running_agent, vigil_cmd, wait_for, write_config
 
 pytestmark = pytest.mark.integration
@@ -89,6 +89,13 @@ def test_a_rollout_stops_at_a_failing_host_and_rolls_back_the_done(tmp_path: Pat
         code, dep = call(agents[0], "GET", f"/api/v1/deployments/{hosts['h1']['deployment']}")
         assert summary["rollout"] in dep["deployment"]["notes"]
         assert dep["deployment"]["pipeline_id"] == summary["rollout"]
+        requested = [
+            e
+            for e in events(agents[0], "deploy.requested")
+            if e["data"]["deployment"] == hosts["h1"]["deployment"]
+        ]
+        assert requested[0]["data"]["evidence"]["pipeline_id"] == summary["rollout"]
+        assert "wave 1/3" in requested[0]["data"]["evidence"]["notes"]
 
         code, summary = rollout(v3, "--rollback-done", "--waves", "1,100%")
         assert code == 1, summary
