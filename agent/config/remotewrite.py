@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from msgspec import Meta
-
 from agent.config.schema import _Table, count
 from agent.config.secrets import read_secret
 from storage.tomlschema import Duration, Invalid, decode, expand_home
@@ -36,7 +34,7 @@ class RemoteWriteTable(_Table, frozen=True):
 
     url: str
     interval: Duration = 10.0
-    max_samples_per_request: Annotated[int, count(1), Meta(le=100_000)] = 2000
+    max_samples_per_request: Annotated[int, count(1, 100_000)] = 2000
     timeout: Duration = 30.0
     backoff_initial: Duration = 1.0
     backoff_max: Duration = 60.0

@@ -60,9 +60,23 @@ Strings = Annotated[tuple[str, ...], Meta(min_length=1)]
 """A non-empty argv list."""
 
 
-def count(low: int) -> Any:
-    """A whole number of ``low`` or more."""
-    return Meta(ge=low, extra={"expected": f"a whole number of {low} or more"})
+MAX_COUNT = 10**15
+"""The largest whole number a count takes: far beyond any setting, and far within floats and
+SQLite's 64-bit integers (min_good_canaries = 10**400 raised OverflowError in the bake check
+of check-config; found by make fuzz, issue 17)."""
+
+
+def count(low: int, high: int = MAX_COUNT) -> Any:
+    """A whole number of ``low`` or more, at most ``high`` (:data:`MAX_COUNT` by default)."""
+    most = "10^15" if high == MAX_COUNT else f"{high:,}"
+    return Meta(
+        ge=low,
+        le=high,
+        extra={
+            "expected": f"a whole number of {low} or more",
+            "bound": f"a whole number of {low} or more (at most {most})",
+        },
+    )
 
 
 class _Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -70,6 +70,22 @@ PROC = '[[process]]\nname = "p"\n'
             "process[0].match",
             "regular expression",
         ),
+        # OverflowError from min_good_canaries x interval in the bake check (found by make fuzz)
+        (
+            OPENAI
+            + 'process = "p"\ndeploy = { link = "/srv/m", min_good_canaries = 1'
+            + "0" * 400
+            + ' }\n[[process]]\nname = "p"\ncommand = ["x"]\n',
+            "model[0].deploy.min_good_canaries",
+            "at most 10^15",
+        ),
+        # ValueError: embedded null byte from ssl.create_default_context (found by make fuzz)
+        (
+            MODEL.format(protocol="http", url="https://127.0.0.1/health")
+            + 'canary = { tls_ca_file = "/etc/ca\\u0000.pem" }\n',
+            "model[0].canary.tls_ca_file",
+            "CA bundle",
+        ),
         (
             OPENAI + 'canary = { expect_regex = "x{99999999999}" }\n',
             "model[0].canary.expect_regex",
@@ -88,6 +104,8 @@ PROC = '[[process]]\nname = "p"\n'
         "env-key-nul",
         "match-huge-repeat",
         "match-deep-groups",
+        "min-good-canaries-400-digits",
+        "tls-ca-file-nul",
         "expect-regex-huge-repeat",
     ],
 )
