@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.config import Config, ConfigError
-from agent.forward import RemoteWrite
 from agent.health.incidents import IncidentBook
 from agent.health.monitor import ModelMonitor, samples_for
 from agent.runtime import apiserver
@@ -64,6 +63,7 @@ from storage.writer import Writer
 
 if TYPE_CHECKING:
     from agent.deploy.engine import DeployEngine
+    from agent.forward import RemoteWrite
 
 log = logging.getLogger("vigil.agent")
 
@@ -116,9 +116,9 @@ class Agent:
         self._watchdog: asyncio.Task[None] | None = None
         self.housekeeping = Retention(self.writer)
         self.checkpoints = Checkpoints(self.data_dir, lambda: self.config.agent)
-        self.remote_write = RemoteWrite(
-            self.writer, self.data_dir / DB_FILENAME, self.emit, started_ms=self.started_ms
-        )
+        self.remote_write: RemoteWrite | None = None
+        """The forwarder, made when a config has ``[remote_write]`` (the API and /metrics then
+        show it): an agent that does not forward never loads agent.forward (issue 14)."""
         self.alerting = AlertingJob(
             config.alerting,
             writer=self.writer,
@@ -357,7 +357,16 @@ class Agent:
                 links.setdefault(m.process, []).append(m.name)
         await self.supervisor.apply(running.processes, links, reason=reason)
         await self.alerting.apply(config.alerting)
-        await self.remote_write.apply(config.remote_write, config.agent.host, config.agent.labels)
+        if config.remote_write is not None and self.remote_write is None:
+            from agent.forward import RemoteWrite
+
+            self.remote_write = RemoteWrite(
+                self.writer, self.data_dir / DB_FILENAME, self.emit, started_ms=self.started_ms
+            )
+        if self.remote_write is not None:
+            await self.remote_write.apply(
+                config.remote_write, config.agent.host, config.agent.labels
+            )
         self._schedule(config)
 
     async def reload(self, reason: str) -> bool:
@@ -532,6 +541,10 @@ class Agent:
                 triggers, self._reload_triggers = self._reload_triggers, set()
                 await self.reload(" and ".join(sorted(triggers)) or "signal")
 
+    async def _stop_forwarding(self) -> None:
+        if self.remote_write is not None:
+            await self.remote_write.stop(final=True)  # the last samples, within a grace
+
     async def _shutdown(self) -> None:
         log.info("agent stopping")
         self.notifier.stopping()
@@ -545,7 +558,7 @@ class Agent:
             await self._api_server.close()
         await self.alerting.stop()
         # Before the writer closes (its cursors go through it), after the collectors stopped.
-        await self.remote_write.stop(final=True)
+        await self._stop_forwarding()
         if self._deploys.running is not None:
             await self._deploys.running.stop()  # its state is stored: the next agent resumes it
         for mon in self.monitors.values():

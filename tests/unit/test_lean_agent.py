@@ -49,7 +49,13 @@ def test_the_daemon_does_not_import_what_it_does_not_run() -> None:
     for module in ("textual", "onnxruntime", "pynvml"):
         assert module not in loaded, f"{module} is imported by the daemon at start"
     # The deploy engine is made on first need (agent.runtime.deploying): ~40 modules, 2.3 MB.
-    for module in ("agent.deploy.engine", "agent.deploy.canarycheck", "storage.deploykpi"):
+    # ... and the remote_write forwarder when a config has [remote_write].
+    for module in (
+        "agent.deploy.engine",
+        "agent.deploy.canarycheck",
+        "storage.deploykpi",
+        "agent.forward.remotewrite",
+    ):
         assert module not in loaded, f"{module} is imported by the daemon at start"
     for module in ("statistics", "difflib"):  # statistics brings fractions and decimal
         assert module not in loaded, f"{module} is imported by the daemon at start"
