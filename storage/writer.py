@@ -450,9 +450,7 @@ class Writer:
             log.exception("storage batch failed; dropping its samples samples=%d", len(samples))
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            self.stats.dropped += len(samples)
-            rest: list[Record] = [r for r in batch if not isinstance(r, Sample)]
-            return self._commit(rest) if rest else True
+            return self._salvage(batch, len(samples))
         # Only now is it safe to remember ids, tails and the chain head: a rollback undoes them.
         if staged is not None:
             self._samples.applied(staged)
@@ -464,6 +462,29 @@ class Writer:
         self.stats.committed_probe_runs += len(runs)
         self.stats.committed_events += len(events)
         self._set_health(True, "")
+        return True
+
+    def _salvage(self, batch: list[Record], samples: int) -> bool:
+        """After a batch failed with an error of ours, not SQLite's: commit what it holds
+        besides samples; True when nothing is left to retry."""
+        self.stats.dropped += samples
+        rest: list[Record] = [r for r in batch if not isinstance(r, Sample)]
+        if not rest:
+            return True
+        if len(rest) < len(batch):
+            return self._commit(rest)
+        # No sample to blame: a probe run or an event holds what SQLite cannot take (an
+        # integer over 64 bits). Committing the same batch again recursed until a
+        # RecursionError and lost the events behind it (issue 17); commit them one at a time
+        # instead, dropping only a record that fails alone. One that fails for SQLite's own
+        # reasons here is dropped too: the others are committed, so the batch cannot be handed
+        # back to be retried whole.
+        if len(rest) == 1:
+            self.stats.dropped += 1
+            return True
+        for rec in rest:
+            if not self._commit([rec]):
+                self.stats.dropped += 1
         return True
 
     def _tell(self, samples: list[Sample]) -> None:

@@ -25,7 +25,8 @@ from probes.openai import OpenAIProbe
 from probes.promtext import ExpositionError, Value, parse_exposition, select, total
 from probes.streamparse import NDJSONParser, StreamFormatError
 from probes.tgi import TgiProbe
-from storage.records import ProbeRun
+from storage.records import Event, ProbeRun
+from storage.writer import Writer
 from tests.fuzz.canned import Canned, CannedServer, check_storable
 from tests.fuzz.httpraw import exchange
 from tests.fuzz.support import deadline
@@ -324,3 +325,18 @@ def test_prometheus_integer_value_too_large_is_dropped() -> None:
     # The parser reads "1000...0" as an int; math.isfinite raised OverflowError on it.
     families = parse_exposition(f'# TYPE m gauge\nm {HUGE}\nm{{a="b"}} 2\n')
     assert [v.value for v in select(families, ["m"])] == [2.0]
+
+
+def test_the_writer_keeps_the_events_behind_an_unstorable_run(tmp_path: Path) -> None:
+    # check_storable's finding, one layer down: a run holding an integer over 64 bits failed
+    # its batch with OverflowError, and the writer called itself with the same batch until a
+    # RecursionError, losing the audit event committed with it.
+    writer = Writer(tmp_path / "vigil.db", flush_interval_s=60.0)
+    writer.start()
+    try:
+        writer.submit_one(ProbeRun("m", 1, True, "ok", output_tokens=2**63))
+        writer.submit_one(Event(ts_ms=2, kind="agent.test", subject="agent", message="kept"))
+        assert writer.flush()
+        assert writer.stats.committed_events == 1 and writer.stats.dropped == 1
+    finally:
+        writer.close()
