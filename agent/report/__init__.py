@@ -15,6 +15,7 @@ from typing import Any
 
 from agent.report.csvfiles import write_csv
 from agent.report.html import render_html
+from agent.report.jsondoc import json_document
 from agent.report.markdown import render_markdown
 from storage.db import connect
 from storage.report import build_report
@@ -47,10 +48,6 @@ SCHEMA_PATH = Path(__file__).with_name("schema.json")
 """The JSON Schema (draft 2020-12) of the JSON report."""
 
 DEFAULT_SINCE = "7d"
-
-_JSON_CONTROL = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}
-"""json.dumps escapes C0 controls itself; DEL and C1 (a raw CSI) are escaped too, so no control
-character reaches the file while the JSON still holds the exact text."""
 
 
 def parse_since(text: str) -> int:
@@ -95,8 +92,7 @@ def render(report: Report, fmt: str) -> str:
     if fmt == "md":
         return render_markdown(report)
     if fmt == "json":
-        text = json.dumps(report.to_json(), indent=2, ensure_ascii=False, allow_nan=False)
-        return text.translate(_JSON_CONTROL) + "\n"
+        return json_document(report.to_json())
     raise ValueError(f"format: expected one of {', '.join(DOCUMENT_FORMATS)}, got {fmt!r}")
 
 

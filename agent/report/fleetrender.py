@@ -7,7 +7,6 @@ environment values are agents' and the fleet file's text: data, never markup.
 
 from __future__ import annotations
 
-import json
 from html import escape
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from agent.report.csvfiles import table_csv
 from agent.report.fleet import FleetReport, Kpis
 from agent.report.html import CSP, CSS
 from agent.report.html import render_table as html_table
+from agent.report.jsondoc import json_document
 from agent.report.markdown import md_escape
 from agent.report.markdown import render_table as md_table
 from agent.report.svg import Styles, bar_chart
@@ -26,7 +26,6 @@ from storage.units import format_duration
 
 __all__ = ["fleet_tables", "render_fleet", "write_fleet_csv"]
 
-_JSON_CONTROL = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}
 
 _KPI_COLUMNS = (
     Column("availability", "Availability", "frac"),
@@ -297,8 +296,7 @@ def render_fleet(report: FleetReport, fmt: str) -> str:
     if fmt == "md":
         return render_markdown(report)
     if fmt == "json":
-        text = json.dumps(report.to_json(), indent=2, ensure_ascii=False, allow_nan=False)
-        return text.translate(_JSON_CONTROL) + "\n"
+        return json_document(report.to_json())
     raise ValueError(f"format: expected one of html, md, json, got {fmt!r}")
 
 
